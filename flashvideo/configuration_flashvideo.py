@@ -1,0 +1,179 @@
+"""FlashVideo model configuration."""
+
+from transformers.configuration_utils import PreTrainedConfig
+
+
+class FlashVideoConfig(PreTrainedConfig):
+    r"""
+    Configuration of a FlashVideo (RetNet) text-to-video model.
+
+    Besides the usual decoder sizes it records the layout of the single shared vocabulary, so that no code
+    hard-codes token offsets::
+
+        [pad, bos, eos] [<SN_1> … <SN_max_frames>] [text tokens] [image codes]
+
+    Each range start left as `None` is placed right after the previous range, and `vocab_size=None` ends the
+    vocabulary at the last range. Serial number `i` (1-based) is token `serial_token_start + i - 1`.
+
+    Args:
+        hidden_size: model width d.
+        num_hidden_layers: number of RetNet blocks.
+        num_attention_heads: retention heads H; must divide `hidden_size`.
+        intermediate_size: width of the GLU feed-forward layer.
+        value_dim: total value width H·d_v of multi-scale retention (default `2 * hidden_size`, as in RetNet).
+        rms_norm_eps: epsilon of the RMSNorms (also the per-head retention norm).
+        chunk_size: block length of the chunkwise form (training and long prefills).
+        text_vocab_size / image_vocab_size: sizes of the text-token and image-code ranges.
+        max_frames: number of serial-number tokens, i.e. the most frames one sequence can hold.
+        image_size: frame side in pixels; code_grid_size: side of an encoded frame's code grid.
+
+    Example:
+
+    ```python
+    >>> from flashvideo import FlashVideoConfig, FlashVideoForCausalLM
+    >>> config = FlashVideoConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4)
+    >>> config.image_token_range
+    (1059, 1571)
+    >>> model = FlashVideoForCausalLM(config)
+    ```
+    """
+
+    model_type = "flashvideo"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    value_dim: int | None = None
+    hidden_act: str = "silu"
+    rms_norm_eps: float = 1e-6
+    chunk_size: int = 256
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+
+    # Vocabulary layout (DESIGN §2).
+    vocab_size: int | None = None
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    serial_token_start: int | None = None
+    max_frames: int = 32
+    text_token_start: int | None = None
+    text_vocab_size: int = 1024
+    image_token_start: int | None = None
+    image_vocab_size: int = 512
+
+    # Frame geometry.
+    image_size: int = 64
+    code_grid_size: int = 16
+
+    def __post_init__(self, **kwargs):
+        if self.value_dim is None:
+            self.value_dim = 2 * self.hidden_size
+        special_ids = [i for i in (self.pad_token_id, self.bos_token_id, self.eos_token_id) if i is not None]
+        next_free = max(special_ids, default=-1) + 1
+        if self.serial_token_start is None:
+            self.serial_token_start = next_free
+        if self.text_token_start is None:
+            self.text_token_start = self.serial_token_start + self.max_frames
+        if self.image_token_start is None:
+            self.image_token_start = self.text_token_start + self.text_vocab_size
+        if self.vocab_size is None:
+            self.vocab_size = max(
+                self.serial_token_start + self.max_frames,
+                self.text_token_start + self.text_vocab_size,
+                self.image_token_start + self.image_vocab_size,
+            )
+        self._check_values()
+        super().__post_init__(**kwargs)
+
+    def _check_values(self) -> None:
+        positive = (
+            "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "value_dim",
+            "chunk_size", "max_frames", "text_vocab_size", "image_vocab_size", "image_size", "code_grid_size",
+            "vocab_size",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"FlashVideoConfig.{name} must be a positive integer, got {value!r}.")
+        if not self.rms_norm_eps > 0:
+            raise ValueError(f"FlashVideoConfig.rms_norm_eps must be > 0, got {self.rms_norm_eps!r}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"FlashVideoConfig.num_attention_heads ({self.num_attention_heads}) must divide hidden_size "
+                f"({self.hidden_size})."
+            )
+        if self.value_dim % self.num_attention_heads:
+            raise ValueError(
+                f"FlashVideoConfig.num_attention_heads ({self.num_attention_heads}) must divide value_dim "
+                f"({self.value_dim})."
+            )
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError(
+                "FlashVideoConfig.hidden_size / num_attention_heads (the key dimension per head) must be even for "
+                f"the rotation; got {self.hidden_size // self.num_attention_heads}."
+            )
+        if self.image_size % self.code_grid_size:
+            raise ValueError(
+                f"FlashVideoConfig.code_grid_size ({self.code_grid_size}) must divide image_size ({self.image_size})."
+            )
+        ranges = {
+            "serial_token_start": (self.serial_token_start, self.serial_token_start + self.max_frames),
+            "text_token_start": (self.text_token_start, self.text_token_start + self.text_vocab_size),
+            "image_token_start": (self.image_token_start, self.image_token_start + self.image_vocab_size),
+        }
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            token_id = getattr(self, name)
+            if token_id is not None:
+                ranges[name] = (token_id, token_id + 1)
+        for name, (start, end) in ranges.items():
+            if start < 0 or end > self.vocab_size:
+                raise ValueError(
+                    f"FlashVideoConfig.{name} gives ids [{start}, {end}) outside the vocabulary [0, vocab_size) = "
+                    f"[0, {self.vocab_size}); raise vocab_size or move the range."
+                )
+        ordered = sorted(ranges.items(), key=lambda item: item[1])
+        for (name_a, (start_a, end_a)), (name_b, (start_b, _)) in zip(ordered, ordered[1:]):
+            if start_b < end_a:
+                raise ValueError(
+                    f"FlashVideoConfig.{name_b} (ids from {start_b}) overlaps {name_a} (ids [{start_a}, {end_a}))."
+                )
+
+    @property
+    def head_dim(self) -> int:
+        """Key/query dimension per head, d_k = d / H."""
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def value_head_dim(self) -> int:
+        """Value dimension per head, d_v."""
+        return self.value_dim // self.num_attention_heads
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.code_grid_size * self.code_grid_size
+
+    @property
+    def serial_token_range(self) -> tuple[int, int]:
+        return (self.serial_token_start, self.serial_token_start + self.max_frames)
+
+    @property
+    def text_token_range(self) -> tuple[int, int]:
+        return (self.text_token_start, self.text_token_start + self.text_vocab_size)
+
+    @property
+    def image_token_range(self) -> tuple[int, int]:
+        """Half-open range `[start, end)` of the image-code ids."""
+        return (self.image_token_start, self.image_token_start + self.image_vocab_size)
+
+    def serial_token_id(self, frame_number: int) -> int:
+        """Id of `<SN_frame_number>`; frame numbers are 1-based as in the paper."""
+        if not 1 <= frame_number <= self.max_frames:
+            raise ValueError(f"frame_number must be in [1, {self.max_frames}] (max_frames), got {frame_number}.")
+        return self.serial_token_start + frame_number - 1
+
+
+__all__ = ["FlashVideoConfig"]

@@ -1,0 +1,528 @@
+"""FlashVideo: a RetNet decoder for text-to-video token sequences (Lei et al., FlashVideo §3.1).
+
+Architecture (RetNet as in torchscale 0.3.0, with RMSNorm and a GLU feed-forward):
+
+    x = x + MSR(RMSNorm(x));  x = x + GLU(RMSNorm(x));  …;  logits = lm_head(RMSNorm(x))
+
+The retention math lives in `retention.py`; this file holds the layers, the `RetNetCache` that carries the
+recurrent state through `generate()`, and the 🤗 model classes.
+"""
+
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
+from transformers.utils import logging
+
+from .configuration_flashvideo import FlashVideoConfig
+from .retention import (
+    apply_rotation,
+    chunkwise_retention,
+    parallel_retention,
+    recurrent_retention,
+    retention_log_decay,
+    rotation_angles,
+)
+
+
+logger = logging.get_logger(__name__)
+
+ForwardMode = Literal["auto", "parallel", "chunkwise", "recurrent"]
+FORWARD_MODES = ("auto", "parallel", "chunkwise", "recurrent")
+
+
+class RetNetCache(Cache):
+    """Recurrent state of every retention layer, for O(1)-per-token decoding with `generate()`.
+
+    Unlike a key/value cache it holds one `[batch, heads, d_k, d_v]` state per layer whatever the sequence
+    length, plus a token counter (positions of new tokens come from `get_seq_length()`). States are kept in
+    float32 (or float64) even for half-precision models.
+
+    Example:
+
+    ```python
+    >>> cache = RetNetCache(num_layers=model.config.num_hidden_layers)
+    >>> out = model(prompt_ids, past_key_values=cache, use_cache=True)     # parallel/chunkwise prefill
+    >>> out = model(next_token_ids, past_key_values=cache, use_cache=True)  # one recurrent step
+    >>> cache.get_seq_length(), cache.nbytes
+    ```
+    """
+
+    is_compileable = False
+
+    def __init__(self, num_layers: int):
+        # The base class manages key/value layers; ours are plain state tensors, so it gets an empty list.
+        super().__init__(layers=[])
+        self.num_layers = num_layers
+        self.states: list[torch.Tensor | None] = [None] * num_layers
+        self._seen_tokens = 0
+
+    def __len__(self) -> int:
+        return self.num_layers
+
+    def __repr__(self) -> str:
+        return f"RetNetCache(num_layers={self.num_layers}, seen_tokens={self._seen_tokens}, batch_size={self.batch_size})"
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1  # no limit: the state does not grow
+
+    def has_previous_state(self, layer_idx: int | None = None, state_idx: int | None = None) -> bool:
+        return self._seen_tokens > 0
+
+    @property
+    def batch_size(self) -> int:
+        return next((state.shape[0] for state in self.states if state is not None), -1)
+
+    @property
+    def is_initialized(self) -> bool:
+        return all(state is not None for state in self.states)
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the states, in bytes; independent of how many tokens were processed."""
+        return sum(state.numel() * state.element_size() for state in self.states if state is not None)
+
+    def get_state(self, layer_idx: int) -> torch.Tensor | None:
+        return self.states[layer_idx]
+
+    def set_state(self, layer_idx: int, state: torch.Tensor) -> None:
+        self.states[layer_idx] = state
+
+    def advance(self, num_tokens: int) -> None:
+        """Count `num_tokens` more processed tokens (called once per forward, after every layer has run)."""
+        self._seen_tokens += num_tokens
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if self.batch_size not in (-1, batch_size):
+            raise ValueError(
+                f"past_key_values holds a RetNetCache for batch size {self.batch_size}, but the inputs have batch "
+                f"size {batch_size}; pass the cache returned for this batch or a new RetNetCache."
+            )
+
+    def _map_states(self, fn) -> None:
+        self.states = [None if state is None else fn(state) for state in self.states]
+
+    def reset(self) -> None:
+        self.states = [None] * self.num_layers
+        self._seen_tokens = 0
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map_states(lambda state: state.index_select(0, beam_idx.to(state.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map_states(lambda state: state.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._map_states(lambda state: state[indices])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Only `crop(0)` is possible: a recurrent state has no per-token entries to remove."""
+        if tokens_to_remove != 0:
+            raise ValueError(
+                f"RetNetCache cannot remove tokens (asked for crop({tokens_to_remove}) with {self._seen_tokens} tokens "
+                "seen): the recurrent state has no per-token entries. Features that roll the cache back, such as "
+                "assisted decoding, are not supported."
+            )
+
+
+class FlashVideoRMSNorm(nn.Module):
+    """RMSNorm over the last dimension; without `weight` when `elementwise_affine=False` (the per-head norm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if elementwise_affine else None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.promote_types(input_dtype, torch.float32))
+        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            hidden_states = hidden_states * self.weight.to(hidden_states.dtype)
+        return hidden_states.to(input_dtype)
+
+
+class FlashVideoRetentionPositions(nn.Module):
+    """Per-head decay log γ_h and the rotation cos(nθ)/sin(nθ) for given positions, computed once per forward.
+
+    Both are non-persistent buffers (derived from the config, not learned), recomputed in `_init_weights`.
+    """
+
+    def __init__(self, config: FlashVideoConfig):
+        super().__init__()
+        self.log_decay = nn.Buffer(retention_log_decay(config.num_attention_heads).float(), persistent=False)
+        self.angles = nn.Buffer(rotation_angles(config.head_dim).float(), persistent=False)
+
+    @torch.no_grad()
+    def forward(
+        self, positions: torch.Tensor, compute_dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        phase = positions[:, None].to(compute_dtype) * self.angles.to(compute_dtype)[None, :]
+        return phase.cos(), phase.sin(), self.log_decay.to(compute_dtype)
+
+
+class FlashVideoMultiScaleRetention(nn.Module):
+    """Multi-scale retention (MSR): one decay γ_h per head, gated output, per-head RMSNorm."""
+
+    def __init__(self, config: FlashVideoConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.value_head_dim = config.value_head_dim
+        self.chunk_size = config.chunk_size
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False)
+        self.g_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False)
+        self.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
+        self.head_norm = FlashVideoRMSNorm(self.value_head_dim, eps=config.rms_norm_eps, elementwise_affine=False)
+
+    def _split_heads(self, x: torch.Tensor, head_dim: int) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotation_and_decay: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        padding_mask: torch.Tensor | None,
+        past_state: torch.Tensor | None,
+        forward_mode: ForwardMode,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin, log_decay = rotation_and_decay
+        compute_dtype = cos.dtype
+        q = self._split_heads(self.q_proj(hidden_states), self.head_dim).to(compute_dtype)
+        k = self._split_heads(self.k_proj(hidden_states), self.head_dim).to(compute_dtype) * self.scaling
+        v = self._split_heads(self.v_proj(hidden_states), self.value_head_dim).to(compute_dtype)
+        q, k = apply_rotation(q, cos, sin), apply_rotation(k, cos, sin)
+        if padding_mask is not None:
+            # Zero k and v at padded positions so that the state, hence every later token, ignores them.
+            keep = padding_mask[:, None, :, None].to(compute_dtype)
+            k, v = k * keep, v * keep
+        if past_state is not None:
+            past_state = past_state.to(compute_dtype)
+
+        if forward_mode == "recurrent":
+            output, state = recurrent_retention(q, k, v, log_decay, past_state)
+        elif forward_mode == "chunkwise":
+            output, state = chunkwise_retention(q, k, v, log_decay, self.chunk_size, past_state)
+        else:
+            output, state = parallel_retention(q, k, v, log_decay, past_state)
+
+        output = self.head_norm(output)  # [batch, heads, length, d_v]
+        output = output.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
+        gate = nn.functional.silu(self.g_proj(hidden_states))
+        return self.o_proj(gate * output.to(gate.dtype)), state
+
+
+class FlashVideoGLU(nn.Module):
+    """GLU feed-forward: fc2(silu(fc1 x) ⊙ gate x)."""
+
+    def __init__(self, config: FlashVideoConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.gate = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(nn.functional.silu(self.fc1(x)) * self.gate(x))
+
+
+class FlashVideoDecoderLayer(GradientCheckpointingLayer):
+    # The layer only reads the past state and returns the new one (the model writes it into the cache), so a
+    # recomputation during backward has no side effect.
+    _can_checkpoint_with_cache = True
+
+    def __init__(self, config: FlashVideoConfig, layer_idx: int):
+        super().__init__()
+        self.retention_norm = FlashVideoRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.retention = FlashVideoMultiScaleRetention(config, layer_idx)
+        self.ffn_norm = FlashVideoRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.ffn = FlashVideoGLU(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotation_and_decay: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        padding_mask: torch.Tensor | None = None,
+        past_state: torch.Tensor | None = None,
+        forward_mode: ForwardMode = "parallel",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        retained, state = self.retention(
+            self.retention_norm(hidden_states), rotation_and_decay, padding_mask, past_state, forward_mode
+        )
+        hidden_states = hidden_states + retained
+        hidden_states = hidden_states + self.ffn(self.ffn_norm(hidden_states))
+        return hidden_states, state
+
+
+class FlashVideoPreTrainedModel(PreTrainedModel):
+    config_class = FlashVideoConfig
+    config: FlashVideoConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["FlashVideoDecoderLayer"]
+    _is_stateful = True
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate() must not create a DynamicCache: the model creates its own RetNetCache in `forward`.
+        return False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, FlashVideoRetentionPositions):
+            init.copy_(module.log_decay, retention_log_decay(self.config.num_attention_heads))
+            init.copy_(module.angles, rotation_angles(self.config.head_dim))
+
+
+class FlashVideoModel(FlashVideoPreTrainedModel):
+    """The FlashVideo RetNet decoder without the LM head; returns hidden states and the `RetNetCache`.
+
+    Example:
+
+    ```python
+    >>> from flashvideo import FlashVideoConfig, FlashVideoModel
+    >>> model = FlashVideoModel(FlashVideoConfig(hidden_size=64, num_hidden_layers=2))
+    >>> out = model(torch.tensor([[5, 6, 7]]), forward_mode="chunkwise")
+    >>> out.last_hidden_state.shape
+    torch.Size([1, 3, 64])
+    ```
+    """
+
+    def __init__(self, config: FlashVideoConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.positions = FlashVideoRetentionPositions(config)
+        self.layers = nn.ModuleList(
+            [FlashVideoDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = FlashVideoRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def _check_input_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must be an integer tensor of token ids, got dtype {input_ids.dtype}.")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape [batch, length], got {tuple(input_ids.shape)}.")
+        low, high = input_ids.min().item(), input_ids.max().item()
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(
+                f"input_ids must be in [0, {self.config.vocab_size - 1}] (vocab_size={self.config.vocab_size}), "
+                f"got values in [{low}, {high}]."
+            )
+
+    def _resolve_forward_mode(self, forward_mode: str, length: int) -> ForwardMode:
+        if forward_mode not in FORWARD_MODES:
+            raise ValueError(f"forward_mode must be one of {FORWARD_MODES}, got {forward_mode!r}.")
+        if forward_mode != "auto":
+            return forward_mode
+        if length == 1:
+            return "recurrent"
+        return "parallel" if length <= self.config.chunk_size else "chunkwise"
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: RetNetCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        forward_mode: ForwardMode = "auto",
+        **kwargs,
+    ) -> BaseModelOutputWithPast | tuple:
+        r"""
+        Args:
+            input_ids: `[batch, length]` token ids.
+            attention_mask: `[batch, past + length]` (or `[batch, length]`) with 0 at padding; padded tokens are
+                excluded from the recurrent state, so a left-padded sample gives its unpadded result.
+            past_key_values: a `RetNetCache` to continue from; created here when `use_cache` and none is given.
+            forward_mode: "parallel" (O(L²), one call), "chunkwise" (blocks of `config.chunk_size`),
+                "recurrent" (token by token) or "auto" (recurrent for one token, else parallel up to a chunk and
+                chunkwise beyond). All give the same outputs and leave the same state.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            self._check_input_ids(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch_size, length = inputs_embeds.shape[:2]
+
+        if past_key_values is not None and not isinstance(past_key_values, RetNetCache):
+            raise ValueError(
+                f"past_key_values must be a RetNetCache (FlashVideo keeps a recurrent state, not keys and values), "
+                f"got {type(past_key_values).__name__}."
+            )
+        if use_cache and past_key_values is None:
+            past_key_values = RetNetCache(self.config.num_hidden_layers)
+        if past_key_values is not None:
+            past_key_values.check_batch_size(batch_size)
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+
+        padding_mask = None
+        if attention_mask is not None:
+            if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
+                raise ValueError(
+                    f"attention_mask must have shape [batch, past + length] = [{batch_size}, {past_length + length}] "
+                    f"or [{batch_size}, {length}], got {tuple(attention_mask.shape)}."
+                )
+            current = attention_mask[:, -length:].bool()
+            padding_mask = None if bool(current.all()) else current
+
+        forward_mode = self._resolve_forward_mode(forward_mode, length)
+        compute_dtype = torch.promote_types(inputs_embeds.dtype, torch.float32)
+        positions = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
+        rotation_and_decay = self.positions(positions, compute_dtype)
+
+        hidden_states = inputs_embeds
+        all_hidden_states = () if output_hidden_states else None
+        for layer_idx, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            past_state = past_key_values.get_state(layer_idx) if past_key_values is not None else None
+            hidden_states, state = layer(
+                hidden_states,
+                rotation_and_decay,
+                padding_mask=padding_mask,
+                past_state=past_state,
+                forward_mode=forward_mode,
+            )
+            if past_key_values is not None:
+                past_key_values.set_state(layer_idx, state.detach() if not torch.is_grad_enabled() else state)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        if past_key_values is not None:
+            past_key_values.advance(length)
+
+        output = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
+    """FlashVideo with a language-modelling head over the shared text / serial-number / image-code vocabulary.
+
+    `generate()` prefills the prompt in parallel/chunkwise form, then decodes recurrently through a
+    `RetNetCache`: time and memory per new token do not depend on how many tokens came before.
+
+    Example:
+
+    ```python
+    >>> from flashvideo import FlashVideoConfig, FlashVideoForCausalLM
+    >>> model = FlashVideoForCausalLM(FlashVideoConfig(hidden_size=64, num_hidden_layers=2))
+    >>> prompt = torch.tensor([[40, 41, 3]])
+    >>> video_tokens = model.generate(prompt, max_new_tokens=256, do_sample=True, top_k=50)
+    ```
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: FlashVideoConfig):
+        super().__init__(config)
+        self.model = FlashVideoModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, **kwargs):
+        if past_key_values is not None and not isinstance(past_key_values, RetNetCache):
+            raise ValueError(
+                f"FlashVideo generates with a RetNetCache; got past_key_values of type "
+                f"{type(past_key_values).__name__} (cache_implementation options do not apply to retention)."
+            )
+        return super().prepare_inputs_for_generation(
+            input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: RetNetCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        forward_mode: ForwardMode = "auto",
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        r"""
+        Args:
+            labels: `[batch, length]` targets for the next-token loss (shifted inside); -100 is ignored. The
+                processor labels text and serial-number positions -100, so the loss is on image codes only.
+            logits_to_keep: compute logits only for the last `logits_to_keep` positions (0: all).
+
+        See `FlashVideoModel.forward` for the other arguments.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            forward_mode=forward_mode,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        output = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["RetNetCache", "FlashVideoPreTrainedModel", "FlashVideoModel", "FlashVideoForCausalLM"]

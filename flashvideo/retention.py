@@ -1,0 +1,122 @@
+"""The retention operator in its three equivalent forms (RetNet, Sun et al. 2023; FlashVideo §3.1).
+
+Pure tensor math, no parameters: the layers in `modeling_flashvideo.py` project the inputs and call these.
+Shapes: queries and keys `[batch, heads, length, d_k]`, values `[batch, heads, length, d_v]`, recurrent state
+`[batch, heads, d_k, d_v]`, per-head log-decay `log γ` of shape `[heads]`.
+
+With S_n = Σ_{m≤n} γ^{n−m} k_mᵀ v_m, every form returns o_n = q_n S_n (plus the contribution of an initial
+state S_{-1}, decayed by γ^{n+1}) and the final state S_{L−1}, so a prompt prefilled in any form leaves exactly
+the state token-by-token decoding would have left.
+
+Unlike torchscale we apply no per-row rescaling of the decay matrix: the per-head RMSNorm that follows removes
+any positive per-row factor anyway, the row sums are bounded by 1/(1−γ) ≤ 2^(4+H), and the functions below run
+in float32 (or float64) whatever the model dtype, which keeps half-precision models in range.
+"""
+
+import math
+
+import torch
+
+
+def retention_log_decay(num_heads: int) -> torch.Tensor:
+    """log γ_h with γ_h = 1 − 2^(−5−h), h = 0..H−1 (float64 for exactness; callers cast)."""
+    heads = torch.arange(num_heads, dtype=torch.float64)
+    return torch.log1p(-torch.pow(2.0, -5.0 - heads))
+
+
+def rotation_angles(head_dim: int) -> torch.Tensor:
+    """θ_i = 10000^(−i/(d_k/2−1)), each repeated twice (interleaved pairs), shape `[d_k]`."""
+    theta = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 2, dtype=torch.float64))
+    return theta.repeat_interleave(2)
+
+
+def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, …) → (−x1, x0, −x3, x2, …)."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((-odd, even), dim=-1).flatten(-2)
+
+
+def apply_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of `x` by the angle nθ whose cosine and sine are given (broadcast over batch and heads)."""
+    return x * cos + rotate_every_two(x) * sin
+
+
+def _decay_powers(log_decay: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """γ_h^e for every head and exponent, shape `[heads, len(exponents)]`."""
+    return torch.exp(log_decay[:, None] * exponents[None, :])
+
+
+def parallel_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parallel form: O = ((Q Kᵀ) ⊙ D) V with D_nm = γ^(n−m) for n ≥ m, else 0. O(L²) time, one call.
+
+    Returns `(output, final_state)`.
+    """
+    length = q.shape[-2]
+    positions = torch.arange(length, device=q.device, dtype=log_decay.dtype)
+    distance = positions[:, None] - positions[None, :]
+    # Mask before exponentiating: exp of a positive exponent (future positions) would overflow.
+    causal_exponent = torch.where(distance >= 0, distance, torch.full_like(distance, math.inf))
+    decay_matrix = torch.exp(log_decay[:, None, None] * causal_exponent)  # [H, L, L], zeros above the diagonal
+    output = ((q @ k.transpose(-1, -2)) * decay_matrix) @ v
+
+    # The state after the last token: S_{L−1} = Σ_m γ^{L−1−m} k_mᵀ v_m (+ γ^L S_{-1}).
+    to_end = _decay_powers(log_decay, (length - 1) - positions)[None, :, :, None]
+    final_state = k.transpose(-1, -2) @ (v * to_end)
+    if initial_state is not None:
+        from_start = _decay_powers(log_decay, positions + 1)[None, :, :, None]
+        output = output + (q * from_start) @ initial_state
+        final_state = final_state + torch.exp(log_decay * length)[None, :, None, None] * initial_state
+    return output, final_state
+
+
+def chunkwise_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    chunk_size: int,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise form: parallel within blocks of `chunk_size`, the recurrent state carried across blocks.
+
+    R_{c+1} = γ^B R_c + K_cᵀ (V_c ⊙ ζ) is exactly the final state of the parallel form on block c started from
+    R_c, so each block is one `parallel_retention` call. O(L·B) time and memory. Returns `(output, final_state)`.
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    state = initial_state
+    outputs = []
+    for start in range(0, q.shape[-2], chunk_size):
+        block = slice(start, start + chunk_size)
+        block_output, state = parallel_retention(q[..., block, :], k[..., block, :], v[..., block, :], log_decay, state)
+        outputs.append(block_output)
+    return torch.cat(outputs, dim=-2), state
+
+
+def recurrent_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recurrent form: S_n = γ S_{n−1} + k_nᵀ v_n, o_n = q_n S_n, one token at a time. O(1) per token.
+
+    Returns `(output, final_state)`.
+    """
+    batch, heads, length, key_dim = q.shape
+    state = initial_state
+    if state is None:
+        state = q.new_zeros(batch, heads, key_dim, v.shape[-1])
+    gamma = torch.exp(log_decay)[None, :, None, None]
+    outputs = []
+    for n in range(length):
+        state = gamma * state + k[..., n, :, None] * v[..., n, None, :]
+        outputs.append(q[..., n : n + 1, :] @ state)
+    return torch.cat(outputs, dim=-2), state

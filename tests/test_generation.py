@@ -1,0 +1,99 @@
+"""generate() through the RetNetCache: same tokens as without a cache, for every decoding strategy."""
+
+import pytest
+import torch
+
+from flashvideo import RetNetCache
+
+
+@pytest.fixture
+def prompt():
+    return torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(0))
+
+
+def generate(model, prompt, seed=None, **kwargs):
+    if seed is not None:
+        torch.manual_seed(seed)
+    kwargs.setdefault("max_new_tokens", 12)
+    kwargs.setdefault("eos_token_id", None)  # fixed-length outputs make comparisons simple
+    return model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs)
+
+
+def test_greedy_same_with_and_without_cache(tiny_model, prompt):
+    fed_lengths = []
+    hook = tiny_model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: fed_lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    cached = generate(tiny_model, prompt, do_sample=False)
+    hook.remove()
+    # one prefill call for the prompt, then one recurrent step per new token
+    assert fed_lengths == [6] + [1] * 11
+    uncached = generate(tiny_model, prompt, do_sample=False, use_cache=False)
+    assert cached.shape == (2, 18)
+    assert torch.equal(cached, uncached)
+
+
+def test_seeded_sampling_same_with_and_without_cache(tiny_model, prompt):
+    kwargs = dict(do_sample=True, temperature=1.3, top_k=20, top_p=0.95)
+    cached = generate(tiny_model, prompt, seed=7, **kwargs)
+    uncached = generate(tiny_model, prompt, seed=7, use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+    assert not torch.equal(cached, generate(tiny_model, prompt, seed=8, **kwargs))
+
+
+def test_num_return_sequences(tiny_model, prompt):
+    out = generate(tiny_model, prompt, seed=1, do_sample=True, num_return_sequences=3)
+    assert out.shape == (6, 18)
+    assert torch.equal(out[:3, :6], prompt[:1].expand(3, -1))
+    assert len({tuple(row.tolist()) for row in out[:3]}) > 1
+
+
+def test_beam_search_same_with_and_without_cache(tiny_model, prompt):
+    kwargs = dict(do_sample=False, num_beams=3, num_return_sequences=2, max_new_tokens=8)
+    cached = generate(tiny_model, prompt, **kwargs)
+    uncached = generate(tiny_model, prompt, use_cache=False, **kwargs)
+    assert cached.shape == (4, 14)
+    assert torch.equal(cached, uncached)
+
+
+def test_continue_from_returned_cache(tiny_model, prompt):
+    whole = generate(tiny_model, prompt, do_sample=False, max_new_tokens=16)
+    first = tiny_model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8, eos_token_id=None,
+        return_dict_in_generate=True,
+    )  # fmt: skip
+    cache = first.past_key_values
+    assert isinstance(cache, RetNetCache)
+    continued = tiny_model.generate(
+        first.sequences, attention_mask=torch.ones_like(first.sequences), past_key_values=cache,
+        do_sample=False, max_new_tokens=8, eos_token_id=None,
+    )  # fmt: skip
+    assert torch.equal(continued, whole)
+
+
+def test_left_padded_batch_generates_each_unpadded_result(tiny_model):
+    pad = tiny_model.config.pad_token_id
+    short = torch.tensor([[10, 11, 12]])
+    long = torch.tensor([[20, 21, 22, 23, 24, 25]])
+    batch = torch.cat([torch.cat([torch.full((1, 3), pad), short], 1), long])
+    mask = (torch.arange(6) >= 3).long()[None].repeat(2, 1)
+    mask[1] = 1
+    out = tiny_model.generate(batch, attention_mask=mask, do_sample=False, max_new_tokens=10, eos_token_id=None)
+    alone_short = generate(tiny_model, short, do_sample=False, max_new_tokens=10)
+    alone_long = generate(tiny_model, long, do_sample=False, max_new_tokens=10)
+    assert torch.equal(out[0, 3:], alone_short[0])
+    assert torch.equal(out[1], alone_long[0])
+
+
+def test_assisted_decoding_is_refused(tiny_model, prompt):
+    with pytest.raises(ValueError, match="assisted generation is not supported with stateful models"):
+        tiny_model.generate(prompt[:1], assistant_model=tiny_model, max_new_tokens=4)
+    with pytest.raises(ValueError, match="assisted generation is not supported with stateful models"):
+        tiny_model.generate(prompt[:1], prompt_lookup_num_tokens=2, max_new_tokens=4)
+
+
+def test_generate_refuses_a_foreign_cache(tiny_model, prompt):
+    from transformers import DynamicCache
+
+    with pytest.raises(ValueError, match="RetNetCache"):
+        tiny_model.generate(prompt, past_key_values=DynamicCache(), max_new_tokens=2)

@@ -1,0 +1,165 @@
+"""The RetNet model: the three retention forms, the cache, losses and outputs, bad input."""
+
+import pytest
+import torch
+
+from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoModel, RetNetCache
+from flashvideo.retention import retention_log_decay, rotate_every_two, rotation_angles
+
+
+def float64_model(config, **overrides):
+    torch.manual_seed(0)
+    config = FlashVideoConfig(**{**config.to_dict(), **overrides})
+    return FlashVideoForCausalLM(config).double().eval()
+
+
+def logits(model, ids, mode, **kwargs):
+    with torch.no_grad():
+        return model(ids, forward_mode=mode, use_cache=False, **kwargs).logits
+
+
+def test_decay_and_angles_match_the_design():
+    assert torch.allclose(retention_log_decay(3).exp(), torch.tensor([1 - 2**-5, 1 - 2**-6, 1 - 2**-7], dtype=torch.float64))
+    angles = rotation_angles(8)
+    theta = 10000.0 ** -(torch.arange(4, dtype=torch.float64) / 3)
+    assert torch.allclose(angles, theta.repeat_interleave(2))
+    assert rotate_every_two(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-2.0, 1.0, -4.0, 3.0]
+
+
+@pytest.mark.parametrize("length", [16, 21])  # a multiple of chunk_size=8 and one that is not
+def test_parallel_recurrent_chunkwise_agree(tiny_config, length):
+    model = float64_model(tiny_config, rms_norm_eps=1e-15)
+    ids = torch.randint(3, tiny_config.vocab_size, (2, length), generator=torch.Generator().manual_seed(1))
+    parallel, recurrent, chunkwise = (logits(model, ids, mode) for mode in ("parallel", "recurrent", "chunkwise"))
+    assert (parallel - recurrent).abs().max() <= 1e-9
+    assert (chunkwise - parallel).abs().max() <= 1e-6
+
+
+def test_left_padded_batch_gives_each_unpadded_result(tiny_config):
+    model = float64_model(tiny_config)
+    generator = torch.Generator().manual_seed(2)
+    short, long = torch.randint(3, 90, (1, 7), generator=generator), torch.randint(3, 90, (1, 12), generator=generator)
+    pad = tiny_config.pad_token_id
+    batch = torch.cat([torch.cat([torch.full((1, 5), pad), short], dim=1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :5] = 0
+    for mode in ("parallel", "chunkwise", "recurrent"):
+        batched = logits(model, batch, mode, attention_mask=mask)
+        assert (batched[0, 5:] - logits(model, short, mode)[0]).abs().max() < 1e-10
+        assert (batched[1] - logits(model, long, mode)[0]).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("prefill_mode", ["parallel", "chunkwise"])
+def test_prefill_leaves_the_recurrent_state(tiny_config, prefill_mode):
+    model = float64_model(tiny_config)
+    ids = torch.randint(3, 90, (2, 19), generator=torch.Generator().manual_seed(3))
+    prefilled, stepped = RetNetCache(tiny_config.num_hidden_layers), RetNetCache(tiny_config.num_hidden_layers)
+    with torch.no_grad():
+        model(ids, past_key_values=prefilled, use_cache=True, forward_mode=prefill_mode)
+        for n in range(ids.shape[1]):
+            model(ids[:, n : n + 1], past_key_values=stepped, use_cache=True)
+        # and the next token sees the same thing from either cache
+        nxt = torch.tensor([[5], [6]])
+        from_prefill = model(nxt, past_key_values=prefilled, use_cache=True).logits
+        from_steps = model(nxt, past_key_values=stepped, use_cache=True).logits
+    assert prefilled.get_seq_length() == stepped.get_seq_length() == 20
+    for a, b in zip(prefilled.states, stepped.states):
+        assert (a - b).abs().max() < 1e-10
+    assert (from_prefill - from_steps).abs().max() < 1e-10
+
+
+def test_prefill_continuing_from_a_cache_matches_one_pass(tiny_config):
+    model = float64_model(tiny_config)
+    ids = torch.randint(3, 90, (1, 30), generator=torch.Generator().manual_seed(4))
+    cache = RetNetCache(tiny_config.num_hidden_layers)
+    with torch.no_grad():
+        first = model(ids[:, :13], past_key_values=cache, use_cache=True).logits
+        second = model(ids[:, 13:], past_key_values=cache, use_cache=True, forward_mode="chunkwise").logits
+    whole = logits(model, ids, "parallel")
+    assert (torch.cat([first, second], dim=1) - whole).abs().max() < 1e-10
+
+
+def test_cache_memory_does_not_grow(tiny_model, tiny_config):
+    cache = RetNetCache(tiny_config.num_hidden_layers)
+    token = torch.tensor([[7]])
+    with torch.no_grad():
+        for n in range(3000):
+            tiny_model(token, past_key_values=cache, use_cache=True)
+            if n + 1 == 100:
+                bytes_at_100 = cache.nbytes
+    assert cache.get_seq_length() == 3000
+    assert cache.nbytes == bytes_at_100 > 0
+
+
+def test_loss_ignores_minus_100_and_matches_cross_entropy(tiny_model):
+    ids = torch.randint(3, 90, (2, 10), generator=torch.Generator().manual_seed(5))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    out = tiny_model(ids, labels=labels)
+    shifted_logits, shifted_labels = out.logits[:, :-1], labels[:, 1:]
+    expected = torch.nn.functional.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1), ignore_index=-100
+    )
+    assert torch.allclose(out.loss, expected)
+    # changing a label that is -100 after shifting changes nothing
+    labels_only_text = labels.clone()
+    labels_only_text[:, 0] = 5
+    assert torch.allclose(tiny_model(ids, labels=labels_only_text).loss, out.loss)
+
+
+def test_hidden_states_and_tuple_outputs(tiny_model, tiny_config):
+    ids = torch.randint(3, 90, (1, 6))
+    out = tiny_model(ids, output_hidden_states=True)
+    assert len(out.hidden_states) == tiny_config.num_hidden_layers + 1
+    as_tuple = tiny_model(ids, labels=ids, return_dict=False, use_cache=False)
+    assert isinstance(as_tuple, tuple) and as_tuple[0].ndim == 0 and as_tuple[1].shape == (1, 6, tiny_config.vocab_size)
+    base = FlashVideoModel(tiny_config)
+    assert base(ids).last_hidden_state.shape == (1, 6, tiny_config.hidden_size)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
+    ids = torch.randint(3, 90, (2, 12))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = FlashVideoForCausalLM(tiny_config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.is_activation_checkpointing
+        model(ids, labels=ids, forward_mode="chunkwise").loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_bad_input_gets_a_clear_error(tiny_model, tiny_config):
+    with pytest.raises(ValueError, match=r"input_ids must be in \[0, "):
+        tiny_model(torch.tensor([[1, tiny_config.vocab_size]]))
+    with pytest.raises(ValueError, match=r"input_ids must be in"):
+        tiny_model(torch.tensor([[-1, 4]]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        tiny_model(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="forward_mode"):
+        tiny_model(torch.tensor([[1, 2]]), forward_mode="sideways")
+    cache = RetNetCache(tiny_config.num_hidden_layers)
+    tiny_model(torch.tensor([[4, 5], [6, 7]]), past_key_values=cache, use_cache=True)
+    with pytest.raises(ValueError, match="batch size 2"):
+        tiny_model(torch.tensor([[4]]), past_key_values=cache, use_cache=True)
+    with pytest.raises(ValueError, match="RetNetCache"):
+        from transformers import DynamicCache
+
+        tiny_model(torch.tensor([[4]]), past_key_values=DynamicCache(), use_cache=True)
+    with pytest.raises(ValueError, match="attention_mask"):
+        tiny_model(torch.tensor([[4, 5]]), attention_mask=torch.ones(2, 2))
+    with pytest.raises(ValueError, match="cannot remove tokens"):
+        cache.crop(-1)
+    cache.crop(0)
+
+
+def test_cache_reorder_and_reset(tiny_model, tiny_config):
+    cache = RetNetCache(tiny_config.num_hidden_layers)
+    tiny_model(torch.tensor([[4, 5], [6, 7], [8, 9]]), past_key_values=cache, use_cache=True)
+    before = [state.clone() for state in cache.states]
+    cache.reorder_cache(torch.tensor([2, 0, 0]))
+    assert torch.equal(cache.states[0][0], before[0][2]) and torch.equal(cache.states[1][2], before[1][0])
+    cache.reset()
+    assert cache.get_seq_length() == 0 and cache.nbytes == 0 and cache.batch_size == -1
