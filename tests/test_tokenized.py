@@ -1,0 +1,149 @@
+"""Tests of `tokenize_video_dataset`: layouts, cached and fingerprinted `Dataset.map`, multiprocessing."""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from flashvideo.configuration_flashvideo import FlashVideoConfig
+from flashvideo.data.tokenized import interpolation_windows, keyframe_indices, tokenize_video_dataset
+from flashvideo.image_tokenizer import build_vq_model
+from flashvideo.processing_flashvideo import FlashVideoProcessor
+from flashvideo.text_tokenizer import build_text_tokenizer
+
+
+TEXTS = ["a red circle moving left", "a blue square moving up", "a green triangle moving down"]
+NUM_FRAMES = 8
+
+
+def make_processor(seed: int = 0) -> FlashVideoProcessor:
+    config = FlashVideoConfig(
+        text_vocab_size=32, image_vocab_size=64, max_frames=8, image_size=8, code_grid_size=2
+    )
+    torch.manual_seed(seed)
+    vq = build_vq_model(8, 2, 64, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
+    return FlashVideoProcessor(build_text_tokenizer(TEXTS, vocab_size=32), vq, config)
+
+
+def make_videos(count: int = 3) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(count, NUM_FRAMES, 8, 8, 3), dtype=np.uint8)
+
+
+def on_disk_dataset(path, videos: np.ndarray) -> datasets.Dataset:
+    """The columns `shapes_dataset` has (Array4D uint8 video, text), saved so that `map` caches to disk."""
+    features = datasets.Features(
+        {"video": datasets.Array4D(shape=videos.shape[1:], dtype="uint8"), "text": datasets.Value("string")}
+    )
+    texts = [TEXTS[i % len(TEXTS)] for i in range(len(videos))]
+    datasets.Dataset.from_dict({"video": videos, "text": texts}, features=features).save_to_disk(str(path))
+    return datasets.load_from_disk(str(path))
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return make_processor()
+
+
+def test_frame_selection():
+    assert keyframe_indices(16, 4) == [0, 5, 10, 15]
+    assert keyframe_indices(8, 4) == [0, 2, 5, 7]
+    assert keyframe_indices(16, 1) == [0]
+    assert interpolation_windows(16, 4) == [(0, 5), (5, 10), (10, 15)]
+    assert interpolation_windows(8, 2) == [(0, 3), (3, 6)]
+    with pytest.raises(ValueError, match="video length"):
+        keyframe_indices(3, 4)
+    with pytest.raises(ValueError, match="video length"):
+        interpolation_windows(4, 3)
+
+
+def test_keyframe_layout_matches_the_processor(processor, tmp_path):
+    videos = make_videos()
+    dataset = on_disk_dataset(tmp_path / "raw", videos)
+    tokenized = tokenize_video_dataset(dataset, processor, layout="keyframe", num_key_frames=4, batch_size=2)
+    assert tokenized.column_names == ["input_ids", "labels"]
+    assert len(tokenized) == len(videos)
+    for row, video in enumerate(videos):
+        codes = processor.encode_frames(video[[0, 2, 5, 7]])
+        assert tokenized[row] == processor.build_keyframe_sample(dataset[row]["text"], codes)
+
+
+def test_interpolation_layout_matches_the_processor(processor, tmp_path):
+    videos = make_videos(2)
+    dataset = on_disk_dataset(tmp_path / "raw", videos)
+    tokenized = tokenize_video_dataset(dataset, processor, layout="interpolation", interpolation_frames=2)
+    # Windows (0, 3) and (3, 6) of each 8-frame video: two samples per video.
+    assert len(tokenized) == 4
+    codes = processor.encode_frames(videos[1])
+    text = dataset[1]["text"]
+    assert tokenized[2] == processor.build_interpolation_sample(text, codes[0], codes[3], codes[1:3])
+    assert tokenized[3] == processor.build_interpolation_sample(text, codes[3], codes[6], codes[4:6])
+    unlabelled = tokenize_video_dataset(
+        dataset, processor, layout="interpolation", interpolation_frames=2, label_key_frames=False
+    )
+    assert unlabelled[3] == processor.build_interpolation_sample(
+        text, codes[3], codes[6], codes[4:6], label_key_frames=False
+    )
+    assert unlabelled._fingerprint != tokenized._fingerprint
+
+
+def test_second_call_loads_the_cache(tmp_path, monkeypatch):
+    processor = make_processor()
+    dataset = on_disk_dataset(tmp_path / "raw", make_videos())
+    first = tokenize_video_dataset(dataset, processor, num_key_frames=3)
+    assert first.cache_files, "the map result should be written next to the on-disk data set"
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a cached result must not re-encode frames")
+
+    # The fingerprint depends on the weights, not on the method, so this only fails if the cache is missed.
+    monkeypatch.setattr(processor, "encode_frames", no_encoding)
+    second = tokenize_video_dataset(dataset, processor, num_key_frames=3)
+    assert second._fingerprint == first._fingerprint
+    assert second.cache_files == first.cache_files
+    assert second.to_dict() == first.to_dict()
+
+
+def test_fingerprint_changes_with_the_processor_and_arguments(tmp_path):
+    dataset = on_disk_dataset(tmp_path / "raw", make_videos())
+    base = tokenize_video_dataset(dataset, make_processor(seed=0), num_key_frames=3)
+    other_weights = tokenize_video_dataset(dataset, make_processor(seed=1), num_key_frames=3)
+    other_count = tokenize_video_dataset(dataset, make_processor(seed=0), num_key_frames=2)
+    fingerprints = {base._fingerprint, other_weights._fingerprint, other_count._fingerprint}
+    assert len(fingerprints) == 3
+    assert other_weights.cache_files != base.cache_files
+
+
+def test_two_processes_give_the_same_result(processor, tmp_path):
+    videos = make_videos(4)
+    # Two copies in two directories, so the second map cannot reuse the first one's cache files.
+    single = tokenize_video_dataset(on_disk_dataset(tmp_path / "a", videos), processor, batch_size=1)
+    parallel = tokenize_video_dataset(
+        on_disk_dataset(tmp_path / "b", videos), processor, batch_size=1, num_proc=2
+    )
+    assert len(parallel.cache_files) == 2
+    assert parallel.to_dict() == single.to_dict()
+    assert parallel._fingerprint == single._fingerprint
+
+
+def test_bad_arguments(processor):
+    dataset = datasets.Dataset.from_dict({"video": make_videos(1).tolist(), "text": TEXTS[:1]})
+    with pytest.raises(ValueError, match="layout must be one of"):
+        tokenize_video_dataset(dataset, processor, layout="random")
+    with pytest.raises(ValueError, match="interpolation_frames .* is required"):
+        tokenize_video_dataset(dataset, processor, layout="interpolation")
+    with pytest.raises(ValueError, match=r"interpolation_frames must be an integer in \[1, 6\]"):
+        tokenize_video_dataset(dataset, processor, layout="interpolation", interpolation_frames=7)
+    with pytest.raises(ValueError, match=r"num_key_frames must be an integer in \[1, 8\]"):
+        tokenize_video_dataset(dataset, processor, num_key_frames=9)
+    with pytest.raises(ValueError, match="text_column 'caption'"):
+        tokenize_video_dataset(dataset, processor, text_column="caption")
+    short = datasets.Dataset.from_dict({"video": make_videos(1)[:, :4].tolist(), "text": TEXTS[:1]})
+    with pytest.raises(ValueError, match=r"interpolation_frames \(3\) \+ 2 must be at most the video length"):
+        tokenize_video_dataset(short, processor, layout="interpolation", interpolation_frames=3)
+    with pytest.raises(
+        ValueError, match=r"num_key_frames \(5\) must be at most the video length \(4 frames\)"
+    ):
+        tokenize_video_dataset(short, processor, num_key_frames=5)
+    floats = datasets.Dataset.from_dict({"video": (make_videos(1) / 255.0).tolist(), "text": TEXTS[:1]})
+    with pytest.raises(ValueError, match=r"uint8 pixels \(integers in \[0, 255\]\), got dtype float"):
+        tokenize_video_dataset(floats, processor)
