@@ -115,6 +115,9 @@ def recurrent_retention(
     if state is None:
         state = q.new_zeros(batch, heads, key_dim, v.shape[-1])
     gamma = torch.exp(log_decay)[None, :, None, None]
+    if length == 1:  # the decode step: no loop, no concatenation
+        state = gamma * state + k[..., 0, :, None] * v[..., 0, None, :]
+        return q @ state, state
     outputs = []
     for n in range(length):
         state = gamma * state + k[..., n, :, None] * v[..., n, None, :]

@@ -8,7 +8,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny models gain nothing from threads, and two OpenMP pools on two cores slow each other down badly.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -36,3 +37,26 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return FlashVideoForCausalLM(tiny_config).eval()
+
+
+PROMPTS = ["a red circle moving right", "a blue square moving up", "a green triangle moving left"]
+
+
+@pytest.fixture
+def tiny_processor(tiny_config):
+    """A processor matching `tiny_config`: word-level text tokenizer, random 16×16 → 4×4 VQ with 60 codes (= image_vocab_size)."""
+    from flashvideo.image_tokenizer import build_vq_model
+    from flashvideo.processing_flashvideo import FlashVideoProcessor
+    from flashvideo.text_tokenizer import build_text_tokenizer
+
+    torch.manual_seed(0)
+    vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
+    tokenizer = build_text_tokenizer(PROMPTS, vocab_size=tiny_config.text_vocab_size)
+    return FlashVideoProcessor(tokenizer, vq, tiny_config)
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_model, tiny_processor):
+    from flashvideo import FlashVideoPipeline
+
+    return FlashVideoPipeline(model=tiny_model, processor=tiny_processor, device="cpu", show_progress=False)

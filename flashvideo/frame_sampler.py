@@ -1,0 +1,152 @@
+"""Sampling image-code frames from a FlashVideo model through its RetNetCache.
+
+Text and serial-number tokens are fed, never sampled; image codes are sampled one at a time in recurrent form,
+with logits restricted to the image-code range. Tokens known in advance (a given first frame, the key frames of
+an interpolation pair, inherited tokens of redundant-free interpolation) are fed in runs, one parallel or
+chunkwise call per run. Sampling applies the same processors, in the same order, as `model.generate()`, so both
+give the same tokens for the same seed.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.generation import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from .modeling_flashvideo import FlashVideoForCausalLM, RetNetCache
+
+
+class ImageCodesOnlyLogitsProcessor(LogitsProcessor):
+    """Sets every logit outside the image-code range `[start, end)` to -inf, so only image codes are sampled.
+
+    Example:
+
+    ```python
+    >>> restrict = ImageCodesOnlyLogitsProcessor(model.config.image_token_range)
+    >>> model.generate(prompt_ids, logits_processor=[restrict], max_new_tokens=model.config.tokens_per_frame)
+    ```
+    """
+
+    def __init__(self, image_token_range: tuple[int, int]):
+        self.start, self.end = image_token_range
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        restricted = torch.full_like(scores, -float("inf"))
+        restricted[:, self.start : self.end] = scores[:, self.start : self.end]
+        return restricted
+
+
+def build_logits_processor(
+    image_token_range: tuple[int, int], temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> LogitsProcessorList:
+    """The image-code restriction followed by the warpers in `generate()`'s order (temperature, top-k, top-p)."""
+    processors = LogitsProcessorList([ImageCodesOnlyLogitsProcessor(image_token_range)])
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k=top_k))
+    if top_p is not None and top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=top_p))
+    return processors
+
+
+@dataclass
+class TokenCounts:
+    """How many image tokens were sampled by the model and how many were fed (given or inherited)."""
+
+    sampled: int = 0
+    inherited: int = 0
+
+
+class FrameSampler:
+    """Feeds prefixes and samples frames for a batch of sequences that share one `RetNetCache`.
+
+    Example:
+
+    ```python
+    >>> sampler = FrameSampler(model, build_logits_processor(model.config.image_token_range, top_k=100))
+    >>> logits = sampler.feed(prefix_ids)                 # [text][SN_1], one call
+    >>> frame = sampler.sample_frame(logits, model.config.tokens_per_frame)
+    ```
+    """
+
+    def __init__(
+        self,
+        model: FlashVideoForCausalLM,
+        logits_processor: LogitsProcessorList,
+        do_sample: bool = True,
+        generator: torch.Generator | None = None,
+    ):
+        self.model = model
+        self.logits_processor = logits_processor
+        self.do_sample = do_sample
+        self.generator = generator
+        # Created by the model on the first call, so that it is always the model's own RetNetCache class (a
+        # checkpoint loaded with trust_remote_code brings its own copy of the modelling code).
+        self.cache: RetNetCache | None = None
+        self.counts = TokenCounts()
+
+    @torch.inference_mode()
+    def feed(self, ids: torch.LongTensor) -> torch.FloatTensor:
+        """Run `ids` `[batch, length]` through the model in one call; returns the last position's logits."""
+        ids = ids.to(self.model.device)
+        output = self.model(ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = output.past_key_values
+        return output.logits[:, -1, :].to(dtype=torch.float32)
+
+    def _next_token(self, logits: torch.FloatTensor) -> torch.LongTensor:
+        scores = self.logits_processor(None, logits)
+        if not self.do_sample:
+            return scores.argmax(dim=-1)
+        probabilities = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probabilities, num_samples=1, generator=self.generator).squeeze(1)
+
+    def sample_frame(
+        self,
+        logits: torch.FloatTensor,
+        num_tokens: int,
+        fixed_ids: torch.LongTensor | None = None,
+        fixed_mask: torch.BoolTensor | None = None,
+        on_token=None,
+    ) -> torch.LongTensor:
+        """Generate `num_tokens` image tokens after the position whose `logits` are given.
+
+        Where `fixed_mask` `[batch, num_tokens]` is True the token is taken from `fixed_ids` instead of sampled;
+        positions fixed for the whole batch are fed in runs, one call per run. Returns the ids `[batch, num_tokens]`;
+        every token, sampled or fixed, has been fed into the state afterwards.
+        """
+        batch = logits.shape[0]
+        tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=logits.device)
+        if fixed_mask is not None:
+            fixed_mask = fixed_mask.to(logits.device)
+            fixed_ids = fixed_ids.to(logits.device)
+            all_fixed = fixed_mask.all(dim=0).tolist()
+            self.counts.inherited += int(fixed_mask.sum())
+            self.counts.sampled += batch * num_tokens - int(fixed_mask.sum())
+        else:
+            all_fixed = [False] * num_tokens
+            self.counts.sampled += batch * num_tokens
+        position = 0
+        while position < num_tokens:
+            if all_fixed[position]:
+                run_end = position
+                while run_end < num_tokens and all_fixed[run_end]:
+                    run_end += 1
+                tokens[:, position:run_end] = fixed_ids[:, position:run_end]
+                logits = self.feed(tokens[:, position:run_end])
+                position = run_end
+            else:
+                token = self._next_token(logits)
+                if fixed_mask is not None:
+                    token = torch.where(fixed_mask[:, position], fixed_ids[:, position], token)
+                tokens[:, position] = token
+                logits = self.feed(token[:, None])
+                position += 1
+            if on_token is not None:
+                on_token(position)
+        return tokens

@@ -1,0 +1,441 @@
+"""`pipeline("text-to-video")`: key frames, then (redundant-free) interpolation between them (FlashVideo §3).
+
+1. Key frames: for key frame i, feed `[text][SN_i]` in one call, then sample its codes recurrently (logits limited
+   to image codes). A given `first_frame` is fed, not sampled.
+2. Interpolation: every adjacent key-frame pair (A, B) becomes one sample of a batch:
+   `[text][SN_1][A][text][SN_{n+2}][B]` is fed, then `[text][SN_j]` + sampled F_j for j = 2 … n+1, and the frames
+   are reordered by serial number to A, F_2 … F_{n+1}, B.
+3. Redundant-free interpolation: positions where A and B agree, far from any change, are partly inherited from A
+   (fed, not sampled); see `redundant_free.py`.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, Pipeline
+from transformers.utils import logging
+
+from .modeling_flashvideo import FlashVideoForCausalLM
+from .processing_flashvideo import FlashVideoProcessor
+from .frame_sampler import FrameSampler, TokenCounts, build_logits_processor
+from .redundant_free import classify_tokens
+
+
+logger = logging.get_logger(__name__)
+
+INTERPOLATION_SUBFOLDER = "interpolation"
+OUTPUT_TYPES = ("np", "pil")
+
+
+@dataclass
+class StageStats:
+    """What one stage did: image tokens sampled by the model vs fed from elsewhere (inherited), and its time."""
+
+    frames: int = 0
+    tokens_sampled: int = 0
+    tokens_inherited: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class GenerationStats:
+    key_frames: StageStats = field(default_factory=StageStats)
+    interpolation: StageStats = field(default_factory=StageStats)
+    decode: StageStats = field(default_factory=StageStats)
+
+    @property
+    def seconds(self) -> float:
+        return self.key_frames.seconds + self.interpolation.seconds + self.decode.seconds
+
+    @property
+    def frames_per_second(self) -> float:
+        frames = self.key_frames.frames + self.interpolation.frames
+        return frames / self.seconds if self.seconds else float("nan")
+
+
+@dataclass
+class FlashVideoPipelineOutput:
+    """Output of `FlashVideoPipeline.__call__`.
+
+    Attributes:
+        frames: uint8 array `[batch, frames, H, W, 3]` (`output_type="np"`) or one list of PIL images per prompt.
+        stats: tokens sampled vs inherited and seconds per stage, and overall frames per second.
+    """
+
+    frames: np.ndarray | list
+    stats: GenerationStats
+
+
+class FlashVideoPipeline(Pipeline):
+    """Text-to-video with FlashVideo: key frames, then (redundant-free) interpolation.
+
+    Components: the key-frame model (`model`), the interpolation model (`interpolation_model`, same class, its own
+    weights; defaults to the key-frame model), and a `FlashVideoProcessor` (text tokenizer, VQ image tokenizer and
+    the sequence layout). A checkpoint directory holds the key-frame model at the top level, the interpolation
+    model under `interpolation/`, and the processor files.
+
+    Example:
+
+    ```python
+    >>> from transformers import pipeline
+    >>> import flashvideo
+    >>> pipe = pipeline("text-to-video", model="path/to/checkpoint")    # or FlashVideoPipeline.from_pretrained(...)
+    >>> out = pipe("a red circle moving right", num_frames=16, key_frame_spacing=5, redundant_free=True)
+    >>> out.frames.shape, out.stats.frames_per_second
+    ((1, 16, 64, 64, 3), ...)
+    >>> flashvideo.export_to_video(out.frames[0], "clip.mp4")
+    ```
+    """
+
+    _load_tokenizer = False
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __init__(
+        self,
+        model: FlashVideoForCausalLM,
+        processor: FlashVideoProcessor | None = None,
+        interpolation_model: FlashVideoForCausalLM | None = None,
+        show_progress: bool = True,
+        **kwargs,
+    ):
+        super().__init__(model=model, **kwargs)
+        source = getattr(model, "name_or_path", None)
+        if processor is None:
+            if not source:
+                raise ValueError("processor is required when the model was not loaded from a checkpoint directory.")
+            processor = FlashVideoProcessor.from_pretrained(source)
+        if interpolation_model is None and source and (Path(source) / INTERPOLATION_SUBFOLDER).is_dir():
+            interpolation_model = FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
+        if interpolation_model is None:
+            logger.info("No interpolation model given: the key-frame model also interpolates.")
+            interpolation_model = model
+        codebook_size = getattr(getattr(processor.image_tokenizer, "config", None), "num_vq_embeddings", None)
+        if codebook_size is not None and codebook_size != model.config.image_vocab_size:
+            raise ValueError(
+                f"The processor's image tokenizer has {codebook_size} codes but the model samples from "
+                f"image_vocab_size={model.config.image_vocab_size}; they must match."
+            )
+        self.processor = processor.to(self.device)
+        self.interpolation_model = interpolation_model.to(self.device).eval()
+        self.model.eval()
+        self.show_progress = show_progress
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, device: str | torch.device | None = None, **hub_kwargs
+    ) -> "FlashVideoPipeline":
+        """Load the models and processor from a checkpoint directory or a Hub repo id (offline from the cache)."""
+        path = Path(pretrained_model_name_or_path)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+        model = AutoModelForCausalLM.from_pretrained(path)
+        return cls(model=model, device=device if device is not None else model.device)
+
+    def save_pretrained(self, save_directory: str | Path, hub_ready: bool = False, **kwargs) -> None:
+        """Write the key-frame model, the interpolation model (`interpolation/`) and the processor.
+
+        With `hub_ready=True` the config also gets `custom_pipelines` and the directory the pipeline's code, so that
+        `pipeline(model=repo, trust_remote_code=True)` works where flashvideo is not installed. transformers then
+        always asks for `trust_remote_code`, so plain local checkpoints leave it out: with flashvideo imported,
+        `pipeline("text-to-video", model=directory)` loads them as they are.
+        """
+        if hub_ready:
+            super().save_pretrained(save_directory, **kwargs)
+        else:
+            self.model.save_pretrained(save_directory, **kwargs)
+        if self.interpolation_model is not self.model:
+            self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
+        self.processor.save_pretrained(save_directory)
+
+    # The transformers Pipeline protocol: __call__ validates once, then preprocess → _forward → postprocess.
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, kwargs, {}
+
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_frames: int = 16,
+        key_frame_spacing: int = 5,
+        interpolate: bool = True,
+        redundant_free: bool = False,
+        inherit_ratio: float = 0.2,
+        unstable_radius: int = 1,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool = True,
+        generator: torch.Generator | None = None,
+        first_frame: np.ndarray | None = None,
+        output_type: str = "np",
+        callback: Callable[[str, int, np.ndarray], None] | None = None,
+    ) -> FlashVideoPipelineOutput:
+        r"""Generate one clip per prompt.
+
+        Args:
+            prompt: a prompt or a list of prompts (non-empty).
+            num_frames: frames per clip. With interpolation, `num_frames - 1` must be a multiple of
+                `key_frame_spacing`; at most `(max_frames - 1) * key_frame_spacing + 1` (key frames are numbered by the
+                model's serial-number tokens), or `max_frames` without interpolation.
+            key_frame_spacing: frames from one key frame to the next; `key_frame_spacing - 1` frames are inserted
+                between each adjacent pair. 1 means no interpolation.
+            interpolate: False generates every frame as a key frame (fully autoregressive).
+            redundant_free: inherit a share of the stable tokens from key frame A instead of sampling them (§3.3).
+            inherit_ratio: share of the stable tokens inherited, in [0, 1] (paper: 0.2 at 60 fps, 1 key frame/s).
+            unstable_radius: code-grid radius around changed tokens that is always sampled, >= 0.
+            temperature, top_k, top_p: sampling warpers, as in `generate()`; `do_sample=False` is greedy.
+            generator: a `torch.Generator` for reproducible sampling (else the global RNG, like `generate()`).
+            first_frame: uint8 `[H, W, 3]` (or `[batch, H, W, 3]`) frame to condition on: fed, not sampled.
+            output_type: "np" (uint8 `[batch, frames, H, W, 3]`) or "pil" (lists of PIL images).
+            callback: called as `callback(stage, frame_index, frames)` when a frame's codes are complete, with the
+                decoded uint8 frames `[batch, H, W, 3]` (stage "key_frames" or "interpolation").
+
+        Returns:
+            `FlashVideoPipelineOutput` with `frames` and `stats`.
+        """
+        params = dict(
+            num_frames=num_frames, key_frame_spacing=key_frame_spacing, interpolate=interpolate,
+            redundant_free=redundant_free, inherit_ratio=inherit_ratio, unstable_radius=unstable_radius,
+            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator,
+            first_frame=first_frame, callback=callback,
+        )  # fmt: skip
+        prompts = self._check_prompts(prompt)
+        self._check_arguments(**params)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        model_inputs = self.preprocess(prompts, first_frame=first_frame)
+        model_outputs = self._forward(model_inputs, **{k: v for k, v in params.items() if k != "first_frame"})
+        return self.postprocess(model_outputs, output_type=output_type)
+
+    # ------------------------------------------------------------------ validation
+
+    @staticmethod
+    def _check_prompts(prompt) -> list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise ValueError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}.")
+        for text in prompts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"prompt must be a non-empty string (or a list of them), got {text!r}.")
+        return list(prompts)
+
+    def max_num_frames(self, key_frame_spacing: int, interpolate: bool = True) -> int:
+        """The longest clip the models' serial numbers allow for this spacing."""
+        if not interpolate or key_frame_spacing == 1:
+            return self.model.config.max_frames
+        return (self.model.config.max_frames - 1) * key_frame_spacing + 1
+
+    def _check_arguments(
+        self, num_frames, key_frame_spacing, interpolate, redundant_free, inherit_ratio, unstable_radius,
+        temperature, top_k, top_p, do_sample, generator, first_frame, callback,
+    ) -> None:  # fmt: skip
+        def is_int(value) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        def is_real(value) -> bool:
+            return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+        max_spacing = self.interpolation_model.config.max_frames - 1
+        if not is_int(key_frame_spacing) or not 1 <= key_frame_spacing <= max_spacing:
+            raise ValueError(
+                f"key_frame_spacing must be an integer in [1, {max_spacing}] (the interpolation model's max_frames "
+                f"- 1), got {key_frame_spacing!r}."
+            )
+        most = self.max_num_frames(key_frame_spacing, bool(interpolate))
+        if not is_int(num_frames) or not 2 <= num_frames <= most:
+            raise ValueError(
+                f"num_frames must be an integer in [2, {most}] for key_frame_spacing={key_frame_spacing}, got {num_frames!r}."
+            )
+        if interpolate and (num_frames - 1) % key_frame_spacing:
+            raise ValueError(
+                f"num_frames - 1 must be a multiple of key_frame_spacing ({key_frame_spacing}) so that the last frame is "
+                f"a key frame; got num_frames={num_frames}. Try num_frames="
+                f"{(num_frames - 1) // key_frame_spacing * key_frame_spacing + 1}."
+            )
+        if not is_real(inherit_ratio) or not 0.0 <= float(inherit_ratio) <= 1.0:
+            raise ValueError(f"inherit_ratio must be a number in [0, 1], got {inherit_ratio!r}.")
+        grid = self.model.config.code_grid_size
+        if not is_int(unstable_radius) or not 0 <= unstable_radius <= grid:
+            raise ValueError(f"unstable_radius must be an integer in [0, {grid}] (code_grid_size), got {unstable_radius!r}.")
+        if not is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+        if top_k is not None and (not is_int(top_k) or top_k < 1):
+            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}.")
+        if top_p is not None and (not is_real(top_p) or not 0.0 < float(top_p) <= 1.0):
+            raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}.")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable or None, got {type(callback).__name__}.")
+        if first_frame is not None:
+            size = self.model.config.image_size
+            frame = np.asarray(first_frame)
+            if frame.dtype != np.uint8 or frame.shape[-3:] != (size, size, 3) or frame.ndim not in (3, 4):
+                raise ValueError(
+                    f"first_frame must be a uint8 array [{size}, {size}, 3] or [batch, {size}, {size}, 3] (image_size="
+                    f"{size}), got dtype {frame.dtype} and shape {frame.shape}."
+                )
+
+    # ------------------------------------------------------------------ stages
+
+    def preprocess(self, prompts: list[str], first_frame: np.ndarray | None = None) -> dict:
+        first_frame_ids = None
+        if first_frame is not None:
+            frames = np.asarray(first_frame)
+            frames = np.broadcast_to(frames, (len(prompts), *frames.shape[-3:])) if frames.ndim == 3 else frames
+            if frames.shape[0] != len(prompts):
+                raise ValueError(
+                    f"first_frame has {frames.shape[0]} frames but there are {len(prompts)} prompts; give one frame or "
+                    "one per prompt."
+                )
+            first_frame_ids = self.processor.codes_to_ids(self.processor.encode_frames(np.ascontiguousarray(frames)))
+            first_frame_ids = first_frame_ids.reshape(len(prompts), -1)
+        return {"prompts": prompts, "first_frame_ids": first_frame_ids}
+
+    def _forward(self, model_inputs: dict, **params) -> dict:
+        prompts, first_frame_ids = model_inputs["prompts"], model_inputs["first_frame_ids"]
+        stats = GenerationStats()
+        videos: list[torch.Tensor | None] = [None] * len(prompts)
+        # Prompts whose token counts match share a batch: their sequences stay aligned, with no padding inside.
+        groups: dict[int, list[int]] = {}
+        for index, text in enumerate(prompts):
+            groups.setdefault(len(self.processor.encode_text(text)), []).append(index)
+        for indices in groups.values():
+            group_first = first_frame_ids[indices] if first_frame_ids is not None else None
+            ids = self._generate_group([prompts[i] for i in indices], group_first, stats, **params)
+            for row, index in enumerate(indices):
+                videos[index] = ids[row]
+        return {"ids": torch.stack(videos), "stats": stats}
+
+    def postprocess(self, model_outputs: dict, output_type: str = "np") -> FlashVideoPipelineOutput:
+        stats = model_outputs["stats"]
+        started = time.perf_counter()
+        grid = self.model.config.code_grid_size
+        codes = self.processor.ids_to_codes(model_outputs["ids"])
+        codes = codes.reshape(*codes.shape[:2], grid, grid)
+        frames = self.processor.decode_frames(codes)
+        stats.decode.frames = frames.shape[0] * frames.shape[1]
+        stats.decode.seconds = time.perf_counter() - started
+        if output_type == "pil":
+            from PIL import Image
+
+            frames = [[Image.fromarray(frame) for frame in video] for video in frames]
+        return FlashVideoPipelineOutput(frames=frames, stats=stats)
+
+    def _sampler(
+        self, model, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+        do_sample: bool = True, generator: torch.Generator | None = None,
+    ) -> FrameSampler:  # fmt: skip
+        processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
+        return FrameSampler(model, processor, do_sample=do_sample, generator=generator)
+
+    def _report_frame(self, callback, stage: str, frame_index: int, ids: torch.Tensor) -> None:
+        if callback is not None:
+            grid = self.model.config.code_grid_size
+            codes = self.processor.ids_to_codes(ids).reshape(-1, grid, grid)
+            callback(stage, frame_index, self.processor.decode_frames(codes))
+
+    def _generate_group(
+        self, prompts, first_frame_ids, stats: GenerationStats, num_frames, key_frame_spacing, interpolate,
+        redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample, generator, callback,
+    ) -> torch.Tensor:  # fmt: skip
+        """Token ids `[batch, num_frames, tokens_per_frame]` for prompts of equal token length."""
+        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator)
+        spacing = key_frame_spacing if interpolate else 1
+        num_key_frames = (num_frames - 1) // spacing + 1
+        key_frames = self.generate_key_frames(prompts, num_key_frames, first_frame_ids, stats, callback, **sampling)
+        if spacing == 1:
+            return key_frames
+        return self.interpolate(
+            prompts, key_frames, spacing - 1, stats, callback, redundant_free=redundant_free,
+            inherit_ratio=inherit_ratio, unstable_radius=unstable_radius, **sampling,
+        )  # fmt: skip
+
+    def generate_key_frames(
+        self, prompts: list[str], num_key_frames: int, first_frame_ids: torch.Tensor | None = None,
+        stats: GenerationStats | None = None, callback=None, **sampling,
+    ) -> torch.Tensor:  # fmt: skip
+        """Key-frame ids `[batch, num_key_frames, tokens_per_frame]`: `[text][SN_i]` fed, frame i sampled."""
+        stats = stats or GenerationStats()
+        started = time.perf_counter()
+        sampler = self._sampler(self.model, **sampling)
+        tokens_per_frame = self.model.config.tokens_per_frame
+        frames = []
+        for number in tqdm(range(1, num_key_frames + 1), desc="key frames", disable=not self.show_progress):
+            prefix = torch.tensor([self.processor.keyframe_prefix(text, number) for text in prompts])
+            if number == 1 and first_frame_ids is not None:
+                # The given first frame is fed with its prefix, in one call, not sampled.
+                sampler.feed(torch.cat([prefix, first_frame_ids.cpu()], dim=1))
+                frame = first_frame_ids.to(self.device)
+                stats.key_frames.tokens_inherited += frame.numel()
+            else:
+                frame = sampler.sample_frame(sampler.feed(prefix), tokens_per_frame)
+            frames.append(frame)
+            self._report_frame(callback, "key_frames", number - 1, frame)
+        stats.key_frames.frames += len(frames) * len(prompts)
+        stats.key_frames.tokens_sampled += sampler.counts.sampled
+        stats.key_frames.seconds += time.perf_counter() - started
+        return torch.stack(frames, dim=1)
+
+    def interpolate(
+        self, prompts: list[str], key_frames: torch.Tensor, num_inserted: int, stats: GenerationStats | None = None,
+        callback=None, redundant_free: bool = False, inherit_ratio: float = 0.2, unstable_radius: int = 1,
+        **sampling,
+    ) -> torch.Tensor:  # fmt: skip
+        """Insert `num_inserted` frames between each adjacent pair of `key_frames` `[batch, K, tokens]`.
+
+        All pairs of all prompts form one batch. Returns ids `[batch, (K - 1) * (num_inserted + 1) + 1, tokens]`.
+        """
+        stats = stats or GenerationStats()
+        started = time.perf_counter()
+        batch, num_key_frames, tokens_per_frame = key_frames.shape
+        grid = self.model.config.code_grid_size
+        pair_texts = [text for text in prompts for _ in range(num_key_frames - 1)]
+        frames_a = key_frames[:, :-1].reshape(-1, tokens_per_frame)
+        frames_b = key_frames[:, 1:].reshape(-1, tokens_per_frame)
+        codes_a = self.processor.ids_to_codes(frames_a).reshape(-1, grid, grid).cpu()
+        codes_b = self.processor.ids_to_codes(frames_b).reshape(-1, grid, grid).cpu()
+
+        fixed_ids = fixed_mask = None
+        if redundant_free:
+            classes = classify_tokens(codes_a, codes_b, inherit_ratio, unstable_radius, generator=_cpu(sampling.get("generator")))
+            fixed_ids, fixed_mask = frames_a, classes.inheritable.flatten(1)
+
+        sampler = self._sampler(self.interpolation_model, **sampling)
+        prefix = torch.tensor(
+            [self.processor.interpolation_prefix(t, a, b, num_inserted) for t, a, b in zip(pair_texts, codes_a, codes_b)]
+        )
+        logits = sampler.feed(prefix)  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call
+        inserted = []
+        for number in tqdm(range(2, num_inserted + 2), desc="interpolation", disable=not self.show_progress):
+            if number > 2:
+                logits = sampler.feed(torch.tensor([self.processor.keyframe_prefix(t, number) for t in pair_texts]))
+            inserted.append(sampler.sample_frame(logits, tokens_per_frame, fixed_ids, fixed_mask))
+            self._report_frame(callback, "interpolation", number - 2, inserted[-1])
+
+        # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair.
+        per_pair = torch.stack([frames_a.to(self.device), frames_b.to(self.device), *inserted], dim=0)
+        in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted)  # [n + 2, pairs, tokens]
+        segments = in_time_order.permute(1, 0, 2).reshape(batch, num_key_frames - 1, num_inserted + 2, tokens_per_frame)
+        video = torch.cat([segments[:, :, :-1].reshape(batch, -1, tokens_per_frame), key_frames[:, -1:]], dim=1)
+
+        stats.interpolation.frames += batch * (num_key_frames - 1) * num_inserted
+        stats.interpolation.tokens_sampled += sampler.counts.sampled
+        stats.interpolation.tokens_inherited += sampler.counts.inherited
+        stats.interpolation.seconds += time.perf_counter() - started
+        return video
+
+
+def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
+    """Token classification runs on the CPU; a generator on another device cannot drive it."""
+    return generator if generator is None or generator.device.type == "cpu" else None

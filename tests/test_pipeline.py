@@ -1,0 +1,213 @@
+"""FlashVideoPipeline on a tiny random model: the exact sequences fed, interpolation order, redundant-free rules."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from flashvideo import FlashVideoPipeline, ImageCodesOnlyLogitsProcessor, classify_tokens
+
+
+PROMPT = "a red circle moving right"
+
+
+class FeedRecorder:
+    """Records the input_ids of every forward call of a model."""
+
+    def __init__(self, model):
+        self.calls = []
+        self.handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.calls.append(ids.clone())
+
+    def remove(self):
+        self.handle.remove()
+
+
+def test_key_frames_feed_text_and_serial_number_as_one_call(tiny_pipeline, tiny_processor, tiny_config):
+    recorder = FeedRecorder(tiny_pipeline.model)
+    out = tiny_pipeline(PROMPT, num_frames=3, interpolate=False, generator=torch.Generator().manual_seed(0))
+    recorder.remove()
+    text = tiny_processor.encode_text(PROMPT)
+    tokens = tiny_config.tokens_per_frame
+    calls = [c[0].tolist() for c in recorder.calls]
+    assert len(calls) == 3 * (1 + tokens)
+    for frame in range(3):
+        block = calls[frame * (1 + tokens) : (frame + 1) * (1 + tokens)]
+        assert block[0] == text + [tiny_config.serial_token_id(frame + 1)]  # [text][SN_i] in one call
+        assert all(len(call) == 1 for call in block[1:])  # then one image code per call
+        low, high = tiny_config.image_token_range
+        assert all(low <= call[0] < high for call in block[1:])
+    assert out.frames.shape == (1, 3, 16, 16, 3) and out.frames.dtype == np.uint8
+    assert out.stats.key_frames.tokens_sampled == 3 * tokens and out.stats.interpolation.frames == 0
+
+
+def test_interpolation_sequence_and_reordering(tiny_pipeline, tiny_processor, tiny_config):
+    tokens = tiny_config.tokens_per_frame
+    key_frames = torch.randint(*tiny_config.image_token_range, (1, 2, tokens), generator=torch.Generator().manual_seed(1))
+    recorder = FeedRecorder(tiny_pipeline.interpolation_model)
+    video = tiny_pipeline.interpolate([PROMPT], key_frames, num_inserted=2, generator=torch.Generator().manual_seed(0))
+    recorder.remove()
+    text = tiny_processor.encode_text(PROMPT)
+    sn = tiny_config.serial_token_id
+    a, b = key_frames[0, 0].tolist(), key_frames[0, 1].tolist()
+    calls = [c[0].tolist() for c in recorder.calls]
+    # [text][SN_1][A][text][SN_4][B][text][SN_2] in one call, then F_2's codes, then [text][SN_3], then F_3's codes
+    assert calls[0] == text + [sn(1)] + a + text + [sn(4)] + b + text + [sn(2)]
+    f2 = [call[0] for call in calls[1 : 1 + tokens]]
+    assert calls[1 + tokens] == text + [sn(3)]
+    f3 = [call[0] for call in calls[2 + tokens : 2 + 2 * tokens]]
+    assert len(calls) == 2 + 2 * tokens
+    # reordered by serial number: A, F_2, F_3, B
+    assert video.shape == (1, 4, tokens)
+    assert video[0].tolist() == [a, f2, f3, b]
+
+
+def test_recursive_interpolation_batches_all_pairs(tiny_pipeline, tiny_config):
+    recorder = FeedRecorder(tiny_pipeline.interpolation_model)
+    out = tiny_pipeline(
+        [PROMPT, "a blue square moving up"], num_frames=7, key_frame_spacing=3, generator=torch.Generator().manual_seed(0)
+    )
+    recorder.remove()
+    # key frames: 2 prompts; interpolation: 2 prompts × 2 adjacent key-frame pairs = one batch of 4, with
+    # 1 prefix call + 2 frames × 16 codes + 1 more prefix
+    interpolation_calls = 1 + 2 * tiny_config.tokens_per_frame + 1
+    assert {call.shape[0] for call in recorder.calls[:-interpolation_calls]} == {2}
+    assert {call.shape[0] for call in recorder.calls[-interpolation_calls:]} == {4}
+    assert out.frames.shape == (2, 7, 16, 16, 3)
+    assert out.stats.key_frames.frames == 2 * 3 and out.stats.interpolation.frames == 2 * 2 * 2
+    assert out.stats.interpolation.tokens_sampled == 2 * 2 * 2 * tiny_config.tokens_per_frame
+
+
+def test_token_classes_on_a_known_grid():
+    a = torch.zeros(1, 6, 6, dtype=torch.long)
+    b = a.clone()
+    b[0, 2, 3] = 7
+    classes = classify_tokens(a, b, inherit_ratio=1.0, unstable_radius=1)
+    assert classes.different.sum() == 1 and classes.different[0, 2, 3]
+    expected_unstable = torch.zeros(6, 6, dtype=torch.bool)
+    expected_unstable[1:4, 2:5] = True
+    expected_unstable[2, 3] = False
+    assert torch.equal(classes.unstable[0], expected_unstable)
+    assert classes.stable.sum() == 36 - 9 and torch.equal(classes.inheritable, classes.stable)
+    half = classify_tokens(a, b, inherit_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert half.inheritable.sum() == round(0.5 * 27) and not (half.inheritable & ~half.stable).any()
+    with pytest.raises(ValueError, match="inherit_ratio"):
+        classify_tokens(a, b, inherit_ratio=1.5)
+
+
+def _key_frames_with_a_moving_patch(config):
+    """Two key frames that agree except in one corner of the grid, as a moving object would."""
+    grid = config.code_grid_size
+    start = config.image_token_range[0]
+    a = torch.full((grid, grid), start + 3)
+    b = a.clone()
+    b[0, 0] = start + 9
+    return torch.stack([a.flatten(), b.flatten()])[None]
+
+
+def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_config):
+    key_frames = _key_frames_with_a_moving_patch(tiny_config)
+    a_codes = key_frames[0, 0].view(4, 4) - tiny_config.image_token_range[0]
+    b_codes = key_frames[0, 1].view(4, 4) - tiny_config.image_token_range[0]
+    classes = classify_tokens(a_codes[None], b_codes[None], inherit_ratio=1.0, unstable_radius=1)
+    recorder = FeedRecorder(tiny_pipeline.interpolation_model)
+    video = tiny_pipeline.interpolate(
+        [PROMPT], key_frames, num_inserted=2, redundant_free=True, inherit_ratio=1.0, unstable_radius=1,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    recorder.remove()
+    inheritable = classes.inheritable.flatten()
+    for inserted in video[0, 1:-1]:
+        assert torch.equal(inserted[inheritable], key_frames[0, 0][inheritable])
+    # 16 positions, 1 Different + 3 Unstable sampled per frame: inherited runs are fed as multi-token calls
+    assert not (inheritable & (classes.different | classes.unstable).flatten()).any()
+    lengths = [call.shape[1] for call in recorder.calls]
+    assert max(lengths[1:]) > 1
+    assert sum(1 for n in lengths if n == 1) == 2 * 4  # only the 4 non-inheritable positions are sampled per frame
+
+
+def test_redundant_free_counts_in_stats(tiny_pipeline, tiny_config):
+    first = np.zeros((16, 16, 3), dtype=np.uint8)
+    out = tiny_pipeline(
+        PROMPT, num_frames=6, key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0, first_frame=first,
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    stats = out.stats.interpolation
+    assert stats.tokens_sampled + stats.tokens_inherited == 4 * tiny_config.tokens_per_frame
+    assert out.stats.frames_per_second > 0
+
+
+def test_inherit_ratio_zero_reproduces_plain_interpolation(tiny_pipeline, tiny_config):
+    key_frames = _key_frames_with_a_moving_patch(tiny_config)
+    plain = tiny_pipeline.interpolate([PROMPT], key_frames, 3, generator=torch.Generator().manual_seed(5))
+    zero = tiny_pipeline.interpolate(
+        [PROMPT], key_frames, 3, redundant_free=True, inherit_ratio=0.0, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(plain, zero)
+
+
+def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):
+    first = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = tiny_pipeline(PROMPT, num_frames=3, interpolate=False, first_frame=first, generator=torch.Generator().manual_seed(0))
+    expected = tiny_processor.decode_frames(tiny_processor.encode_frames(first))
+    assert np.array_equal(out.frames[0, 0], expected)
+    assert out.stats.key_frames.tokens_sampled == 2 * 16
+
+
+@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=0.8, top_k=10, top_p=0.9)])
+def test_same_tokens_as_generate(tiny_pipeline, tiny_processor, tiny_config, sampling):
+    """The pipeline's decode loop is the model: generate() gives the same two key frames for the same seed."""
+    tokens = tiny_config.tokens_per_frame
+    torch.manual_seed(11)
+    ours = tiny_pipeline.generate_key_frames([PROMPT], 2, **sampling)
+    model = tiny_pipeline.model
+    restrict = [ImageCodesOnlyLogitsProcessor(tiny_config.image_token_range)]
+    torch.manual_seed(11)
+    prompt = torch.tensor([tiny_processor.keyframe_prefix(PROMPT, 1)])
+    first = model.generate(
+        prompt, max_new_tokens=tokens, logits_processor=restrict, return_dict_in_generate=True, eos_token_id=None, **sampling
+    )  # fmt: skip
+    second_prompt = torch.cat([first.sequences, torch.tensor([tiny_processor.keyframe_prefix(PROMPT, 2)])], dim=1)
+    second = model.generate(
+        second_prompt, past_key_values=first.past_key_values, max_new_tokens=tokens, logits_processor=restrict,
+        eos_token_id=None, **sampling,
+    )  # fmt: skip
+    theirs = torch.stack([first.sequences[0, -tokens:], second[0, -tokens:]])
+    assert torch.equal(ours[0], theirs)
+
+
+def test_registered_task_loads_a_saved_checkpoint(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path)
+    pipe = pipeline("text-to-video", model=str(tmp_path), device="cpu")
+    assert isinstance(pipe, FlashVideoPipeline)
+    out = pipe(PROMPT, num_frames=2, key_frame_spacing=1, generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 2, 16, 16, 3)
+    again = FlashVideoPipeline.from_pretrained(tmp_path)
+    pil = again(PROMPT, num_frames=2, key_frame_spacing=1, output_type="pil")
+    assert len(pil.frames) == 1 and pil.frames[0][0].size == (16, 16)
+
+
+def test_callback_sees_every_frame(tiny_pipeline):
+    seen = []
+    tiny_pipeline(
+        PROMPT, num_frames=6, key_frame_spacing=5, callback=lambda stage, index, frames: seen.append((stage, index, frames.shape))
+    )
+    assert seen == [("key_frames", 0, (1, 16, 16, 3)), ("key_frames", 1, (1, 16, 16, 3))] + [
+        ("interpolation", i, (1, 16, 16, 3)) for i in range(4)
+    ]
+
+
+def test_hub_ready_save_declares_the_custom_pipeline(tiny_pipeline, tmp_path):
+    import json
+
+    tiny_pipeline.save_pretrained(tmp_path, hub_ready=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["custom_pipelines"]["text-to-video"]["impl"] == "pipeline_flashvideo.FlashVideoPipeline"
+    for name in ("pipeline_flashvideo.py", "processing_flashvideo.py", "frame_sampler.py", "redundant_free.py"):
+        assert (tmp_path / name).is_file(), name
+    pipe = pipeline("text-to-video", model=str(tmp_path), trust_remote_code=True, device="cpu")
+    assert type(pipe).__name__ == "FlashVideoPipeline"
+    assert pipe(PROMPT, num_frames=2, key_frame_spacing=1).frames.shape == (1, 2, 16, 16, 3)
