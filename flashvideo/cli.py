@@ -1,0 +1,197 @@
+"""The `flashvideo` command line.
+
+    flashvideo generate "a red circle moving right" -o clip.mp4      # from the shipped default checkpoint
+    flashvideo train --stage keyframe --output_dir runs/shapes ...   # same as `python -m flashvideo.training`
+    flashvideo bench decode                                          # speed benchmarks → benchmarks/
+    flashvideo demo                                                  # what `make demo` runs
+"""
+
+import argparse
+import json
+import logging as python_logging
+import sys
+from pathlib import Path
+
+
+
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def _add_generate(subparsers) -> None:
+    generate = subparsers.add_parser(
+        "generate",
+        help="generate a clip from a prompt",
+        description="Generate a clip with FlashVideo: key frames, then (redundant-free) interpolation. Writes an "
+        "H.264 mp4 or a gif, chosen by the output's suffix.",
+    )
+    generate.add_argument("prompt", help='what to show, e.g. "a red circle moving right"')
+    generate.add_argument("-o", "--output", type=Path, default=Path("clip.mp4"), help="output .mp4 or .gif (default clip.mp4)")
+    generate.add_argument(
+        "--checkpoint", default=None, help="checkpoint directory or Hub repo id (default: the shipped checkpoint)"
+    )
+    generate.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default 16)")
+    generate.add_argument(
+        "--key-frame-spacing", type=int, default=5, help="frames from one key frame to the next (default 5)"
+    )
+    generate.add_argument(
+        "--no-interpolation", action="store_true", help="generate every frame as a key frame (fully autoregressive)"
+    )
+    generate.add_argument(
+        "--redundant-free", action="store_true", help="inherit stable tokens from key frames when interpolating"
+    )
+    generate.add_argument("--inherit-ratio", type=float, default=0.2, help="share of stable tokens inherited, in [0, 1]")
+    generate.add_argument("--unstable-radius", type=int, default=1, help="code-grid radius kept around changed tokens")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--fps", type=float, default=8.0, help="frames per second of the written clip (default 8)")
+    generate.add_argument("--device", default=None, help='torch device, e.g. "cuda" (default: cuda if available)')
+
+
+def _add_bench(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="speed benchmarks; results go to tables and plots under benchmarks/")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    decode = kinds.add_parser(
+        "decode", help="per-token decode latency and cache memory vs position, FlashVideo vs a same-size Llama"
+    )
+    decode.add_argument("--positions", type=int, nargs="+", default=[256, 1024, 4096, 8192])
+    decode.add_argument("--steps", type=int, default=32, help="timed single-token steps per position")
+    decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    video = kinds.add_parser(
+        "video", help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache"
+    )
+    video.add_argument("--repeats", type=int, default=3)
+    video.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+
+
+def _add_eval(subparsers) -> None:
+    evaluate = subparsers.add_parser(
+        "eval", help="Shapes accuracy, conditioned PSNR/SSIM and speed of a checkpoint, per inference mode"
+    )
+    evaluate.add_argument("--model", default=None, help="checkpoint directory or Hub id (default: the shipped one)")
+    evaluate.add_argument("--num-samples", type=int, default=24, help="Shapes clips to evaluate (default 24)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go")
+
+
+def _add_demo(subparsers) -> None:
+    demo = subparsers.add_parser("demo", help="generate example clips from the shipped checkpoint (what `make demo` runs)")
+    demo.add_argument("--output-dir", type=Path, default=Path("outputs"))
+    demo.add_argument("--prompt", default="a red circle moving right")
+    demo.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flashvideo", description="FlashVideo: RetNet-based swift text-to-video.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_generate(subparsers)
+    subparsers.add_parser(
+        "train", help="train a stage (tokenizer | keyframe | interpolation); see `flashvideo train --help`", add_help=False
+    )
+    _add_eval(subparsers)
+    _add_bench(subparsers)
+    _add_demo(subparsers)
+    return parser
+
+
+def _device(name: str | None):
+    import torch
+
+    return torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def generate_clip(
+    prompt: str, output: Path, checkpoint: str | None = None, device: str | None = None, fps: float = 8.0,
+    seed: int = 0, **call_kwargs,
+):  # fmt: skip
+    """Load the pipeline, generate one clip and write it to `output` (.mp4 or .gif); returns the pipeline output."""
+    import torch
+
+    from . import default_checkpoint
+    from .pipeline_flashvideo import FlashVideoPipeline
+    from .video_io import export_to_gif, export_to_video
+
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"output must end in one of {VIDEO_SUFFIXES}, got {str(output)!r}.")
+    pipe = FlashVideoPipeline.from_pretrained(checkpoint or default_checkpoint(), device=_device(device))
+    generator = torch.Generator().manual_seed(seed)
+    result = pipe(prompt, generator=generator, **call_kwargs)
+    export = export_to_gif if output.suffix.lower() == ".gif" else export_to_video
+    export(result.frames[0], output, fps=fps)
+    return result
+
+
+def _stats_summary(stats) -> str:
+    return (
+        f"key frames: {stats.key_frames.frames} frames, {stats.key_frames.tokens_sampled} tokens sampled, "
+        f"{stats.key_frames.seconds:.2f} s; interpolation: {stats.interpolation.frames} frames, "
+        f"{stats.interpolation.tokens_sampled} sampled / {stats.interpolation.tokens_inherited} inherited, "
+        f"{stats.interpolation.seconds:.2f} s; decode {stats.decode.seconds:.2f} s; "
+        f"{stats.frames_per_second:.1f} frames/s\n"
+    )
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    result = generate_clip(
+        args.prompt, args.output, checkpoint=args.checkpoint, device=args.device, fps=args.fps, seed=args.seed,
+        num_frames=args.num_frames, key_frame_spacing=args.key_frame_spacing, interpolate=not args.no_interpolation,
+        redundant_free=args.redundant_free, inherit_ratio=args.inherit_ratio, unstable_radius=args.unstable_radius,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+    )  # fmt: skip
+    sys.stdout.write(f"wrote {args.output}\n" + _stats_summary(result.stats))
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    """Two clips of one prompt from the shipped checkpoint: plain and redundant-free interpolation."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name, redundant_free in (("interpolated", False), ("redundant_free", True)):
+        output = args.output_dir / f"{name}.mp4"
+        result = generate_clip(args.prompt, output, seed=args.seed, redundant_free=redundant_free)
+        summary[name] = {"file": str(output), "frames_per_second": result.stats.frames_per_second}
+        sys.stdout.write(f"wrote {output}\n" + _stats_summary(result.stats))
+    (args.output_dir / "demo.json").write_text(json.dumps({"prompt": args.prompt, **summary}, indent=2))
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    if args.benchmark == "decode":
+        from .evaluation.bench_decode import run_decode_benchmark
+
+        path = run_decode_benchmark(args.positions, args.output_dir, steps=args.steps)
+    else:
+        from .evaluation.bench_video import run_video_benchmark
+
+        path = run_video_benchmark(args.output_dir, repeats=args.repeats)
+    sys.stdout.write(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        # The training arguments are dataclasses parsed by HfArgumentParser, with their own --help.
+        from .training.__main__ import main as train_main
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    # Our own progress messages at INFO; transformers' (generation configs etc.) only from WARNING up.
+    python_logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    python_logging.getLogger("flashvideo").setLevel(python_logging.INFO)
+    if args.command == "generate":
+        _run_generate(args)
+    elif args.command == "eval":
+        from . import default_checkpoint
+        from .evaluation.evaluate import run_evaluation
+
+        path = run_evaluation(args.model or str(default_checkpoint()), args.output_dir, args.num_samples, args.seed)
+        sys.stdout.write(path.read_text())
+    elif args.command == "demo":
+        _run_demo(args)
+    elif args.command == "bench":
+        _run_bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
