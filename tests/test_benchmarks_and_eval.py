@@ -1,0 +1,52 @@
+"""The benchmark and evaluation commands run end to end and write their reports (no timing assertions)."""
+
+import json
+
+import pytest
+
+from flashvideo import FlashVideoConfig
+from flashvideo.evaluation.bench_decode import run_decode_benchmark, same_size_llama
+from flashvideo.evaluation.bench_video import random_pipeline
+from flashvideo.evaluation.evaluate import evaluate_pipeline, results_markdown
+
+
+def test_same_size_llama_matches_the_sizes():
+    config = FlashVideoConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96)
+    llama = same_size_llama(config).config
+    assert (llama.hidden_size, llama.num_hidden_layers, llama.num_attention_heads, llama.intermediate_size) == (
+        64, 3, 4, 96,
+    )  # fmt: skip
+    assert llama.vocab_size == config.vocab_size
+
+
+def test_decode_benchmark_writes_table_plot_and_json(tmp_path):
+    config = FlashVideoConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    markdown = run_decode_benchmark([16, 64], tmp_path, steps=2, config=config)
+    text = markdown.read_text()
+    assert "| FlashVideo (RetNet, recurrent) |" in text and "| Llama (KV cache) |" in text
+    rows = json.loads((tmp_path / "decode_latency.json").read_text())
+    retnet = {r["position"]: r["cache_mib"] for r in rows if r["model"].startswith("FlashVideo")}
+    llama = {r["position"]: r["cache_mib"] for r in rows if r["model"].startswith("Llama")}
+    assert retnet[16] == retnet[64]  # the recurrent state does not grow
+    assert llama[64] > 3 * llama[16]  # the KV cache grows with the position
+    assert (tmp_path / "decode_latency.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="positions"):
+        run_decode_benchmark([], tmp_path)
+
+
+def test_evaluation_reports_every_mode(tmp_path):
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, code_grid_size=4,
+        image_vocab_size=64,
+    )  # fmt: skip
+    pipe = random_pipeline(config)
+    modes = {"key frames + interpolation": dict(key_frame_spacing=5), "redundant-free, inherit 1.0": dict(
+        key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0)}  # fmt: skip
+    results = evaluate_pipeline(pipe, num_samples=2, batch_size=2, modes=modes)
+    assert set(results["modes"]) == set(modes)
+    for row in results["modes"].values():
+        for key in ("color_accuracy", "shape_accuracy", "direction_accuracy"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["conditioned_ssim"] <= 1.0 and row["tokens_per_second"] > 0
+    assert 0 < results["vq_reconstruction_psnr"] < 100
+    assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
