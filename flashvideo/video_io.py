@@ -27,7 +27,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["VideoDecodeError", "read_video", "export_to_video", "export_to_gif", "frames_to_uint8"]
+__all__ = ["VideoDecodeError", "export_to_gif", "export_to_video", "frames_to_uint8", "read_video"]
 
 
 class VideoDecodeError(ValueError):
@@ -66,13 +66,16 @@ def read_video(
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         VideoDecodeError: if the file is not a decodable video, has no video stream, fails while
-            decoding, or ends before the frame count its header declares (truncated file).
+            decoding, or runs out below 90% of the frame count (or duration) its header declares
+            (truncated file). Frames before the cut can still be read by asking for fewer.
         ValueError: on an out-of-range argument.
 
     Example:
         >>> frames = read_video("clip.mp4", num_frames=16, stride=2)  # doctest: +SKIP
     """
-    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
+    if num_frames is not None and (
+        isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1
+    ):
         raise ValueError(f"num_frames must be None or an integer >= 1, got {num_frames!r}")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
@@ -113,7 +116,8 @@ def read_video(
     # packed-bitstream Xvid AVIs, as in UCF-101) and for durations rounded to whole frames.
     if wanted_more and expected and decoded < _TRUNCATION_RATIO * expected - 1:
         raise VideoDecodeError(
-            f"{path!r} is truncated: its header declares about {expected} frames but only {decoded} could be decoded"
+            f"{path!r} is truncated: its header declares about {expected} frames but only {decoded} "
+            "could be decoded"
         )
     if not frames:
         return np.zeros((0, *frame_shape), dtype=np.uint8)
@@ -151,11 +155,14 @@ def frames_to_uint8(frames: Any) -> np.ndarray:
         ValueError: if ``frames`` is empty or not a batch of images.
 
     Example:
-        >>> frames_to_uint8(np.ones((2, 4, 4, 3), dtype=np.float32)).max()
+        >>> int(frames_to_uint8(np.ones((2, 4, 4, 3), dtype=np.float32)).max())
         255
     """
     if isinstance(frames, Image.Image):
-        raise ValueError("frames must be a sequence of frames; got a single PIL image (wrap it in a list)")
+        # ValueError like every other bad `frames`, so callers need to catch one type.
+        raise ValueError(  # noqa: TRY004
+            "frames must be a sequence of frames; got a single PIL image (wrap it in a list)"
+        )
     if isinstance(frames, Sequence) and not isinstance(frames, (str, bytes)):
         if len(frames) == 0:
             raise ValueError("frames is empty; give at least one frame")
@@ -168,7 +175,9 @@ def frames_to_uint8(frames: Any) -> np.ndarray:
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
-        raise ValueError(f"frames must be shaped [T, H, W, 3] (or a list of [H, W, 3] frames), got {array.shape}")
+        raise ValueError(
+            f"frames must be shaped [T, H, W, 3] (or a list of [H, W, 3] frames), got {array.shape}"
+        )
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     elif array.shape[-1] == 4:
@@ -276,7 +285,7 @@ def export_to_gif(frames: Any, path: str | os.PathLike | None = None, fps: float
     array = frames_to_uint8(frames)
     path = _output_path(path, ".gif")
     images = [Image.fromarray(image) for image in array]
-    duration_ms = max(10, int(round(1000 / float(rate) / 10)) * 10)
+    duration_ms = max(10, round(1000 / float(rate) / 10) * 10)
     images[0].save(
         path,
         format="GIF",
