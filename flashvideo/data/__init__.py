@@ -1,4 +1,4 @@
-"""Data sets for FlashVideo: the procedural Shapes set and real video folders.
+"""Data sets for FlashVideo: the procedural Shapes set, real video folders, and their tokenized forms.
 
 Example:
     >>> from flashvideo.data import shapes_dataset, load_video_folder
@@ -16,6 +16,7 @@ from .shapes import (
     sample_clip_params,
     shapes_dataset,
 )
+from .tokenized import interpolation_windows, keyframe_indices, tokenize_video_dataset
 from .video_folders import LoadReport, load_video_folder
 
 __all__ = [
@@ -30,4 +31,7 @@ __all__ = [
     "render_clip",
     "sample_clip_params",
     "shapes_dataset",
+    "tokenize_video_dataset",
+    "keyframe_indices",
+    "interpolation_windows",
 ]
