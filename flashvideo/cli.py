@@ -10,6 +10,7 @@ import argparse
 import json
 import logging as python_logging
 import sys
+import time
 from pathlib import Path
 
 
@@ -64,6 +65,13 @@ def _add_bench(subparsers) -> None:
     )
     video.add_argument("--repeats", type=int, default=3)
     video.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    training = kinds.add_parser(
+        "training", help="training tokens/s and peak memory, parallel vs chunkwise form, at long sequence lengths"
+    )
+    training.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 8192])
+    training.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    every = kinds.add_parser("all", help="every benchmark above, then benchmarks/README.md with all tables and plots")
+    every.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
 
 
 def _add_eval(subparsers) -> None:
@@ -186,14 +194,28 @@ def _generate_with_random_weights(prompt: str, output: Path, seed: int, redundan
 
 
 def _run_bench(args: argparse.Namespace) -> None:
+    from .evaluation import bench_decode, bench_training, bench_video
+
     if args.benchmark == "decode":
-        from .evaluation.bench_decode import run_decode_benchmark
-
-        path = run_decode_benchmark(args.positions, args.output_dir, steps=args.steps)
+        path = bench_decode.run_decode_benchmark(args.positions, args.output_dir, steps=args.steps)
+    elif args.benchmark == "video":
+        path = bench_video.run_video_benchmark(args.output_dir, repeats=args.repeats)
+    elif args.benchmark == "training":
+        path = bench_training.run_training_benchmark(args.output_dir, args.lengths)
     else:
-        from .evaluation.bench_video import run_video_benchmark
-
-        path = run_video_benchmark(args.output_dir, repeats=args.repeats)
+        reports = [
+            bench_decode.run_decode_benchmark([256, 1024, 4096, 8192], args.output_dir),
+            bench_video.run_video_benchmark(args.output_dir),
+            bench_training.run_training_benchmark(args.output_dir, [1024, 4096, 8192]),
+        ]
+        path = args.output_dir / "README.md"
+        # Each report starts with a level-1 title; one more "#" makes it a section of the README.
+        sections = ["#" + report.read_text() + f"\n![{report.stem}]({report.stem}.png)\n" for report in reports]
+        header = (
+            "# Benchmarks\n\nWritten by `flashvideo bench all` on "
+            f"{bench_decode.machine_description()}, {time.strftime('%Y-%m-%d')}.\n\n"
+        )
+        path.write_text(header + "\n".join(sections))
     sys.stdout.write(path.read_text())
 
 

@@ -50,3 +50,14 @@ def test_evaluation_reports_every_mode(tmp_path):
         assert row["conditioned_ssim"] <= 1.0 and row["tokens_per_second"] > 0
     assert 0 < results["vq_reconstruction_psnr"] < 100
     assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
+
+
+def test_training_benchmark_measures_both_forms(tmp_path):
+    from flashvideo.evaluation.bench_training import run_training_benchmark
+
+    config = FlashVideoConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, chunk_size=16)
+    markdown = run_training_benchmark(tmp_path, [48], steps=1, config=config).read_text()
+    rows = json.loads((tmp_path / "training_throughput.json").read_text())
+    assert {(r["forward_mode"], r["sequence_length"]) for r in rows} == {("parallel", 48), ("chunkwise", 48)}
+    assert all(r["tokens_per_second"] > 0 and r["peak_memory_mib"] > 0 for r in rows)
+    assert "| chunkwise | 48 |" in markdown
