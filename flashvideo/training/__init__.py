@@ -1,0 +1,28 @@
+"""
+Training of FlashVideo with 🤗 Accelerate from 🤗 Datasets: the image tokenizer, the key-frame model and the
+interpolation model, on one process or many.
+
+```bash
+python -m flashvideo.training --stage tokenizer --output_dir ckpt
+python -m flashvideo.training --stage keyframe --output_dir ckpt
+python -m flashvideo.training --stage interpolation --output_dir ckpt
+accelerate launch --multi_gpu --num_processes 4 -m flashvideo.training --stage keyframe --output_dir ckpt
+```
+
+See `docs/training.md`.
+"""
+
+from .arguments import DataArguments, FlashVideoTrainingArguments, ModelArguments, build_parser, parse_args
+from .train import TrainingSetupError, TrainOutput, main, train
+
+__all__ = [
+    "DataArguments",
+    "FlashVideoTrainingArguments",
+    "ModelArguments",
+    "TrainOutput",
+    "TrainingSetupError",
+    "build_parser",
+    "main",
+    "parse_args",
+    "train",
+]

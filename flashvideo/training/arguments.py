@@ -1,0 +1,486 @@
+"""Command-line / YAML arguments of `python -m flashvideo.training` (also under `accelerate launch`).
+
+Three dataclasses parsed by `transformers.HfArgumentParser`:
+
+- [`ModelArguments`]: what to train — the stage, where to start from (a checkpoint or a fresh model with the
+  given sizes), the vocabulary layout and image-tokenizer shape for the tokenizer stage;
+- [`DataArguments`]: where the videos come from (the procedural Shapes set, a video folder, or a 🤗 Hub data
+  set) and how samples are cut from them (key frames, interpolation windows);
+- [`FlashVideoTrainingArguments`]: the optimisation loop. Names follow `transformers.TrainingArguments`
+  wherever the meaning is the same (`output_dir`, `max_steps`, `per_device_train_batch_size`, `learning_rate`,
+  ...).
+
+Every argument is checked when the dataclass is built (from the command line or a YAML file alike); a bad
+value raises a `ValueError` that names the argument.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from transformers import HfArgumentParser
+
+STAGES = ("tokenizer", "keyframe", "interpolation")
+FORWARD_MODES = ("chunkwise", "parallel")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adamw_torch", "sgd")
+VIDEO_FOLDER_LAYOUTS = ("auto", "ucf101", "metadata", "frames")
+# The transformers schedulers (`transformers.get_scheduler` names) that need nothing beyond warm-up and
+# length.
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+RESUME_LATEST = "latest"
+DEFAULT_CHECKPOINT = "default"
+
+
+def _fail(name: str, requirement: str, value: object) -> None:
+    raise ValueError(f"--{name} {requirement}, got {value!r}.")
+
+
+def _check_int(obj: object, name: str, minimum: int, optional: bool = False) -> None:
+    value = getattr(obj, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        requirement = "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}"
+        _fail(name, requirement + (" (or left unset)" if optional else ""), value)
+
+
+def _check_float(obj: object, name: str, minimum: float, strict: bool = False) -> None:
+    value = getattr(obj, name)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > minimum if strict else value >= minimum)
+    ):
+        _fail(name, f"must be a number {'>' if strict else '>='} {minimum}", value)
+
+
+def _check_choice(obj: object, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        _fail(name, f"must be one of {list(choices)}", value)
+
+
+@dataclass
+class ModelArguments:
+    """What is trained, and from where."""
+
+    stage: Literal["tokenizer", "keyframe", "interpolation"] = field(
+        default="keyframe",
+        metadata={
+            "help": "Training stage: 'tokenizer' (caption tokenizer + VQ image tokenizer, saved as the "
+            "processor), 'keyframe' (the key-frame model, saved at the top of --output_dir) or "
+            "'interpolation' (the interpolation model, saved under --output_dir/interpolation)."
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune from this checkpoint directory or Hub repo id ('default': the shipped "
+            "default checkpoint). The interpolation stage reads its `interpolation/` subfolder when there "
+            "is one; the tokenizer stage continues training the checkpoint's image tokenizer. Unset: a "
+            "fresh model."
+        },
+    )
+    processor_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Key-frame / interpolation stages: where the processor (text + image tokenizer) is. "
+            "Default: --model_name_or_path when fine-tuning, else --output_dir (where the tokenizer stage "
+            "saved it)."
+        },
+    )
+    forward_mode: Literal["chunkwise", "parallel"] = field(
+        default="chunkwise",
+        metadata={
+            "help": "Retention form used in training: 'chunkwise' (blocks of --chunk_size) or 'parallel'."
+        },
+    )
+
+    # Architecture of a fresh model (None: the FlashVideoConfig default).
+    hidden_size: int | None = field(default=None, metadata={"help": "Fresh model: hidden size d."})
+    num_hidden_layers: int | None = field(
+        default=None, metadata={"help": "Fresh model: number of RetNet blocks."}
+    )
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Fresh model: retention heads."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Fresh model: GLU width."})
+    chunk_size: int | None = field(
+        default=None, metadata={"help": "Fresh model: chunk length of the chunkwise form."}
+    )
+
+    # Vocabulary layout and frame geometry, fixed by the tokenizer stage (None: the FlashVideoConfig default).
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokenizer stage: frame side in pixels (frames are resized to it; default 64)."},
+    )
+    code_grid_size: int | None = field(
+        default=None, metadata={"help": "Tokenizer stage: side of a frame's code grid (default 16)."}
+    )
+    codebook_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokenizer stage: VQ codebook size = the model's image_vocab_size (default 512)."},
+    )
+    text_vocab_size: int | None = field(
+        default=None, metadata={"help": "Tokenizer stage: most caption-tokenizer tokens (default 1024)."}
+    )
+    max_frames: int | None = field(
+        default=None,
+        metadata={"help": "Tokenizer stage: number of serial-number tokens <SN_i> (default 32)."},
+    )
+
+    # Shape of a fresh VQ image tokenizer (see flashvideo.image_tokenizer.build_vq_model).
+    vq_block_out_channels: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer stage: channels per VQ encoder block (default 32 then 64s).",
+            "nargs": "+",
+        },
+    )
+    vq_embed_dim: int = field(
+        default=32, metadata={"help": "Tokenizer stage: dimension of the codebook vectors."}
+    )
+    vq_layers_per_block: int = field(
+        default=1, metadata={"help": "Tokenizer stage: ResNet layers per VQ block."}
+    )
+    vq_norm_num_groups: int = field(
+        default=32, metadata={"help": "Tokenizer stage: GroupNorm groups of the VQ."}
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "stage", STAGES)
+        _check_choice(self, "forward_mode", FORWARD_MODES)
+        for name in self.architecture_overrides_names() + self.layout_overrides_names():
+            _check_int(self, name, 1, optional=True)
+        for name in ("vq_embed_dim", "vq_layers_per_block", "vq_norm_num_groups"):
+            _check_int(self, name, 1)
+        channels = self.vq_block_out_channels
+        if channels is not None and (
+            not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)
+        ):
+            _fail("vq_block_out_channels", "must be a list of positive integers", channels)
+        if self.model_name_or_path is not None and self.architecture_overrides():
+            raise ValueError(
+                f"--model_name_or_path fine-tunes an existing model, whose architecture is fixed; drop "
+                f"{['--' + name for name in self.architecture_overrides()]} or drop --model_name_or_path."
+            )
+        for name in ("model_name_or_path", "processor_name_or_path"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                _fail(name, "must be a non-empty path or repo id", value)
+
+    @staticmethod
+    def architecture_overrides_names() -> list[str]:
+        return ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "chunk_size"]
+
+    @staticmethod
+    def layout_overrides_names() -> list[str]:
+        return ["image_size", "code_grid_size", "codebook_size", "text_vocab_size", "max_frames"]
+
+    def architecture_overrides(self) -> dict[str, int]:
+        """The FlashVideoConfig keyword arguments given for a fresh model."""
+        return {
+            name: getattr(self, name) for name in self.architecture_overrides_names() if getattr(self, name)
+        }
+
+    def layout_overrides(self) -> dict[str, int]:
+        """The layout values given, as FlashVideoConfig kwargs (codebook_size -> image_vocab_size)."""
+        values = {name: getattr(self, name) for name in self.layout_overrides_names() if getattr(self, name)}
+        if "codebook_size" in values:
+            values["image_vocab_size"] = values.pop("codebook_size")
+        return values
+
+
+@dataclass
+class DataArguments:
+    """Where the videos come from, and how training samples are cut from them."""
+
+    dataset: Literal["shapes"] = field(
+        default="shapes",
+        metadata={
+            "help": "The built-in data set, used unless --video_folder or --dataset_name is given: 'shapes' "
+            "(the procedural Shapes clips, generated locally; see --num_clips and --data_seed)."
+        },
+    )
+    num_clips: int = field(default=1024, metadata={"help": "Shapes: number of clips."})
+    data_seed: int = field(
+        default=0,
+        metadata={
+            "help": "Shapes: the seed that generates the clips (not the shuffling seed, which is --seed; "
+            "unlike transformers' TrainingArguments.data_seed)."
+        },
+    )
+    video_folder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on a local folder of videos or frame folders (see "
+            "flashvideo.data.load_video_folder)."
+        },
+    )
+    video_folder_layout: Literal["auto", "ucf101", "metadata", "frames"] = field(
+        default="auto", metadata={"help": "--video_folder layout: 'auto', 'ucf101', 'metadata' or 'frames'."}
+    )
+    video_folder_text: str | None = field(
+        default=None, metadata={"help": "--video_folder, 'frames' layout: caption of folders that have none."}
+    )
+    caption_template: str = field(
+        default="{label}",
+        metadata={"help": "--video_folder, 'ucf101' layout: caption template with {label}."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on a 🤗 data set: a Hub id or a local data set path, loaded with "
+            "datasets.load_dataset (a Hub id needs network access, or the local cache with "
+            "HF_DATASETS_OFFLINE=1)."
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "--dataset_name: configuration name."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "--dataset_name: split to train on."})
+    video_column: str = field(
+        default="video",
+        metadata={
+            "help": "--dataset_name: column of the videos (uint8 [T, H, W, 3] arrays, frame lists or Video)."
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "--dataset_name: column of the captions."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N videos (quick runs and debugging)."}
+    )
+    num_frames: int = field(
+        default=16, metadata={"help": "Frames per clip (Shapes, video folders, Hub videos)."}
+    )
+    frame_stride: int = field(
+        default=1, metadata={"help": "Video folders / Hub videos: take every N-th frame."}
+    )
+    num_key_frames: int = field(
+        default=4,
+        metadata={
+            "help": "Key-frame stage: K key frames spread evenly over the clip (16 frames, K=4: 0, 5, 10, "
+            "15)."
+        },
+    )
+    interpolation_frames: int = field(
+        default=4,
+        metadata={
+            "help": "Interpolation stage: n frames inserted between adjacent key frames (windows of n + 2)."
+        },
+    )
+    label_key_frames: bool = field(
+        default=True,
+        metadata={"help": "Interpolation stage: also put the loss on the codes of the two given key frames."},
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Worker processes for the tokenizing Dataset.map."}
+    )
+    tokenize_batch_size: int = field(
+        default=16, metadata={"help": "Videos per tokenizing Dataset.map batch."}
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "dataset", ("shapes",))
+        _check_choice(self, "video_folder_layout", VIDEO_FOLDER_LAYOUTS)
+        if self.video_folder is not None and self.dataset_name is not None:
+            raise ValueError("Give at most one of --video_folder and --dataset_name.")
+        if self.video_folder is not None and not os.path.isdir(self.video_folder):
+            _fail("video_folder", "must be an existing folder", self.video_folder)
+        _check_int(self, "num_clips", 1)
+        _check_int(self, "data_seed", 0)
+        _check_int(self, "max_train_samples", 1, optional=True)
+        _check_int(self, "num_frames", 2)
+        _check_int(self, "frame_stride", 1)
+        _check_int(self, "num_key_frames", 1)
+        _check_int(self, "interpolation_frames", 1)
+        _check_int(self, "preprocessing_num_workers", 1, optional=True)
+        _check_int(self, "tokenize_batch_size", 1)
+        if self.num_key_frames > self.num_frames:
+            raise ValueError(
+                f"--num_key_frames ({self.num_key_frames}) must be at most --num_frames ({self.num_frames})."
+            )
+        if self.interpolation_frames + 2 > self.num_frames:
+            raise ValueError(
+                f"--interpolation_frames + 2 ({self.interpolation_frames + 2}) must be at most --num_frames "
+                f"({self.num_frames}): a sample needs two key frames and the frames between them."
+            )
+        if "{label}" not in self.caption_template:
+            _fail("caption_template", "must contain '{label}'", self.caption_template)
+
+
+@dataclass
+class FlashVideoTrainingArguments:
+    """The optimisation loop; names as in `transformers.TrainingArguments` where the meaning is the same."""
+
+    output_dir: str = field(
+        default="flashvideo-checkpoint",
+        metadata={
+            "help": "The checkpoint directory. Running the three stages with the same --output_dir gives a "
+            "complete pipeline checkpoint (processor + key-frame model + interpolation/). Resumable "
+            "training states go to --output_dir/checkpoints/<stage>/checkpoint-<step>, TensorBoard logs to "
+            "--output_dir/runs."
+        },
+    )
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Samples per process and micro-batch."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "Weight decay of matrices (not of norms/biases)."}
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    optim: Literal["adamw_torch", "sgd"] = field(
+        default="adamw_torch", metadata={"help": "'adamw_torch' or 'sgd'."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata={"help": f"transformers scheduler after the warm-up: one of {', '.join(LR_SCHEDULERS)}."},
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    save_steps: int = field(default=500, metadata={"help": "Save a resumable training state every N steps."})
+    save_total_limit: int | None = field(
+        default=2,
+        metadata={"help": "Keep at most N training states per stage (oldest deleted first; unset: all)."},
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "'latest' (the newest state under --output_dir/checkpoints/<stage>, or a fresh start "
+            "when there is none) or the path of a checkpoint-<step> folder."
+        },
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of model initialisation and data shuffling."})
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        default="no", metadata={"help": "'no', 'fp16' or 'bf16' (autocast; fp16 with loss scaling)."}
+    )
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata={
+            "help": "Experiment trackers for accelerate ('tensorboard', 'wandb', ..., 'all' or 'none')."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    psnr_num_frames: int = field(
+        default=256,
+        metadata={"help": "Tokenizer stage: frames whose reconstruction PSNR is reported at the end."},
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            _fail("output_dir", "must be a non-empty path", self.output_dir)
+        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "save_steps",
+                     "logging_steps", "psnr_num_frames"):  # fmt: skip
+            _check_int(self, name, 1)
+        for name in ("warmup_steps", "seed", "dataloader_num_workers"):
+            _check_int(self, name, 0)
+        _check_int(self, "save_total_limit", 1, optional=True)
+        _check_float(self, "learning_rate", 0.0, strict=True)
+        for name in ("weight_decay", "max_grad_norm", "adam_epsilon"):
+            _check_float(self, name, 0.0)
+        for name in ("adam_beta1", "adam_beta2"):
+            _check_float(self, name, 0.0)
+            if getattr(self, name) >= 1:
+                _fail(name, "must be in [0, 1)", getattr(self, name))
+        _check_choice(self, "optim", OPTIMIZERS)
+        _check_choice(self, "mixed_precision", MIXED_PRECISION)
+        _check_choice(self, "lr_scheduler_type", LR_SCHEDULERS)
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        if not self.report_to or any(not isinstance(r, str) or not r for r in self.report_to):
+            _fail("report_to", "must name trackers ('tensorboard', ...), 'all' or 'none'", self.report_to)
+        if len(self.report_to) > 1 and ("none" in self.report_to or "all" in self.report_to):
+            _fail("report_to", "must be 'none' or 'all' alone", self.report_to)
+        if self.resume_from_checkpoint is not None and not str(self.resume_from_checkpoint).strip():
+            _fail(
+                "resume_from_checkpoint",
+                f"must be '{RESUME_LATEST}' or a checkpoint path",
+                self.resume_from_checkpoint,
+            )
+
+    @property
+    def log_with(self) -> list[str] | str | None:
+        """`Accelerator(log_with=...)` for `report_to`."""
+        if self.report_to == ["none"]:
+            return None
+        if self.report_to == ["all"]:
+            return "all"
+        return list(self.report_to)
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, FlashVideoTrainingArguments)
+
+
+def build_parser() -> HfArgumentParser:
+    # No abbreviations: `--max_step 3` is an error, not a silent `--max_steps 3`.
+    parser = HfArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
+    parser.prog = "python -m flashvideo.training"
+    parser.description = (
+        "Train FlashVideo with 🤗 Accelerate: --stage tokenizer, then keyframe, then interpolation, with the "
+        "same --output_dir. Pass the arguments on the command line, or a single YAML/JSON file holding them."
+    )
+    return parser
+
+
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, FlashVideoTrainingArguments]:
+    """
+    Parse the training arguments from `argv` (default: `sys.argv[1:]`), or from a YAML/JSON file when `argv`
+    is a single `.yaml`/`.yml`/`.json` path.
+
+    Raises:
+        SystemExit: on arguments argparse rejects (unknown flags, a value outside its choices, `--help`).
+        ValueError: on a bad value (naming the argument), or an unknown key in the file.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if len(argv) == 1 and argv[0].lower().endswith((".yaml", ".yml", ".json")):
+        path = os.path.abspath(argv[0])
+        if not os.path.isfile(path):
+            raise ValueError(f"The arguments file {path} does not exist.")
+        if path.lower().endswith(".json"):
+            return tuple(parser.parse_json_file(path))
+        return tuple(parser.parse_yaml_file(path))
+    return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+def arguments_to_dict(*arguments: object) -> dict[str, object]:
+    """Flatten argument dataclasses into one dict (for trackers and the results file)."""
+    values: dict[str, object] = {}
+    for obj in arguments:
+        for f in fields(obj):
+            values[f.name] = getattr(obj, f.name)
+    return values
+
+
+__all__ = [
+    "STAGES",
+    "DataArguments",
+    "FlashVideoTrainingArguments",
+    "ModelArguments",
+    "arguments_to_dict",
+    "build_parser",
+    "parse_args",
+]

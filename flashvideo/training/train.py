@@ -1,0 +1,985 @@
+"""
+Train FlashVideo with 🤗 Accelerate, from 🤗 Datasets: the image tokenizer, the key-frame model, the
+interpolation model.
+
+    python -m flashvideo.training --stage tokenizer     --output_dir ckpt ...
+    python -m flashvideo.training --stage keyframe      --output_dir ckpt ...
+    python -m flashvideo.training --stage interpolation --output_dir ckpt ...
+    accelerate launch --multi_gpu --num_processes 4 -m flashvideo.training --stage keyframe --output_dir ckpt
+
+After the three stages `ckpt` is a complete pipeline checkpoint
+(`FlashVideoPipeline.from_pretrained("ckpt")`).
+
+Reading order: `train()` is the whole loop, top to bottom; the stage-specific pieces (data set, model, loss,
+what is saved at the end) come from `setup_tokenizer_stage` / `setup_lm_stage`, and checkpointing from the
+helpers below.
+
+Resuming (`--resume_from_checkpoint latest|PATH`) restores what `accelerator.save_state` wrote (model,
+optimizer, LR scheduler, every process's RNG states, the gradient-accumulation counter) plus
+`training_state.json` (optimizer step, epoch, and micro-batches already consumed in that epoch). The data
+order is a function of `--seed` and the epoch: the DataLoader is prepared with accelerate's seedable sampler
+(`DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed)`), which reshuffles with seed `seed +
+epoch`; on resume the loop sets the epoch back and skips the batches already seen with
+`accelerator.skip_first_batches`. A resumed run therefore sees exactly the batches the uninterrupted run would
+have seen, and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..configuration_flashvideo import FlashVideoConfig
+from ..data.shapes import DEFAULT_IMAGE_SIZE, shapes_dataset
+from ..data.tokenized import tokenize_video_dataset
+from ..data.video_folders import load_video_folder, resize_and_center_crop
+from ..image_tokenizer import build_vq_model, frames_to_model_input
+from ..modeling_flashvideo import FlashVideoForCausalLM
+from ..processing_flashvideo import PROCESSOR_CONFIG_NAME, FlashVideoProcessor, SequenceLayout
+from ..text_tokenizer import build_text_tokenizer
+from .arguments import (
+    DEFAULT_CHECKPOINT,
+    RESUME_LATEST,
+    DataArguments,
+    FlashVideoTrainingArguments,
+    ModelArguments,
+    arguments_to_dict,
+    build_parser,
+    parse_args,
+)
+
+logger = get_logger(__name__)
+
+CHECKPOINTS_FOLDER = "checkpoints"
+LOGGING_FOLDER = "runs"
+INTERPOLATION_SUBFOLDER = "interpolation"  # where FlashVideoPipeline looks for the interpolation model
+TRAINING_STATE_NAME = "training_state.json"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainingSetupError(ValueError):
+    """A problem with what the user asked for (missing processor, mismatched layout, empty data set...)."""
+
+
+@dataclass
+class TrainingProgress:
+    """Where the loop is; stored in every checkpoint as `training_state.json`."""
+
+    global_step: int = 0  # optimizer steps done
+    epoch: int = 0  # current pass over the data set (the sampler's shuffling seed is seed + epoch)
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already consumed by this process
+
+
+@dataclass
+class Stage:
+    """What differs between stages; `train()` does the rest."""
+
+    model: torch.nn.Module
+    train_dataset: Any
+    collate_fn: Callable[[list], Any]
+    compute_loss: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    # Called once after the last step with (accelerator, prepared model): saves the results, returns metrics.
+    finish: Callable[[Accelerator, torch.nn.Module], dict[str, float]]
+    processor: FlashVideoProcessor | None = None
+
+
+@dataclass
+class TrainOutput:
+    """What `train()` returns: this process's trained (unwrapped) model, the processor and the metrics."""
+
+    stage: str
+    global_step: int
+    model: torch.nn.Module
+    processor: FlashVideoProcessor | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None
+
+
+# ======================================================================================== the training loop
+
+
+def train(
+    model_args: ModelArguments, data_args: DataArguments, args: FlashVideoTrainingArguments
+) -> TrainOutput:
+    """Run one training stage; see the module docstring."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.log_with,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / LOGGING_FOLDER)
+        ),
+        # A sampler reseeded with `seed + epoch` at every epoch, identical on every process: the data order is
+        # a function of (seed, epoch) and can be replayed on resume.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    _set_library_verbosity(accelerator)
+    logger.info(f"Stage {model_args.stage!r} on {accelerator.num_processes} process(es); {accelerator.state}")
+    set_seed(args.seed)
+
+    # ---- stage-specific parts: data, model, loss, final artefacts
+    if model_args.stage == "tokenizer":
+        stage = setup_tokenizer_stage(model_args, data_args, args, accelerator)
+    else:
+        stage = setup_lm_stage(model_args, data_args, args, accelerator)
+    model = stage.model
+    num_parameters = sum(p.numel() for p in model.parameters())
+    logger.info(
+        f"{type(model).__name__}: {num_parameters / 1e6:.2f}M parameters; {len(stage.train_dataset)} samples"
+    )
+
+    # ---- optimizer, LR schedule, data loader; then hand everything to accelerate
+    optimizer = build_optimizer(model, args)
+    # The prepared scheduler steps once per process at every optimizer step (accelerate's convention for data
+    # parallelism without split_batches), so the schedule is laid out in process-steps.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=args.warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_steps * accelerator.num_processes,
+    )
+    train_dataloader = DataLoader(
+        stage.train_dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=stage.collate_fn,
+        num_workers=args.dataloader_num_workers,
+    )
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+
+    # ---- resume
+    stage_checkpoints = output_dir / CHECKPOINTS_FOLDER / model_args.stage
+    if accelerator.is_main_process:
+        _remove_partial_checkpoints(stage_checkpoints)
+    progress = TrainingProgress()
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, stage_checkpoints)
+    if checkpoint is not None:
+        # Model, optimizer, LR scheduler, every process's RNG states, the gradient-accumulation counter.
+        accelerator.load_state(str(checkpoint))
+        progress = read_training_state(checkpoint, model_args.stage, accelerator, args)
+        logger.info(
+            f"Resumed from {checkpoint}: step {progress.global_step}, epoch {progress.epoch}, "
+            f"{progress.batch_in_epoch} batch(es) of that epoch already seen"
+        )
+    if progress.batch_in_epoch >= len(train_dataloader):
+        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+
+    accelerator.init_trackers(model_args.stage, config=_tracker_config(model_args, data_args, args))
+    total_batch = (
+        args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    )
+    logger.info(
+        f"Training {args.max_steps} steps of {total_batch} samples ({args.per_device_train_batch_size} per "
+        f"process x {accelerator.num_processes} process(es) x {args.gradient_accumulation_steps} "
+        f"accumulation step(s)); {len(train_dataloader)} batches per epoch per process"
+    )
+    progress_bar = tqdm(
+        total=args.max_steps,
+        initial=progress.global_step,
+        desc=f"{model_args.stage}",
+        disable=not accelerator.is_local_main_process,
+    )
+
+    # ---- the loop
+    model.train()
+    running: dict[str, torch.Tensor] = {}
+    running_batches = 0
+    grad_norm = None
+    window_start = time.perf_counter()
+    while progress.global_step < args.max_steps:
+        train_dataloader.set_epoch(progress.epoch)  # the sampler shuffles with seed + epoch
+        batches = train_dataloader
+        if progress.batch_in_epoch:  # resuming inside an epoch: replay the same order, skip what was seen
+            batches = accelerator.skip_first_batches(train_dataloader, progress.batch_in_epoch)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss, extras = stage.compute_loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                # These three are no-ops until the last micro-batch of an accumulation window.
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            progress.batch_in_epoch += 1
+            for name, value in {"loss": loss, **extras}.items():
+                running[name] = running.get(name, 0.0) + value.detach().float()
+            running_batches += 1
+            if not accelerator.sync_gradients:
+                continue
+
+            # -- one optimizer step done
+            progress.global_step += 1
+            progress_bar.update(1)
+            if progress.global_step % args.logging_steps == 0 or progress.global_step == args.max_steps:
+                names = sorted(running)
+                # One collective per log, in the same order on every process.
+                means = (
+                    accelerator.reduce(torch.stack([running[n] for n in names]), reduction="mean")
+                    / running_batches
+                )
+                seconds = time.perf_counter() - window_start
+                logs = {f"train/{name}": value.item() for name, value in zip(names, means)}
+                logs["train/learning_rate"] = lr_scheduler.get_last_lr()[0]
+                logs["train/epoch"] = progress.epoch + progress.batch_in_epoch / len(train_dataloader)
+                logs["train/samples_per_second"] = (
+                    running_batches * args.per_device_train_batch_size * accelerator.num_processes / seconds
+                )
+                if grad_norm is not None:
+                    logs["train/grad_norm"] = float(grad_norm)
+                accelerator.log(logs, step=progress.global_step)
+                progress_bar.set_postfix(
+                    loss=f"{logs['train/loss']:.4f}", lr=f"{logs['train/learning_rate']:.2e}"
+                )
+                logger.info(
+                    f"step {progress.global_step}: "
+                    + ", ".join(f"{key.split('/')[1]}={value:.5g}" for key, value in logs.items())
+                )
+                running, running_batches, window_start = {}, 0, time.perf_counter()
+            if progress.global_step % args.save_steps == 0:
+                save_checkpoint(accelerator, stage_checkpoints, progress, model_args.stage, args)
+            if progress.global_step >= args.max_steps:
+                break
+        else:  # the epoch ran out before max_steps
+            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+    progress_bar.close()
+
+    # ---- final artefacts
+    accelerator.wait_for_everyone()
+    metrics = stage.finish(accelerator, model)
+    metrics = {"train/global_step": progress.global_step, **metrics}
+    if metrics and accelerator.is_main_process:
+        accelerator.log(
+            {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=progress.global_step
+        )
+        with open(output_dir / f"train_results_{model_args.stage}.json", "w", encoding="utf-8") as handle:
+            json.dump(metrics, handle, indent=2, sort_keys=True)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainOutput(
+        stage=model_args.stage,
+        global_step=progress.global_step,
+        model=accelerator.unwrap_model(model),
+        processor=stage.processor,
+        metrics=metrics,
+        resumed_from=str(checkpoint) if checkpoint is not None else None,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, args: FlashVideoTrainingArguments) -> torch.optim.Optimizer:
+    """AdamW (or SGD); weight decay on matrices and convolution kernels, not on norms, biases, gains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": args.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if args.optim == "sgd":
+        return torch.optim.SGD(groups, lr=args.learning_rate)
+    return torch.optim.AdamW(
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
+
+
+# ============================================================================================== checkpoints
+
+
+def checkpoint_dirs(stage_checkpoints: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints `checkpoint-<step>` of a stage, oldest first."""
+    if not stage_checkpoints.is_dir():
+        return []
+    found = []
+    for path in stage_checkpoints.iterdir():
+        match = _CHECKPOINT_RE.match(path.name)
+        if match and (path / TRAINING_STATE_NAME).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_checkpoint(value: str | None, stage_checkpoints: Path) -> Path | None:
+    """`--resume_from_checkpoint`: None, 'latest' (None when there is no checkpoint yet) or a folder."""
+    if value is None:
+        return None
+    if value == RESUME_LATEST:
+        found = checkpoint_dirs(stage_checkpoints)
+        if not found:
+            logger.info(
+                f"--resume_from_checkpoint latest: no checkpoint under {stage_checkpoints}; starting afresh"
+            )
+            return None
+        return found[-1][1]
+    path = Path(value)
+    if not (path / TRAINING_STATE_NAME).is_file():
+        raise TrainingSetupError(
+            f"--resume_from_checkpoint {value}: not a checkpoint written by flashvideo.training (no "
+            f"{TRAINING_STATE_NAME} in it); use '{RESUME_LATEST}' or a {stage_checkpoints}/checkpoint-<step> "
+            "folder."
+        )
+    return path
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    stage_checkpoints: Path,
+    progress: TrainingProgress,
+    stage: str,
+    args: FlashVideoTrainingArguments,
+) -> Path:
+    """
+    `accelerator.save_state` into a temporary folder, then rename it to `checkpoint-<step>`: a run killed
+    while saving leaves no half-written checkpoint behind for `latest` to pick up. Then prune to
+    `save_total_limit`.
+    """
+    final = stage_checkpoints / f"checkpoint-{progress.global_step}"
+    partial = stage_checkpoints / f".partial-checkpoint-{progress.global_step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {
+            **asdict(progress),
+            "stage": stage,
+            "seed": args.seed,
+            "num_processes": accelerator.num_processes,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        }
+        with open(partial / TRAINING_STATE_NAME, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        if args.save_total_limit is not None:
+            for _, old in checkpoint_dirs(stage_checkpoints)[: -args.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        logger.info(f"Saved the training state in {final}")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_training_state(
+    checkpoint: Path, stage: str, accelerator: Accelerator, args: FlashVideoTrainingArguments
+) -> TrainingProgress:
+    with open(checkpoint / TRAINING_STATE_NAME, encoding="utf-8") as handle:
+        state = json.load(handle)
+    if state.get("stage") != stage:
+        raise TrainingSetupError(
+            f"--resume_from_checkpoint {checkpoint} holds a {state.get('stage')!r} training state, not "
+            f"{stage!r}."
+        )
+    same_layout = (
+        state.get("num_processes") == accelerator.num_processes
+        and state.get("per_device_train_batch_size") == args.per_device_train_batch_size
+        and state.get("gradient_accumulation_steps") == args.gradient_accumulation_steps
+        and state.get("seed") == args.seed
+    )
+    if not same_layout:
+        logger.warning(
+            f"{checkpoint} was written with num_processes={state.get('num_processes')}, "
+            f"per_device_train_batch_size={state.get('per_device_train_batch_size')}, "
+            f"gradient_accumulation_steps={state.get('gradient_accumulation_steps')}, "
+            f"seed={state.get('seed')}; this run differs, so the data order after resuming is not the one "
+            "the interrupted run would have followed."
+        )
+    return TrainingProgress(
+        global_step=int(state["global_step"]),
+        epoch=int(state["epoch"]),
+        batch_in_epoch=int(state["batch_in_epoch"]),
+    )
+
+
+def _remove_partial_checkpoints(stage_checkpoints: Path) -> None:
+    if stage_checkpoints.is_dir():
+        for path in stage_checkpoints.glob(".partial-checkpoint-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# =================================================================================================== stages
+
+
+def setup_tokenizer_stage(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: FlashVideoTrainingArguments,
+    accelerator: Accelerator,
+) -> Stage:
+    """
+    The caption tokenizer (word level, built from the data set's captions) and the VQ image tokenizer
+    (trained).
+
+    Loss: `MSE(reconstruction, frame) + VQ loss`, frames in [-1, 1]. The VQ loss is diffusers' `commit_loss`
+    with the quantizer's `legacy` flag turned off, i.e. van den Oord et al.'s weighting: `‖sg[z] − e‖²`
+    (codebook, weight 1) + `β‖z − sg[e]‖²` (commitment, β = 0.25). diffusers' default `legacy=True` swaps the
+    two weights.
+    """
+    output_dir = Path(args.output_dir)
+    source = resolve_model_source(model_args.model_name_or_path)
+    if source is not None:
+        # Keep training its image tokenizer; its caption tokenizer (and the text ids) stay as they are.
+        processor = load_processor(source, "--model_name_or_path")
+        check_layout_overrides(model_args, processor.layout, source)
+        layout, text_tokenizer, vq = processor.layout, processor.text_tokenizer, processor.image_tokenizer
+    else:
+        layout = SequenceLayout.from_config(FlashVideoConfig(**model_args.layout_overrides()))
+    # The main process fills the datasets cache, the others then read it.
+    with accelerator.main_process_first():
+        videos = load_videos(data_args, layout.image_size)
+        frames = frames_dataset(videos)
+    if source is None:
+        text_tokenizer = build_text_tokenizer(videos["text"], vocab_size=layout.text_vocab_size)
+        try:
+            vq = build_vq_model(
+                layout.image_size,
+                layout.code_grid_size,
+                layout.image_vocab_size,
+                block_out_channels=model_args.vq_block_out_channels,
+                vq_embed_dim=model_args.vq_embed_dim,
+                layers_per_block=model_args.vq_layers_per_block,
+                norm_num_groups=model_args.vq_norm_num_groups,
+            )
+        except ValueError as error:
+            raise TrainingSetupError(
+                f"The VQ image tokenizer arguments do not fit together: {error}"
+            ) from None
+        logger.info(
+            f"Caption tokenizer: {len(text_tokenizer)} tokens (text_vocab_size {layout.text_vocab_size})"
+        )
+    vq.quantize.legacy = False  # codebook term weight 1, commitment term weight β (see the docstring)
+
+    def compute_loss(vq_model, pixels):
+        output = vq_model(pixels)
+        reconstruction_loss = F.mse_loss(output.sample.float(), pixels.float())
+        vq_loss = output.commit_loss.float().mean()
+        with torch.no_grad():
+            psnr = _psnr(output.sample.float(), pixels.float()).mean()
+        return reconstruction_loss + vq_loss, {
+            "reconstruction_loss": reconstruction_loss,
+            "vq_loss": vq_loss,
+            "psnr": psnr,
+        }
+
+    def finish(accelerator: Accelerator, prepared: torch.nn.Module) -> dict[str, float]:
+        state_dict = accelerator.get_state_dict(prepared)  # the full weights, also under FSDP
+        metrics: dict[str, float] = {}
+        if accelerator.is_main_process:
+            trained = type(vq).from_config(vq.config)
+            trained.load_state_dict(state_dict)
+            trained.eval()
+            final_processor = FlashVideoProcessor(text_tokenizer, trained, layout)
+            if (output_dir / "config.json").is_file() or (output_dir / INTERPOLATION_SUBFOLDER).is_dir():
+                logger.warning(
+                    f"{output_dir} already holds FlashVideo models; they were trained on the previous image "
+                    "tokenizer's codes. Retrain the keyframe and interpolation stages with this one."
+                )
+            final_processor.save_pretrained(output_dir)
+            metrics = evaluate_reconstruction(
+                final_processor, frames, args.psnr_num_frames, accelerator.device
+            )
+            logger.info(
+                f"Image tokenizer: reconstruction PSNR {metrics['eval/psnr']:.2f} dB on "
+                f"{metrics['eval/num_frames']} frames, {metrics['eval/codebook_usage']:.0%} of the codebook "
+                f"used; processor saved in {output_dir}"
+            )
+        return metrics
+
+    processor = FlashVideoProcessor(text_tokenizer, vq, layout)
+    return Stage(
+        model=vq,
+        train_dataset=frames,
+        collate_fn=collate_frames,
+        compute_loss=compute_loss,
+        finish=finish,
+        processor=processor,
+    )
+
+
+def setup_lm_stage(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: FlashVideoTrainingArguments,
+    accelerator: Accelerator,
+) -> Stage:
+    """The key-frame or the interpolation model: next-token loss on image codes (the rest is -100)."""
+    stage_name = model_args.stage
+    output_dir = Path(args.output_dir)
+    source = resolve_model_source(model_args.model_name_or_path)
+    processor_source = model_args.processor_name_or_path or source or str(output_dir)
+    if processor_source == str(output_dir) and not (output_dir / PROCESSOR_CONFIG_NAME).is_file():
+        raise TrainingSetupError(
+            f"No FlashVideo processor in --output_dir {output_dir}: run `--stage tokenizer --output_dir "
+            f"{output_dir}` first, or pass --processor_name_or_path (or --model_name_or_path to fine-tune a "
+            "checkpoint)."
+        )
+    processor = load_processor(processor_source, "--processor_name_or_path")
+    layout = processor.layout
+    check_layout_overrides(model_args, layout, processor_source)
+
+    # ---- data: videos -> token sequences (a cached, fingerprinted Dataset.map)
+    with accelerator.main_process_first():
+        videos = load_videos(data_args, layout.image_size)
+        processor.to(accelerator.device)  # encode frames on the accelerator
+        try:
+            tokenized = tokenize_video_dataset(
+                videos,
+                processor,
+                layout=stage_name,
+                num_key_frames=data_args.num_key_frames,
+                interpolation_frames=data_args.interpolation_frames,
+                batch_size=data_args.tokenize_batch_size,
+                num_proc=data_args.preprocessing_num_workers,
+                label_key_frames=data_args.label_key_frames,
+            )
+        except ValueError as error:
+            raise TrainingSetupError(f"Cannot cut {stage_name} samples from the data set: {error}") from None
+        processor.to("cpu")
+    lengths = {len(ids) for ids in tokenized[: min(len(tokenized), 64)]["input_ids"]}
+    logger.info(f"{len(tokenized)} {stage_name} samples of {sorted(lengths)} tokens (first 64 samples)")
+
+    # ---- model: fine-tuned from a checkpoint, or fresh with the processor's layout
+    set_seed(args.seed)
+    if source is not None:
+        model = load_lm(source, stage_name)
+        mismatched = {
+            name: (getattr(model.config, name), value)
+            for name, value in layout.to_dict().items()
+            if getattr(model.config, name) != value
+        }
+        if mismatched:
+            raise TrainingSetupError(
+                f"The model from {source} does not use the processor's vocabulary layout (model vs "
+                f"processor: {mismatched}); pass the processor it was trained with "
+                "(--processor_name_or_path)."
+            )
+    else:
+        try:
+            config = FlashVideoConfig(**layout.to_dict(), **model_args.architecture_overrides())
+        except ValueError as error:
+            raise TrainingSetupError(f"Invalid model size arguments: {error}") from None
+        model = FlashVideoForCausalLM(config)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    forward_mode = model_args.forward_mode
+
+    def compute_loss(lm, batch):
+        output = lm(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            forward_mode=forward_mode,
+            use_cache=False,
+        )
+        return output.loss, {}
+
+    def finish(accelerator: Accelerator, prepared: torch.nn.Module) -> dict[str, float]:
+        target = output_dir if stage_name == "keyframe" else output_dir / INTERPOLATION_SUBFOLDER
+        unwrapped = accelerator.unwrap_model(prepared)
+        if args.gradient_checkpointing:
+            unwrapped.gradient_checkpointing_disable()
+        unwrapped.save_pretrained(
+            target,
+            is_main_process=accelerator.is_main_process,
+            save_function=accelerator.save,
+            state_dict=accelerator.get_state_dict(prepared),
+        )
+        if accelerator.is_main_process:
+            processor_dir = Path(processor_source)
+            if not (processor_dir.is_dir() and processor_dir.resolve() == output_dir.resolve()):
+                processor.save_pretrained(output_dir)  # the checkpoint directory carries its processor
+            logger.info(f"{stage_name} model saved in {target}")
+        return {}
+
+    return Stage(
+        model=model,
+        train_dataset=tokenized,
+        collate_fn=processor.pad_batch,
+        compute_loss=compute_loss,
+        finish=finish,
+        processor=processor,
+    )
+
+
+# ==================================================================================== models and processors
+
+
+def resolve_model_source(name: str | None) -> str | None:
+    """`--model_name_or_path`, with 'default' replaced by the shipped default checkpoint."""
+    if name != DEFAULT_CHECKPOINT:
+        return name
+    import flashvideo
+
+    default_checkpoint = getattr(flashvideo, "default_checkpoint", None)
+    if default_checkpoint is None:
+        raise TrainingSetupError(
+            "--model_name_or_path default: this flashvideo installation has no default checkpoint "
+            "(flashvideo.default_checkpoint() is missing); pass a checkpoint directory or Hub repo id."
+        )
+    return str(default_checkpoint())
+
+
+def load_processor(source: str, argument: str) -> FlashVideoProcessor:
+    path = Path(source)
+    if path.is_dir() and not (path / PROCESSOR_CONFIG_NAME).is_file():
+        raise TrainingSetupError(
+            f"No FlashVideo processor in {source} ({argument}): it needs the {PROCESSOR_CONFIG_NAME}, "
+            "text_tokenizer/ and image_tokenizer/ that `--stage tokenizer` writes."
+        )
+    try:
+        return FlashVideoProcessor.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise TrainingSetupError(
+            f"Cannot load a FlashVideo processor from {source} ({argument}): {error}"
+        ) from None
+
+
+def load_lm(source: str, stage: str) -> FlashVideoForCausalLM:
+    """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any."""
+    if stage == "interpolation":
+        path = Path(source)
+        if path.is_dir():
+            if (path / INTERPOLATION_SUBFOLDER / "config.json").is_file():
+                return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
+        else:
+            try:
+                return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
+            except OSError:
+                pass
+        logger.warning(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
+    try:
+        return FlashVideoForCausalLM.from_pretrained(source)
+    except OSError as error:
+        raise TrainingSetupError(f"Cannot load a FlashVideo model from {source}: {error}") from None
+
+
+def check_layout_overrides(model_args: ModelArguments, layout: SequenceLayout, source: str) -> None:
+    """Layout arguments given alongside an existing processor must agree with it (they cannot change it)."""
+    current = {
+        "image_size": layout.image_size,
+        "code_grid_size": layout.code_grid_size,
+        "image_vocab_size": layout.image_vocab_size,
+        "text_vocab_size": layout.text_vocab_size,
+        "max_frames": layout.max_frames,
+    }
+    conflicts = [
+        f"--{'codebook_size' if name == 'image_vocab_size' else name} {value} (the processor has "
+        f"{current[name]})"
+        for name, value in model_args.layout_overrides().items()
+        if current[name] != value
+    ]
+    if conflicts:
+        raise TrainingSetupError(
+            f"The processor from {source} fixes the vocabulary layout; these arguments disagree with it: "
+            f"{', '.join(conflicts)}. Drop them, or train a new tokenizer stage."
+        )
+
+
+# ===================================================================================================== data
+
+
+def load_videos(data_args: DataArguments, image_size: int) -> datasets.Dataset:
+    """
+    The training videos as a 🤗 Dataset with `video` (uint8 `[num_frames, image_size, image_size, 3]`, NumPy
+    format) and `text`: the Shapes set (default), a `--video_folder`, or a `--dataset_name`.
+    """
+    if data_args.video_folder is not None:
+        dataset, report = load_video_folder(
+            data_args.video_folder,
+            layout=data_args.video_folder_layout,
+            num_frames=data_args.num_frames,
+            stride=data_args.frame_stride,
+            image_size=image_size,
+            text=data_args.video_folder_text,
+            caption_template=data_args.caption_template,
+        )
+        logger.info(f"{data_args.video_folder}: {report.summary()}")
+        source = f"--video_folder {data_args.video_folder}"
+    elif data_args.dataset_name is not None:
+        dataset = datasets.load_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, split=data_args.dataset_split
+        )
+        for argument, column in (
+            ("video_column", data_args.video_column),
+            ("text_column", data_args.text_column),
+        ):
+            if column not in dataset.column_names:
+                raise TrainingSetupError(
+                    f"--{argument} {column!r} is not a column of {data_args.dataset_name} "
+                    f"(columns: {dataset.column_names})."
+                )
+        if data_args.max_train_samples is not None:
+            dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
+        dataset = standardize_videos(
+            dataset,
+            data_args.video_column,
+            data_args.text_column,
+            data_args.num_frames,
+            data_args.frame_stride,
+            image_size,
+        )
+        source = f"--dataset_name {data_args.dataset_name}"
+    else:
+        try:
+            dataset = shapes_dataset(
+                data_args.num_clips, seed=data_args.data_seed, num_frames=data_args.num_frames
+            )
+        except ValueError as error:
+            raise TrainingSetupError(f"Shapes: {error}") from None
+        if image_size != DEFAULT_IMAGE_SIZE:  # Shapes is drawn at 64 px; other sizes are resized from it
+            dataset = standardize_videos(dataset, "video", "text", data_args.num_frames, 1, image_size)
+        source = "Shapes"
+    if data_args.max_train_samples is not None and len(dataset) > data_args.max_train_samples:
+        dataset = dataset.select(range(data_args.max_train_samples))
+    if len(dataset) == 0:
+        raise TrainingSetupError(f"{source}: no usable video (see the log for the videos that were skipped).")
+    return cache_on_disk(dataset)
+
+
+def cache_on_disk(dataset: datasets.Dataset) -> datasets.Dataset:
+    """
+    Write an in-memory data set (Shapes, video folders) to an Arrow file in the 🤗 Datasets cache, keyed on its
+    fingerprint, so that the `Dataset.map`s after it (frames, tokenization) are cached too and a second run or
+    a resumed one loads their results instead of recomputing them.
+    """
+    if dataset.cache_files or not datasets.is_caching_enabled():
+        return dataset
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "flashvideo"
+    folder.mkdir(parents=True, exist_ok=True)
+    return dataset.flatten_indices(
+        cache_file_name=str(folder / f"videos-{dataset._fingerprint}.arrow"),
+        new_fingerprint=f"{dataset._fingerprint}-on-disk",
+    )
+
+
+def standardize_videos(
+    dataset: datasets.Dataset,
+    video_column: str,
+    text_column: str,
+    num_frames: int,
+    stride: int,
+    image_size: int,
+) -> datasets.Dataset:
+    """
+    Map any video column (uint8 arrays `[T, H, W, 3]`, lists of PIL images, or decoders of the
+    `datasets.Video` feature) to `video`: uint8 `[num_frames, image_size, image_size, 3]` (frames `0, stride,
+    ...`, resized and centre-cropped) and `text`. Videos with fewer frames are dropped.
+    """
+    feature = dataset.features[video_column]
+    if isinstance(feature, (datasets.Array2D, datasets.Array3D, datasets.Array4D)):
+        dataset = dataset.with_format(
+            "numpy", columns=[video_column], output_all_columns=True, dtype=np.uint8
+        )
+    features = datasets.Features(
+        {
+            "video": datasets.Array4D(shape=(num_frames, image_size, image_size, 3), dtype="uint8"),
+            "text": datasets.Value("string"),
+        }
+    )
+
+    def convert(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"video": [], "text": []}
+        for video, text in zip(batch[video_column], batch[text_column]):
+            frames = _video_frames(video, num_frames, stride)
+            if frames is None:
+                continue
+            out["video"].append(resize_and_center_crop(frames, image_size))
+            out["text"].append(str(text))
+        return out
+
+    converted = dataset.map(
+        convert,
+        batched=True,
+        batch_size=16,
+        remove_columns=dataset.column_names,
+        features=features,
+        new_fingerprint=datasets.fingerprint.Hasher.hash(
+            [
+                "flashvideo.standardize_videos/1",
+                dataset._fingerprint,
+                video_column,
+                text_column,
+                num_frames,
+                stride,
+                image_size,
+            ]
+        ),
+        desc=f"Preparing videos ({num_frames} frames, {image_size} px)",
+    )
+    if len(converted) < len(dataset):
+        logger.warning(
+            f"{len(dataset) - len(converted)} of {len(dataset)} videos have fewer than {num_frames} frames "
+            f"(stride {stride}) and were skipped"
+        )
+    converted.set_format("numpy", columns=["video"], output_all_columns=True, dtype=np.uint8)
+    return converted
+
+
+def _video_frames(video: Any, num_frames: int, stride: int) -> np.ndarray | None:
+    """Frames `0, stride, …, (num_frames - 1) * stride` as uint8 `[num_frames, H, W, 3]` (None: too short)."""
+    indices = list(range(0, num_frames * stride, stride))
+    if hasattr(video, "get_frames_at"):  # a torchcodec VideoDecoder (the datasets.Video feature)
+        if len(video) <= indices[-1]:
+            return None
+        return video.get_frames_at(indices=indices).data.permute(0, 2, 3, 1).cpu().numpy()
+    if isinstance(video, (list, tuple)) and video and hasattr(video[0], "convert"):  # PIL images
+        if len(video) <= indices[-1]:
+            return None
+        return np.stack([np.asarray(video[i].convert("RGB")) for i in indices])
+    frames = np.asarray(video)
+    if frames.ndim == 3:  # grayscale [T, H, W]
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    if frames.ndim == 4 and frames.shape[-1] != 3 and frames.shape[1] == 3:  # channels first [T, 3, H, W]
+        frames = frames.transpose(0, 2, 3, 1)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise TrainingSetupError(f"Videos must be [T, H, W, 3] frames; got an array of shape {frames.shape}.")
+    if frames.dtype != np.uint8:
+        if not np.issubdtype(frames.dtype, np.integer) or (
+            frames.size and (frames.min() < 0 or frames.max() > 255)
+        ):
+            raise TrainingSetupError(f"Video pixels must be integers in [0, 255]; got dtype {frames.dtype}.")
+        frames = frames.astype(np.uint8)
+    if len(frames) <= indices[-1]:
+        return None
+    return frames[indices]
+
+
+def frames_dataset(videos: datasets.Dataset) -> datasets.Dataset:
+    """Every frame of every video as its own row `frame` (uint8 `[H, W, 3]`): the VQ's training set."""
+    size = videos.features["video"].shape[1:]
+
+    def explode(batch: dict[str, list]) -> dict[str, list]:
+        return {"frame": [frame for video in batch["video"] for frame in np.asarray(video, dtype=np.uint8)]}
+
+    frames = (
+        videos.select_columns(["video"])
+        .with_format("numpy", dtype=np.uint8)
+        .map(
+            explode,
+            batched=True,
+            batch_size=16,
+            remove_columns=["video"],
+            features=datasets.Features({"frame": datasets.Array3D(shape=size, dtype="uint8")}),
+            new_fingerprint=datasets.fingerprint.Hasher.hash(
+                ["flashvideo.frames_dataset/1", videos._fingerprint]
+            ),
+            desc="Splitting videos into frames",
+        )
+    )
+    return frames.with_format("numpy", dtype=np.uint8)
+
+
+def collate_frames(rows: list[dict[str, np.ndarray]]) -> torch.Tensor:
+    """Rows of uint8 frames → the VQ model's input, float `[N, 3, H, W]` in [-1, 1]."""
+    return frames_to_model_input(torch.from_numpy(np.stack([row["frame"] for row in rows])))
+
+
+def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-frame PSNR (dB) of [-1, 1] frames, on [0, 1] as in `flashvideo.evaluation.metrics.psnr`."""
+    mse = ((prediction.clamp(-1, 1) - target) / 2).square().mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    processor: FlashVideoProcessor, frames: datasets.Dataset, num_frames: int, device: torch.device
+) -> dict[str, float]:
+    """Encode → codes → decode the first `num_frames` frames: reconstruction PSNR and codebook usage."""
+    subset = np.stack(frames[: min(num_frames, len(frames))]["frame"]).astype(np.uint8)
+    processor.to(device)
+    codes = processor.encode_frames(subset, batch_size=64)
+    decoded = processor.decode_frames(codes, batch_size=64)
+    processor.to("cpu")
+    original = torch.from_numpy(subset).float().div(255)
+    reconstructed = torch.from_numpy(decoded).float().div(255)
+    mse = (original - reconstructed).square().mean(dim=(1, 2, 3))
+    psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    return {
+        "eval/psnr": psnr.mean().item(),
+        "eval/num_frames": len(subset),
+        "eval/codebook_usage": codes.unique().numel() / processor.layout.image_vocab_size,
+    }
+
+
+# ================================================================================== logging and entry point
+
+
+def _tracker_config(*arguments: object) -> dict[str, Any]:
+    """Hyperparameters for the trackers: TensorBoard's hparams take only numbers, strings and booleans."""
+    config = {}
+    for name, value in arguments_to_dict(*arguments).items():
+        config[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return config
+
+
+def _set_library_verbosity(accelerator: Accelerator) -> None:
+    if accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:  # one process speaks for all
+        datasets.utils.logging.set_verbosity_error()
+        datasets.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        logging.getLogger("flashvideo").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Entry point of `python -m flashvideo.training`, `accelerate launch -m flashvideo.training` (and
+    `flashvideo train`). Returns the exit status: 0 on success, 2 on bad arguments, 1 on a setup problem (e.g.
+    no processor yet).
+    """
+    prog = build_parser().prog
+    try:
+        model_args, data_args, training_args = parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed the usage and the error (or the help)
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
+    try:
+        train(model_args, data_args, training_args)
+    except TrainingSetupError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = [
+    "Stage",
+    "TrainOutput",
+    "TrainingProgress",
+    "TrainingSetupError",
+    "checkpoint_dirs",
+    "load_videos",
+    "main",
+    "resolve_checkpoint",
+    "train",
+]

@@ -1,0 +1,439 @@
+"""
+`flashvideo.training`: the three stages end to end into a pipeline checkpoint, 2-process data parallelism on
+CPU (gloo) against a 1-process run, the documented `accelerate launch --multi_gpu` command, SIGKILL +
+`--resume_from_checkpoint latest` against an uninterrupted run, data sources, and argument parsing.
+
+Everything runs for real on tiny models: Shapes clips resized to 16 px, a 16 px → 4×4 VQ with 32 codes, a
+2-layer RetNet of width 32.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from accelerate import PartialState, debug_launcher
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+
+import flashvideo
+from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoPipeline, FlashVideoProcessor
+from flashvideo.data.shapes import shapes_dataset
+from flashvideo.data.video_folders import resize_and_center_crop
+from flashvideo.training import DataArguments, main, parse_args, train
+from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs, load_videos
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOKENIZER = """
+    --stage tokenizer --num_clips 16 --data_seed 0
+    --image_size 16 --code_grid_size 4 --codebook_size 32 --text_vocab_size 32 --max_frames 8
+    --vq_block_out_channels 8 16 16 --vq_norm_num_groups 8 --vq_embed_dim 8
+    --max_steps 20 --per_device_train_batch_size 16 --learning_rate 3e-3 --warmup_steps 2
+    --logging_steps 5 --save_steps 100 --seed 0 --psnr_num_frames 64
+""".split()
+TINY_LM = (
+    "--hidden_size 32 --num_hidden_layers 2 --num_attention_heads 4 --intermediate_size 64 --chunk_size 32"
+)
+LM = """
+    --num_clips 16 --data_seed 0 --per_device_train_batch_size 4 --learning_rate 3e-3 --warmup_steps 3
+    --logging_steps 5 --save_steps 100 --seed 0 --report_to none
+"""
+
+
+def lm_args(stage, output_dir, extra="", *paths, fresh=True):
+    """Key-frame / interpolation arguments; `extra` is a string of flags, `paths` more (unsplit) arguments."""
+    flags = f"--stage {stage} {TINY_LM if fresh else ''} {LM} {extra}".split()
+    return [*flags, *map(str, paths), "--output_dir", str(output_dir)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; every run in this process starts from a clean slate."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def datasets_cache(tmp_path_factory):
+    """A private 🤗 Datasets cache (the runs write their prepared videos and tokenized sets there)."""
+    cache = tmp_path_factory.mktemp("hf_datasets_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory, datasets_cache):
+    """The tokenizer stage, run once: a processor (word-level captions + trained tiny VQ) in output_dir."""
+    output_dir = tmp_path_factory.mktemp("tokenizer_stage")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main([*TOKENIZER, "--output_dir", str(output_dir), "--report_to", "tensorboard"]) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return output_dir
+
+
+def scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return [event.value for event in accumulator.Scalars(tag)]
+
+
+def subprocess_env(datasets_cache, **extra):
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_DATASETS_CACHE": str(datasets_cache),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkeypatch):
+    # Tokenizer stage (fixture): the processor, its PSNR, TensorBoard curves.
+    results = json.loads((tokenizer_dir / "train_results_tokenizer.json").read_text())
+    assert results["train/global_step"] == 20 and results["eval/num_frames"] == 64
+    assert 5 < results["eval/psnr"] < 60 and 0 < results["eval/codebook_usage"] <= 1
+    losses = scalars(tokenizer_dir / "runs" / "tokenizer", "train/loss")
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert len(scalars(tokenizer_dir / "runs" / "tokenizer", "train/psnr")) == 4
+    processor = FlashVideoProcessor.from_pretrained(tokenizer_dir)
+    assert processor.layout.image_size == 16 and processor.layout.code_grid_size == 4
+    assert processor.image_tokenizer.config.num_vq_embeddings == 32
+    words = processor.text_tokenizer.convert_ids_to_tokens(processor.text_tokenizer.encode("a red"))
+    assert words == ["a", "red"]
+
+    # Key-frame and interpolation stages into the same directory.
+    output_dir = tmp_path / "checkpoint"
+    shutil.copytree(tokenizer_dir, output_dir)
+    assert main(lm_args("keyframe", output_dir, "--max_steps 30 --report_to tensorboard")) == 0
+    assert main(lm_args("interpolation", output_dir, "--max_steps 20 --forward_mode parallel")) == 0
+    assert (output_dir / "model.safetensors").is_file()
+    assert (output_dir / "interpolation" / "model.safetensors").is_file()
+    keyframe_losses = scalars(output_dir / "runs" / "keyframe", "train/loss")
+    assert len(keyframe_losses) == 6 and keyframe_losses[-1] < keyframe_losses[0] - 0.3
+    assert checkpoint_dirs(output_dir / "checkpoints" / "keyframe") == []  # every 100 steps: none here
+
+    # Fine-tuning: the interpolation stage starts from the checkpoint's interpolation/ model, the key-frame
+    # stage from its top-level model ("default" = flashvideo.default_checkpoint()); the processor comes along.
+    keyframe_weights = load_file(output_dir / "model.safetensors")
+    interpolation_weights = load_file(output_dir / "interpolation" / "model.safetensors")
+    assert (keyframe_weights["lm_head.weight"] - interpolation_weights["lm_head.weight"]).abs().max() > 1e-2
+    finetuned = tmp_path / "finetuned"
+    slow = "--learning_rate 1e-6 --model_name_or_path"
+    output = train(
+        *parse_args(lm_args("interpolation", finetuned, f"--max_steps 2 {slow}", output_dir, fresh=False))
+    )
+    torch.testing.assert_close(
+        output.model.lm_head.weight.detach(), interpolation_weights["lm_head.weight"], rtol=0, atol=1e-4
+    )
+    assert (finetuned / "interpolation" / "config.json").is_file()
+    assert (finetuned / "processor_config.json").is_file()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    monkeypatch.setattr(flashvideo, "default_checkpoint", lambda: output_dir, raising=False)
+    output = train(*parse_args(lm_args("keyframe", finetuned, f"--max_steps 1 {slow} default", fresh=False)))
+    torch.testing.assert_close(
+        output.model.lm_head.weight.detach(), keyframe_weights["lm_head.weight"], rtol=0, atol=1e-4
+    )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    # Sizes cannot be given for a model that already exists.
+    assert main(lm_args("keyframe", finetuned, "--max_steps 1 --model_name_or_path", output_dir)) == 2
+
+    pipe = FlashVideoPipeline.from_pretrained(output_dir, device="cpu")
+    pipe.show_progress = False
+    assert pipe.interpolation_model is not pipe.model
+    generator = torch.Generator().manual_seed(0)
+    out = pipe("a red circle moving right", num_frames=16, key_frame_spacing=5, generator=generator)
+    assert out.frames.shape == (1, 16, 16, 16, 3) and out.frames.dtype == np.uint8
+    assert out.stats.key_frames.frames == 4 and out.stats.interpolation.frames == 12
+
+
+# -------------------------------------------------------------------------------------------- data parallel
+
+
+def _data_parallel_worker(tokenizer_argv, keyframe_argv, result_dir):
+    """Runs in each of the 2 processes started by `debug_launcher` (gloo, CPU)."""
+    torch.set_num_threads(1)
+    # debug_launcher initialises gloo itself and sets no RANK / LOCAL_RANK.
+    rank = torch.distributed.get_rank()
+    os.environ["LOCAL_RANK"] = str(rank)
+    outputs = {}
+    for name, argv in (("tokenizer", tokenizer_argv), ("keyframe", keyframe_argv)):
+        output = train(*parse_args(argv))
+        outputs[name] = {key: value.detach().clone() for key, value in output.model.state_dict().items()}
+    torch.save(outputs, os.path.join(result_dir, f"rank{rank}.pt"))
+
+
+def test_two_processes_match_one_process_on_the_combined_batch(tokenizer_dir, tmp_path, monkeypatch):
+    """Per-device batch b on 2 ranks ≡ batch 2b on 1 rank: same samples per step, same averaged gradient."""
+    # Without it accelerate gives each CPU process (cores / local processes) threads: 2 each on 2 cores here.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sgd = "--optim sgd --lr_scheduler_type linear --report_to none".split()
+    tokenizer_argv = [*TOKENIZER, *sgd, *"--max_steps 3 --learning_rate 0.05 --psnr_num_frames 16".split()]
+    keyframe_argv = lm_args("keyframe", "unused", "--optim sgd --lr_scheduler_type linear --max_steps 4")
+    keyframe_argv += ["--learning_rate", "0.5", "--processor_name_or_path", str(tokenizer_dir)]
+
+    def with_batch(argv, output_dir, batch):
+        argv = [*argv, "--output_dir", str(output_dir)]
+        argv[argv.index("--per_device_train_batch_size") + 1] = str(batch)
+        return argv
+
+    debug_launcher(
+        _data_parallel_worker,
+        args=(
+            with_batch(tokenizer_argv, tmp_path / "tok-2p", 8),
+            with_batch(keyframe_argv, tmp_path / "kf-2p", 2),
+            str(tmp_path),
+        ),
+        num_processes=2,
+    )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    one_process = {"tokenizer": train(*parse_args(with_batch(tokenizer_argv, tmp_path / "tok-1p", 16))).model}
+    AcceleratorState._reset_state(reset_partial_state=True)
+    one_process["keyframe"] = train(*parse_args(with_batch(keyframe_argv, tmp_path / "kf-1p", 4))).model
+
+    for stage, model in one_process.items():
+        for name, value in model.state_dict().items():
+            assert torch.equal(ranks[0][stage][name], ranks[1][stage][name]), f"{stage}: {name} differs"
+            torch.testing.assert_close(ranks[0][stage][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+    # The saved model is rank 0's, and training moved it away from its initialisation (same seed, same init).
+    saved = load_file(tmp_path / "kf-2p" / "model.safetensors")
+    assert saved.keys() == ranks[0]["keyframe"].keys()
+    assert all(torch.equal(saved[name], ranks[0]["keyframe"][name]) for name in saved)
+    layout = FlashVideoProcessor.from_pretrained(tokenizer_dir).layout
+    set_seed(0)
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    initial = FlashVideoForCausalLM(FlashVideoConfig(**layout.to_dict(), **sizes, chunk_size=32))
+    assert (initial.lm_head.weight - saved["lm_head.weight"]).abs().max() > 1e-3
+    assert (tmp_path / "tok-2p" / "processor_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_multi_gpu_command_runs_two_cpu_processes(tokenizer_dir, tmp_path, datasets_cache):
+    """The documented `accelerate launch --multi_gpu --num_processes N -m flashvideo.training`, on CPU."""
+    output_dir = tmp_path / "launched"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch = f"""
+        -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no
+        --dynamo_backend no --main_process_port {port} -m flashvideo.training
+    """.split()
+    training = lm_args("keyframe", output_dir, "--max_steps 3 --save_steps 2 --per_device_train_batch_size 2")
+    training += ["--processor_name_or_path", str(tokenizer_dir)]
+    # ACCELERATE_USE_CPU: gloo on CPU (`--cpu --num_processes 2` would silently run a single process).
+    result = subprocess.run(
+        [sys.executable, *launch, *training],
+        env=subprocess_env(datasets_cache, ACCELERATE_USE_CPU="true"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "on 2 process(es)" in result.stderr and "Backend: gloo" in result.stderr
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "processor_config.json").is_file()
+    ((_, checkpoint),) = checkpoint_dirs(output_dir / "checkpoints" / "keyframe")
+    state = json.loads((checkpoint / TRAINING_STATE_NAME).read_text())
+    assert state["num_processes"] == 2 and state["global_step"] == 2
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+
+
+# ------------------------------------------------------------------------------------------ SIGKILL, resume
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tokenizer_dir, tmp_path, datasets_cache):
+    # 16 clips, 2 per batch, 2 accumulation steps: 4 optimizer steps per epoch; checkpoints every 3 steps fall
+    # inside epochs, so the resumed run has to replay the epoch's shuffled order and skip what it has seen.
+    def argv(output_dir):
+        flags = """
+            --max_steps 40 --save_steps 3 --save_total_limit 2 --per_device_train_batch_size 2
+            --gradient_accumulation_steps 2 --lr_scheduler_type cosine --processor_name_or_path
+        """
+        return lm_args("keyframe", output_dir, flags, tokenizer_dir)
+
+    killed_dir = tmp_path / "killed"
+    stage_checkpoints = killed_dir / "checkpoints" / "keyframe"
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flashvideo.training", *argv(killed_dir)],
+            env=subprocess_env(datasets_cache),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 240
+        try:
+            while not checkpoint_dirs(stage_checkpoints):
+                assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint appeared"
+                time.sleep(0.02)
+            os.kill(process.pid, signal.SIGKILL)
+        finally:
+            if process.poll() is None:  # an assertion failed: do not leave it running
+                process.kill()
+            process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed_dir / "model.safetensors").exists()  # it died mid-training
+    steps = [step for step, _ in checkpoint_dirs(stage_checkpoints)]
+    assert steps and max(steps) < 40 and all(step % 3 == 0 for step in steps)
+    latest = stage_checkpoints / f"checkpoint-{max(steps)}"
+    state = json.loads((latest / TRAINING_STATE_NAME).read_text())
+    assert state["global_step"] == max(steps) and state["epoch"] == (max(steps) * 4) // 16
+    # Killed inside an epoch (8 micro-batches): resuming must replay its order and skip what was seen.
+    assert 0 < state["batch_in_epoch"] < 8
+
+    resumed = train(*parse_args([*argv(killed_dir), "--resume_from_checkpoint", "latest"]))
+    assert resumed.resumed_from == str(latest) and resumed.global_step == 40
+    assert len(checkpoint_dirs(stage_checkpoints)) == 2  # save_total_limit
+    AcceleratorState._reset_state(reset_partial_state=True)
+    reference = train(*parse_args(argv(tmp_path / "uninterrupted")))
+
+    # Same weights, to the bit: same data order, same optimizer and scheduler states.
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    saved = load_file(killed_dir / "model.safetensors")
+    expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+
+
+def test_resume_latest_without_checkpoints_starts_afresh_and_bad_path_fails(tokenizer_dir, tmp_path, capsys):
+    flags = "--max_steps 2 --resume_from_checkpoint latest --processor_name_or_path"
+    output = train(*parse_args(lm_args("keyframe", tmp_path / "a", flags, tokenizer_dir)))
+    assert output.resumed_from is None and output.global_step == 2
+    AcceleratorState._reset_state(reset_partial_state=True)
+    flags = "--max_steps 2 --processor_name_or_path"
+    argv = lm_args(
+        "keyframe", tmp_path / "b", flags, tokenizer_dir, "--resume_from_checkpoint", tmp_path / "no"
+    )
+    assert main(argv) == 1
+    assert "--resume_from_checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- data sources
+
+
+def test_video_folder_and_local_dataset_sources(tmp_path, datasets_cache):
+    """`--video_folder` (PNG frame folders) and `--dataset_name` (a local data set, not the Hub) load."""
+    from PIL import Image
+
+    clips = shapes_dataset(3, seed=1)
+    for i in range(2):
+        folder = tmp_path / "frames" / f"clip{i}"
+        folder.mkdir(parents=True)
+        for t, frame in enumerate(clips[i]["video"]):
+            Image.fromarray(frame).save(folder / f"{t:03d}.png")
+    (tmp_path / "local").mkdir()
+    renamed = clips.select_columns(["video", "text"]).rename_columns({"video": "clip", "text": "caption"})
+    renamed.to_parquet(str(tmp_path / "local" / "train.parquet"))
+    PartialState()  # accelerate's logger wants one
+
+    folder_args = DataArguments(
+        video_folder=str(tmp_path / "frames"), video_folder_layout="frames", video_folder_text="a shape"
+    )
+    folder = load_videos(folder_args, image_size=16)
+    assert len(folder) == 2 and folder[0]["text"] == "a shape"
+    assert folder[0]["video"].shape == (16, 16, 16, 3) and folder[0]["video"].dtype == np.uint8
+    assert folder.cache_files  # written to the datasets cache, so the maps after it are cached too
+
+    local_args = DataArguments(
+        dataset_name=str(tmp_path / "local"),
+        video_column="clip",
+        text_column="caption",
+        num_frames=8,
+        frame_stride=2,
+    )
+    local = load_videos(local_args, image_size=16)
+    assert (
+        len(local) == 3 and local[0]["video"].shape == (8, 16, 16, 3) and local[1]["text"] == clips[1]["text"]
+    )
+    np.testing.assert_array_equal(local[2]["video"], resize_and_center_crop(clips[2]["video"][::2], 16))
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+
+
+def test_yaml_arguments(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "stage: interpolation\noutput_dir: out\nmax_steps: 7\nlearning_rate: 0.001\nreport_to: [none]\n"
+        "interpolation_frames: 3\nvq_block_out_channels: [8, 16]\nmixed_precision: bf16\n"
+        "resume_from_checkpoint: latest\n"
+    )
+    model_args, data_args, training_args = parse_args([str(path)])
+    assert model_args.stage == "interpolation" and model_args.vq_block_out_channels == [8, 16]
+    assert data_args.interpolation_frames == 3 and data_args.dataset == "shapes"
+    assert training_args.max_steps == 7 and training_args.learning_rate == 0.001
+    assert training_args.log_with is None and training_args.mixed_precision == "bf16"
+    assert training_args.resume_from_checkpoint == "latest"
+    # The same through the command line.
+    argv = "--stage interpolation --max_steps 7 --report_to tensorboard --vq_block_out_channels 8 16".split()
+    model_args, data_args, training_args = parse_args(argv)
+    assert model_args.vq_block_out_channels == [8, 16] and training_args.log_with == ["tensorboard"]
+
+    for text, named in [
+        ("stage: keyframe\nmax_stepz: 3\n", "max_stepz"),
+        ("stage: keyframe\nmax_steps: 0\n", "--max_steps"),
+        ("stage: decoder\n", "--stage"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=named):
+            parse_args([str(path)])
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        ("--stage decoder", "--stage"),
+        ("--max_steps -1", "--max_steps"),
+        ("--per_device_train_batch_size 0", "--per_device_train_batch_size"),
+        ("--learning_rate 0", "--learning_rate"),
+        ("--mixed_precision fp8", "--mixed_precision"),
+        ("--lr_scheduler_type bogus", "--lr_scheduler_type"),
+        ("--save_total_limit 0", "--save_total_limit"),
+        ("--report_to none tensorboard", "--report_to"),
+        ("--num_key_frames 20", "--num_key_frames"),
+        ("--interpolation_frames 15", "--interpolation_frames"),
+        ("--video_folder /nonexistent/videos", "--video_folder"),
+        ("--model_name_or_path x --hidden_size 64", "--hidden_size"),
+        ("--max_step 3", "--max_step"),  # no abbreviations
+        ("--max_stepz 3", "--max_stepz"),
+    ],
+)
+def test_bad_arguments_are_named(argv, named, capsys):
+    assert main(argv.split()) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_lm_stage_without_processor_or_with_a_conflicting_layout(tokenizer_dir, tmp_path, capsys):
+    assert main(lm_args("keyframe", tmp_path / "empty", "--max_steps 1")) == 1
+    assert "--stage tokenizer" in capsys.readouterr().err
+    AcceleratorState._reset_state(reset_partial_state=True)
+    argv = lm_args(
+        "keyframe", tmp_path / "x", "--max_steps 1 --code_grid_size 8 --processor_name_or_path", tokenizer_dir
+    )
+    assert main(argv) == 1
+    assert "--code_grid_size 8 (the processor has 4)" in capsys.readouterr().err
