@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install browser test demo bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# Debian chromium for the Space demo's real-browser test (Playwright cannot download browsers here).
+browser:
+	bash scripts/install_browser.sh
+
+test: install browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install

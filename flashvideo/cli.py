@@ -3,6 +3,7 @@
     flashvideo generate "a red circle moving right" -o clip.mp4      # from the shipped default checkpoint
     flashvideo train --stage keyframe --output_dir runs/shapes ...   # same as `python -m flashvideo.training`
     flashvideo bench decode                                          # speed benchmarks → benchmarks/
+    flashvideo push runs/shapes --repo-id ORG/NAME [--private] [--eval-results eval/eval_results.json]
     flashvideo demo                                                  # what `make demo` runs
 """
 
@@ -12,6 +13,8 @@ import logging as python_logging
 import sys
 import time
 from pathlib import Path
+
+from .hub import add_push_parser, run_push
 
 
 
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_bench(subparsers)
     _add_demo(subparsers)
+    add_push_parser(subparsers)
     return parser
 
 
@@ -242,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         _run_demo(args)
     elif args.command == "bench":
         _run_bench(args)
+    elif args.command == "push":
+        run_push(args)
     return 0
 
 

@@ -23,7 +23,7 @@ from transformers.utils import logging
 
 from .modeling_flashvideo import FlashVideoForCausalLM
 from .processing_flashvideo import FlashVideoProcessor
-from .frame_sampler import FrameSampler, TokenCounts, build_logits_processor
+from .frame_sampler import FrameSampler, build_logits_processor
 from .redundant_free import classify_tokens
 
 
@@ -112,7 +112,7 @@ class FlashVideoPipeline(Pipeline):
             if not source:
                 raise ValueError("processor is required when the model was not loaded from a checkpoint directory.")
             processor = FlashVideoProcessor.from_pretrained(source)
-        if interpolation_model is None and source and (Path(source) / INTERPOLATION_SUBFOLDER).is_dir():
+        if interpolation_model is None and source and _has_interpolation_model(source):
             interpolation_model = FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
         if interpolation_model is None:
             logger.info("No interpolation model given: the key-frame model also interpolates.")
@@ -156,6 +156,37 @@ class FlashVideoPipeline(Pipeline):
         if self.interpolation_model is not self.model:
             self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
         self.processor.save_pretrained(save_directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        tags: list[str] | None = None,
+        eval_results_path: str | Path | None = None,
+        **kwargs,
+    ):
+        """Upload the pipeline as a Hub-ready repo, like `flashvideo push` (see `flashvideo.hub.push_pipeline`).
+
+        `Pipeline.push_to_hub` would save without `custom_pipelines` and the pipeline's code and write a generic model
+        card; this writes the Hub-ready layout (`save_pretrained(..., hub_ready=True)`), the interpolation model, the
+        processor, and a FlashVideo model card (with `eval_results` from `flashvideo eval`'s JSON when given).
+        Returns the `CommitInfo` (a `str`: the commit URL).
+        """
+        from .hub import push_pipeline
+
+        if kwargs:
+            logger.info(f"push_to_hub ignores {sorted(kwargs)}.")
+        return push_pipeline(
+            self, repo_id, private=private, token=token, eval_results_path=eval_results_path, tags=tags,
+            commit_message=commit_message, commit_description=commit_description, revision=revision,
+            create_pr=create_pr,
+        )  # fmt: skip
 
     # The transformers Pipeline protocol: __call__ validates once, then preprocess → _forward → postprocess.
 
@@ -434,6 +465,22 @@ class FlashVideoPipeline(Pipeline):
         stats.interpolation.tokens_inherited += sampler.counts.inherited
         stats.interpolation.seconds += time.perf_counter() - started
         return video
+
+
+def _has_interpolation_model(source: str | Path) -> bool:
+    """Whether the checkpoint (a local directory or a Hub repo id, online or from the cache) has `interpolation/`."""
+    if Path(source).is_dir():
+        return (Path(source) / INTERPOLATION_SUBFOLDER / "config.json").is_file()
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(
+            str(source), "config.json", subfolder=INTERPOLATION_SUBFOLDER, _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )  # fmt: skip
+    except (OSError, ValueError):  # not a repo id at all, or a repo that cannot be reached
+        return False
+    return found is not None
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

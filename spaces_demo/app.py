@@ -1,0 +1,284 @@
+"""FlashVideo text-to-video demo (a Gradio Space; also runs locally: `python spaces_demo/app.py`).
+
+The checkpoint is `$FLASHVIDEO_CHECKPOINT` (a directory or a Hub repo id) or else the one shipped with flashvideo
+(`flashvideo.default_checkpoint()`); it is loaded once, on first use. Frames appear on a timeline as the pipeline
+makes them — key frames first, then the interpolated frames between them — and the finished clip comes back as an
+mp4 and a GIF with per-stage timings and token counts (how many tokens were sampled vs inherited).
+
+API: `gradio_client.Client(URL).predict("a red circle moving right", api_name="/generate")`; every other input has a
+default.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+import flashvideo
+from flashvideo import FlashVideoPipeline, export_to_gif, export_to_video
+from flashvideo.data.shapes import prompts_for_all_attributes
+
+
+FPS = 8
+DISPLAY_SIZE = 256  # clips are small (64×64): show them enlarged, nearest-neighbour
+PREVIEW_SIZE = 64  # one frame on the timeline image
+OUTPUT_MAX_AGE_S = 3600
+# One prompt per color, cycling through shapes and directions.
+EXAMPLES = prompts_for_all_attributes()[::13]
+CSS = "#video video, #gif img { image-rendering: pixelated; }"
+
+_pipeline: FlashVideoPipeline | None = None
+_pipeline_lock = threading.Lock()
+_output_root = Path(tempfile.gettempdir()) / "flashvideo-space"
+
+
+def checkpoint_source() -> str:
+    """`$FLASHVIDEO_CHECKPOINT` (a directory or a Hub repo id), else the checkpoint shipped with flashvideo."""
+    return os.environ.get("FLASHVIDEO_CHECKPOINT") or str(flashvideo.default_checkpoint())
+
+
+def get_pipeline() -> FlashVideoPipeline:
+    """The pipeline, loaded on first use and then shared by every request."""
+    global _pipeline
+    with _pipeline_lock:
+        if _pipeline is None:
+            pipe = FlashVideoPipeline.from_pretrained(checkpoint_source(), device="cpu")
+            pipe.show_progress = False
+            _pipeline = pipe
+    return _pipeline
+
+
+def _enlarge(frame: np.ndarray, size: int) -> np.ndarray:
+    scale = max(1, size // max(frame.shape[:2]))
+    return frame.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else frame
+
+
+def _request_dir() -> Path:
+    """A fresh folder for one request's files; folders older than an hour are removed."""
+    _output_root.mkdir(parents=True, exist_ok=True)
+    for old in _output_root.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(dir=_output_root))
+
+
+def _stats_dict(stats) -> dict:
+    stages = {}
+    for name in ("key_frames", "interpolation", "decode"):
+        stage = getattr(stats, name)
+        stages[name] = {
+            "frames": stage.frames,
+            "tokens_sampled": stage.tokens_sampled,
+            "tokens_inherited": stage.tokens_inherited,
+            "seconds": round(stage.seconds, 4),
+        }
+    sampled = stats.key_frames.tokens_sampled + stats.interpolation.tokens_sampled
+    inherited = stats.key_frames.tokens_inherited + stats.interpolation.tokens_inherited
+    return {
+        **stages,
+        "total_seconds": round(stats.seconds, 4),
+        "frames_per_second": round(stats.frames_per_second, 2),
+        "tokens_sampled": sampled,
+        "tokens_inherited": inherited,
+        "inherited_share": round(inherited / (sampled + inherited), 4) if sampled + inherited else 0.0,
+    }
+
+
+def _summary(stats: dict, num_frames: int) -> str:
+    return (
+        f"**{num_frames} frames in {stats['total_seconds']:.2f} s** ({stats['frames_per_second']:.1f} frames/s) — "
+        f"key frames {stats['key_frames']['seconds']:.2f} s, interpolation {stats['interpolation']['seconds']:.2f} s, "
+        f"decoding {stats['decode']['seconds']:.2f} s. Tokens: {stats['tokens_sampled']} sampled, "
+        f"**{stats['tokens_inherited']} inherited** ({stats['inherited_share']:.0%})."
+    )
+
+
+def _time_index(stage: str, index: int, pair: int, spacing: int) -> int:
+    """Where a frame reported by the pipeline's callback sits in the clip."""
+    if stage == "key_frames":
+        return index * spacing
+    return pair * spacing + index + 1  # interpolation: inserted frame `index` of pair `pair`
+
+
+KIND_COLORS = {"key": (250, 204, 21), "interp.": (96, 165, 250), "": (64, 64, 64)}
+
+
+def _timeline(frames: list, kinds: list, path: Path) -> str:
+    """One image of the whole clip in time order, 8 frames a row: each frame once made (yellow border: key frame,
+    blue: interpolated), a dark square until then. Written to `path` (a new file per update)."""
+    cell, border, gap, columns = PREVIEW_SIZE, 3, 4, min(8, max(len(frames), 1))
+    rows = max(1, -(-len(frames) // columns))
+    step = cell + 2 * border + gap
+    sheet = np.full((rows * step + gap, columns * step + gap, 3), 255, np.uint8)
+    for t, (frame, kind) in enumerate(zip(frames, kinds)):
+        top, left = gap + (t // columns) * step, gap + (t % columns) * step
+        sheet[top : top + cell + 2 * border, left : left + cell + 2 * border] = KIND_COLORS[kind]
+        inner = sheet[top + border : top + border + cell, left + border : left + border + cell]
+        if frame is None:
+            inner[:] = 24
+        else:
+            image = Image.fromarray(frame).resize((cell, cell), Image.Resampling.NEAREST)
+            inner[:] = np.asarray(image.convert("RGB"))
+    Image.fromarray(sheet).save(path)
+    return str(path)
+
+
+def generate(
+    prompt: str,
+    num_frames: int = 16,
+    key_frame_spacing: int = 5,
+    redundant_free: bool = True,
+    inherit_ratio: float = 0.2,
+    temperature: float = 1.0,
+    seed: int = 0,
+):
+    """Generate a clip; yields (video, gif, stats, summary, timeline) as frames are made, then the finished clip."""
+    num_frames = int(num_frames) if num_frames is not None else 16
+    spacing = int(key_frame_spacing) if key_frame_spacing is not None else 5
+    seed = int(seed) if seed is not None else 0
+    try:
+        pipe = get_pipeline()
+    except (FileNotFoundError, OSError, ValueError) as error:
+        raise gr.Error(f"Could not load the checkpoint: {error}") from None
+
+    events: queue.Queue = queue.Queue()
+
+    def callback(stage: str, index: int, frames: np.ndarray) -> None:
+        events.put(("frame", stage, index, frames.copy()))
+
+    def work() -> None:
+        try:
+            out = pipe(
+                prompt, num_frames=num_frames, key_frame_spacing=spacing, interpolate=spacing > 1,
+                redundant_free=bool(redundant_free), inherit_ratio=float(inherit_ratio),
+                temperature=float(temperature), generator=torch.Generator().manual_seed(seed), callback=callback,
+            )  # fmt: skip
+            events.put(("done", out))
+        except Exception as error:  # reported to the page by the generator below
+            events.put(("error", error))
+
+    folder = _request_dir()
+    slots: list = [None] * max(min(num_frames, 256), 0)  # the clip's frames in time order, as they are made
+    kinds: list = [""] * len(slots)
+    updates = 0
+    worker = threading.Thread(target=work, name="flashvideo-generate", daemon=True)
+    worker.start()
+    made = 0
+    while True:
+        event = events.get()
+        if event[0] == "error":
+            worker.join()
+            error = event[1]
+            if isinstance(error, ValueError):
+                raise gr.Error(str(error))
+            raise gr.Error(f"Generation failed: {type(error).__name__}: {error}")
+        if event[0] == "done":
+            break
+        _, stage, index, frames = event
+        for pair, frame in enumerate(frames):
+            t = _time_index(stage, index, pair, spacing)
+            if 0 <= t < len(slots):
+                slots[t], kinds[t] = frame, "key" if stage == "key_frames" else "interp."
+                made += 1
+        updates += 1
+        doing = "key frames" if stage == "key_frames" else "interpolation"
+        status = f"Generating… {made}/{num_frames} frames ({doing})"
+        timeline = _timeline(slots, kinds, folder / f"timeline-{updates:03d}.png")
+        if updates == 1:  # the arguments were accepted: clear the previous clip while this one is made
+            yield None, None, None, status, timeline
+        else:
+            yield gr.skip(), gr.skip(), gr.skip(), status, timeline
+    worker.join()
+
+    clip = event[1].frames[0]
+    enlarged = np.stack([_enlarge(frame, DISPLAY_SIZE) for frame in clip])
+    video = export_to_video(enlarged, folder / "flashvideo.mp4", fps=FPS)
+    gif = export_to_gif(enlarged, folder / "flashvideo.gif", fps=FPS)
+    stats = _stats_dict(event[1].stats)
+    # The clip as decoded in one batch (the callback's frames were decoded one at a time).
+    timeline = _timeline(list(clip), kinds, folder / "timeline-final.png")
+    yield video, gif, stats, _summary(stats, len(clip)), timeline
+
+
+def model_info() -> str:
+    """A line about the loaded checkpoint (loads it on the first page view)."""
+    try:
+        pipe = get_pipeline()
+    except (FileNotFoundError, OSError, ValueError) as error:
+        return f"⚠️ No checkpoint could be loaded: {error}"
+    config = pipe.model.config
+    return (
+        f"Checkpoint `{checkpoint_source()}`: {config.image_size}×{config.image_size} frames, "
+        f"{config.code_grid_size}×{config.code_grid_size} tokens each; at most {pipe.max_num_frames(5)} frames with "
+        f"key-frame spacing 5 (`num_frames − 1` must be a multiple of the spacing; spacing 1 = every frame a key "
+        f"frame, at most {pipe.max_num_frames(1)})."
+    )
+
+
+with gr.Blocks(
+    title="FlashVideo: swift text-to-video with RetNet", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)
+) as demo:
+    gr.Markdown(
+        "# ⚡ FlashVideo\n"
+        "Text-to-video with a RetNet decoder: key frames are sampled recurrently (constant time per token), then "
+        "the frames between them are interpolated — *redundant-free* interpolation inherits a share of the tokens "
+        "that do not change instead of sampling them."
+    )
+    info = gr.Markdown(elem_id="model-info")
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(
+                label="Prompt", value=EXAMPLES[0], lines=1, elem_id="prompt",
+                info="Shapes grammar: a {color} {shape} moving {direction}",
+            )  # fmt: skip
+            with gr.Row():
+                num_frames = gr.Slider(2, 61, value=16, step=1, label="Frames", elem_id="num-frames")
+                key_frame_spacing = gr.Slider(
+                    1, 15, value=5, step=1, label="Key-frame spacing", elem_id="key-frame-spacing",
+                    info="frames from one key frame to the next; 1 = no interpolation",
+                )  # fmt: skip
+            with gr.Row():
+                redundant_free = gr.Checkbox(value=True, label="Redundant-free interpolation", elem_id="redundant-free")
+                inherit_ratio = gr.Slider(
+                    0.0, 1.0, value=0.2, step=0.05, label="Inherit ratio", elem_id="inherit-ratio",
+                    info="share of the stable tokens inherited",
+                )  # fmt: skip
+            with gr.Row():
+                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
+                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+            button = gr.Button("Generate", variant="primary", elem_id="generate")
+            gr.Examples(examples=[[text] for text in EXAMPLES], inputs=[prompt], label="Examples")
+        with gr.Column(scale=1):
+            summary = gr.Markdown("Frames appear below as they are generated.", label="Summary", elem_id="summary")
+            gr.Markdown("Frames as they are generated: key frames (yellow) first, then the interpolated ones (blue).")
+            preview = gr.Image(
+                label="Frames as they are generated", show_label=False, type="filepath", elem_id="preview",
+                format="png",
+            )  # fmt: skip
+            with gr.Row():
+                video = gr.Video(label="Video (mp4)", elem_id="video", loop=True, autoplay=True)
+                gif = gr.Image(label="GIF", type="filepath", elem_id="gif")
+            stats = gr.JSON(label="Per-stage timings and tokens", elem_id="stats")
+
+    inputs = [prompt, num_frames, key_frame_spacing, redundant_free, inherit_ratio, temperature, seed]
+    outputs = [video, gif, stats, summary, preview]
+    button.click(generate, inputs=inputs, outputs=outputs, api_name="generate")
+    prompt.submit(generate, inputs=inputs, outputs=outputs, api_name=False)
+    demo.load(model_info, outputs=info, api_name=False)
+
+
+if __name__ == "__main__":
+    demo.queue().launch(css=CSS)
