@@ -1,9 +1,51 @@
 """FlashVideo model configuration."""
 
+import numbers
+
 from transformers.configuration_utils import PreTrainedConfig
 
 
-class FlashVideoConfig(PreTrainedConfig):
+class VocabularyLayout:
+    """The id ranges of the shared vocabulary, derived from the `*_start` / `*_size` fields of the class using it.
+
+    Shared by `FlashVideoConfig` and the processor's `SequenceLayout`, so the layout arithmetic lives in one place.
+    """
+
+    serial_token_start: int
+    max_frames: int
+    text_token_start: int
+    text_vocab_size: int
+    image_token_start: int
+    image_vocab_size: int
+    code_grid_size: int
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.code_grid_size * self.code_grid_size
+
+    @property
+    def serial_token_range(self) -> tuple[int, int]:
+        return (self.serial_token_start, self.serial_token_start + self.max_frames)
+
+    @property
+    def text_token_range(self) -> tuple[int, int]:
+        return (self.text_token_start, self.text_token_start + self.text_vocab_size)
+
+    @property
+    def image_token_range(self) -> tuple[int, int]:
+        """Half-open range `[start, end)` of the image-code ids."""
+        return (self.image_token_start, self.image_token_start + self.image_vocab_size)
+
+    def serial_token_id(self, frame_number: int) -> int:
+        """Id of `<SN_frame_number>`; frame numbers are 1-based as in the paper."""
+        if isinstance(frame_number, bool) or not isinstance(frame_number, numbers.Integral):
+            raise ValueError(f"frame_number must be an integer in [1, {self.max_frames}], got {frame_number!r}.")
+        if not 1 <= frame_number <= self.max_frames:
+            raise ValueError(f"frame_number must be in [1, {self.max_frames}] (max_frames), got {frame_number}.")
+        return self.serial_token_start + int(frame_number) - 1
+
+
+class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     r"""
     Configuration of a FlashVideo (RetNet) text-to-video model.
 
@@ -152,28 +194,4 @@ class FlashVideoConfig(PreTrainedConfig):
         """Value dimension per head, d_v."""
         return self.value_dim // self.num_attention_heads
 
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.code_grid_size * self.code_grid_size
-
-    @property
-    def serial_token_range(self) -> tuple[int, int]:
-        return (self.serial_token_start, self.serial_token_start + self.max_frames)
-
-    @property
-    def text_token_range(self) -> tuple[int, int]:
-        return (self.text_token_start, self.text_token_start + self.text_vocab_size)
-
-    @property
-    def image_token_range(self) -> tuple[int, int]:
-        """Half-open range `[start, end)` of the image-code ids."""
-        return (self.image_token_start, self.image_token_start + self.image_vocab_size)
-
-    def serial_token_id(self, frame_number: int) -> int:
-        """Id of `<SN_frame_number>`; frame numbers are 1-based as in the paper."""
-        if not 1 <= frame_number <= self.max_frames:
-            raise ValueError(f"frame_number must be in [1, {self.max_frames}] (max_frames), got {frame_number}.")
-        return self.serial_token_start + frame_number - 1
-
-
-__all__ = ["FlashVideoConfig"]
+__all__ = ["FlashVideoConfig", "VocabularyLayout"]

@@ -144,12 +144,7 @@ class IcetkTokenizer(SequenceBuilderMixin):
 
     def encode_text(self, text: str) -> list[int]:
         """Tokenize a caption with icetk's SentencePiece model into model-vocabulary ids."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}.")
-        if not text.strip():
-            raise ValueError(
-                "text (the prompt) must be a non-empty string with at least one non-space character."
-            )
+        self._check_text(text)
         return [token_id + self.layout.text_token_start for token_id in self._sentencepiece.encode(text)]
 
     def decode_text(self, ids: Sequence[int] | torch.Tensor) -> str:

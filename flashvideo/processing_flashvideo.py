@@ -30,7 +30,7 @@ from diffusers import VQModel
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import PushToHubMixin, logging
 
-from .configuration_flashvideo import FlashVideoConfig
+from .configuration_flashvideo import FlashVideoConfig, VocabularyLayout
 from .image_tokenizer import decode_codes, encode_frames, vq_downsampling_factor
 
 
@@ -43,7 +43,7 @@ IGNORE_INDEX = -100
 
 
 @dataclasses.dataclass(frozen=True)
-class SequenceLayout:
+class SequenceLayout(VocabularyLayout):
     """
     The token-id layout a processor needs: where serial numbers, text tokens and image codes sit in the model
     vocabulary, and the frame geometry. Build it from a model config with [`SequenceLayout.from_config`]; it
@@ -90,35 +90,6 @@ class SequenceLayout:
     def to_dict(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
 
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.code_grid_size * self.code_grid_size
-
-    @property
-    def serial_token_range(self) -> tuple[int, int]:
-        return (self.serial_token_start, self.serial_token_start + self.max_frames)
-
-    @property
-    def text_token_range(self) -> tuple[int, int]:
-        return (self.text_token_start, self.text_token_start + self.text_vocab_size)
-
-    @property
-    def image_token_range(self) -> tuple[int, int]:
-        """Half-open range `[start, end)` of the image-code ids."""
-        return (self.image_token_start, self.image_token_start + self.image_vocab_size)
-
-    def serial_token_id(self, frame_number: int) -> int:
-        """Id of `<SN_frame_number>`; frame numbers are 1-based as in the paper."""
-        if isinstance(frame_number, bool) or not isinstance(frame_number, (int, np.integer)):
-            raise ValueError(
-                f"frame_number must be an integer in [1, {self.max_frames}], got {frame_number!r}."
-            )
-        if not 1 <= frame_number <= self.max_frames:
-            raise ValueError(
-                f"frame_number must be in [1, {self.max_frames}] (max_frames), got {frame_number}."
-            )
-        return self.serial_token_start + int(frame_number) - 1
-
 
 class SequenceBuilderMixin:
     """
@@ -129,6 +100,13 @@ class SequenceBuilderMixin:
     """
 
     layout: SequenceLayout
+
+    @staticmethod
+    def _check_text(text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}.")
+        if not text.strip():
+            raise ValueError("text (the prompt) must be a non-empty string with at least one non-space character.")
 
     # ----------------------------------------------------------------- ids <-> codes
 
@@ -497,12 +475,7 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
 
     def encode_text(self, text: str) -> list[int]:
         """Tokenize a caption into model-vocabulary ids (text-tokenizer ids + `text_token_start`)."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}.")
-        if not text.strip():
-            raise ValueError(
-                "text (the prompt) must be a non-empty string with at least one non-space character."
-            )
+        self._check_text(text)
         ids = self.text_tokenizer.encode(text, add_special_tokens=False)
         return [token_id + self.layout.text_token_start for token_id in ids]
 
