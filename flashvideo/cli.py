@@ -61,7 +61,7 @@ def _add_bench(subparsers) -> None:
         "decode", help="per-token decode latency and cache memory vs position, FlashVideo vs a same-size Llama"
     )
     decode.add_argument("--positions", type=int, nargs="+", default=[256, 1024, 4096, 8192])
-    decode.add_argument("--steps", type=int, default=32, help="timed single-token steps per position")
+    decode.add_argument("--steps", type=int, default=64, help="timed single-token steps per position")
     decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     video = kinds.add_parser(
         "video", help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache"

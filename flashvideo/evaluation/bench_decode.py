@@ -58,30 +58,37 @@ def _cache_bytes(cache) -> int:
 def measure_decode(
     model: torch.nn.Module, positions: list[int], steps: int = 32, prefill_chunk: int = 1024, seed: int = 0
 ) -> list[DecodeMeasurement]:
-    """Median per-token latency of single-token forward calls at each position, and the cache size there."""
+    """Median per-token latency of single-token forward calls at each position, and the cache size there.
+
+    Every position gets its own filled cache first; then single steps are timed round-robin across the positions,
+    so that a change in machine load during the run affects all positions alike instead of biasing one of them.
+    """
     generator = torch.Generator().manual_seed(seed)
     vocab_size = model.config.vocab_size
     is_retnet = isinstance(model, FlashVideoForCausalLM)
     name = "FlashVideo (RetNet, recurrent)" if is_retnet else "Llama (KV cache)"
-    results = []
+    caches, tokens = {}, {}
     for position in positions:
         cache = RetNetCache(model.config.num_hidden_layers) if is_retnet else DynamicCache(config=model.config)
         prompt = torch.randint(3, vocab_size, (1, position), generator=generator)
         # Prefill in chunks: the same state either way, and the Llama's O(L²) prefill stays within memory.
         for start in range(0, position, prefill_chunk):
             model(prompt[:, start : start + prefill_chunk], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token = torch.randint(3, vocab_size, (1, 1), generator=generator)
-        timings = []
-        for step in range(steps + 3):
+        caches[position], tokens[position] = cache, torch.randint(3, vocab_size, (1, 1), generator=generator)
+    timings = {position: [] for position in positions}
+    for step in range(steps + 3):
+        for position in positions:
             started = time.perf_counter()
-            logits = model(token, past_key_values=cache, use_cache=True).logits
-            token = logits[:, -1:].argmax(-1)
+            logits = model(tokens[position], past_key_values=caches[position], use_cache=True).logits
+            tokens[position] = logits[:, -1:].argmax(-1)
             if step >= 3:  # the first calls at a new size warm up allocator and kernels
-                timings.append(time.perf_counter() - started)
-        results.append(
-            DecodeMeasurement(name, position, 1000 * statistics.median(timings), _cache_bytes(cache) / 2**20)
-        )
-        logger.info("%s at %d: %.3f ms/token", name, position, results[-1].median_ms_per_token)
+                timings[position].append(time.perf_counter() - started)
+    results = [
+        DecodeMeasurement(name, p, 1000 * statistics.median(timings[p]), _cache_bytes(caches[p]) / 2**20)
+        for p in positions
+    ]
+    for result in results:
+        logger.info("%s at %d: %.3f ms/token", name, result.position, result.median_ms_per_token)
     return results
 
 
@@ -108,7 +115,7 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
         f"Model size: hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
         f"FFN {config.intermediate_size}, vocabulary {config.vocab_size}; batch 1, float32.",
         f"Machine: {machine_description()}. Date: {time.strftime('%Y-%m-%d')}.",
-        "Median over single-token steps after filling the cache to the given position.",
+        "Median over single-token steps after filling the cache to the given position; steps timed round-robin across positions.",
         "",
         "| model | " + " | ".join(f"ms/token @ {p}" for p in positions) + " | " + " | ".join(f"cache MiB @ {p}" for p in positions) + " |",
         "|---|" + "---:|" * (2 * len(positions)),
@@ -144,13 +151,16 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
 
 
 def run_decode_benchmark(
-    positions: list[int], output_dir: Path, steps: int = 32, config: FlashVideoConfig | None = None
+    positions: list[int], output_dir: Path, steps: int = 64, config: FlashVideoConfig | None = None
 ) -> Path:
     """Measure both models at every position and write the report; returns the markdown path."""
     if not positions or min(positions) < 1:
         raise ValueError(f"positions must be a non-empty list of integers >= 1, got {positions}.")
     config = config or FlashVideoConfig()
     torch.manual_seed(0)
+    # One thread: at batch 1 these matrices are too small to gain from more, and a single thread does not
+    # spin-wait against other processes, which makes the medians far steadier on a shared machine.
+    torch.set_num_threads(1)
     models = [FlashVideoForCausalLM(config).eval(), same_size_llama(config).eval()]
     results = []
     for model in tqdm(models, desc="decode benchmark"):
