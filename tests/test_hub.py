@@ -26,6 +26,7 @@ from huggingface_hub.utils import filter_repo_objects
 import flashvideo.hub
 from flashvideo import FlashVideoForCausalLM, FlashVideoPipeline
 from flashvideo.hub import push_checkpoint
+from remote_code_helpers import BLOCK_FLASHVIDEO_IMPORT
 
 
 REPO_ID = "flashvideo-test/tiny-shapes"
@@ -220,8 +221,11 @@ def pushed(tmp_path_factory):
     return {"root": root, "hub": hub, "commit": commit, "pipe": pipe, "out": out}
 
 
-def _run_offline(script: str, root: Path, name: str) -> subprocess.CompletedProcess:
-    """Run `script` in a fresh interpreter whose Hub is `root/hub_cache`, offline (constants are read at import)."""
+def _run_offline(script: str, root: Path, name: str, block_flashvideo: bool = False) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter whose Hub is `root/hub_cache`, offline (constants are read at import).
+
+    With `block_flashvideo`, the package cannot be imported there, as for a Hub user who never installed it.
+    """
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -250,7 +254,8 @@ def _run_offline(script: str, root: Path, name: str) -> subprocess.CompletedProc
         """
     )
     return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=root, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", (BLOCK_FLASHVIDEO_IMPORT if block_flashvideo else "") + prelude + textwrap.dedent(script)],
+        cwd=root, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
 
@@ -348,19 +353,6 @@ def test_pushed_repo_runs_as_remote_code_without_flashvideo(pushed):
     """A Hub user without the package: `pipeline(model=..., trust_remote_code=True)` runs the repo's own code."""
     result = _run_offline(
         """
-        import sys, importlib.abc
-
-        class BlockFlashVideo(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "flashvideo" or name.startswith("flashvideo."):
-                    raise ImportError("flashvideo is blocked in this process")
-
-        sys.meta_path.insert(0, BlockFlashVideo())
-        try:
-            import flashvideo
-            raise SystemExit("flashvideo should not be importable here")
-        except ImportError:
-            pass
         from transformers import AutoModelForCausalLM, pipeline
 
         pipe = pipeline(model=REPO_ID, trust_remote_code=True, device="cpu")  # task from custom_pipelines
@@ -376,7 +368,7 @@ def test_pushed_repo_runs_as_remote_code_without_flashvideo(pushed):
         assert not any(name == "flashvideo" or name.startswith("flashvideo.") for name in sys.modules)
         print("remote-code AutoModelForCausalLM OK")
         """,
-        pushed["root"], "remote",
+        pushed["root"], "remote", block_flashvideo=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "remote-code pipeline OK" in result.stdout

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import flashvideo
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoModel
+from remote_code_helpers import BLOCK_FLASHVIDEO_IMPORT
 
 
 def test_auto_classes_are_registered(tiny_config):
@@ -49,19 +50,8 @@ def test_loads_with_trust_remote_code_without_the_package(tiny_model, tmp_path):
     with torch.no_grad():
         expected = tiny_model(ids).logits
     torch.save({"ids": ids, "logits": expected}, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    script = BLOCK_FLASHVIDEO_IMPORT + textwrap.dedent(
         f"""
-        import sys, importlib.abc
-        class BlockFlashVideo(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "flashvideo" or name.startswith("flashvideo."):
-                    raise ImportError("flashvideo is blocked in this process")
-        sys.meta_path.insert(0, BlockFlashVideo())
-        try:
-            import flashvideo
-            raise SystemExit("flashvideo should not be importable here")
-        except ImportError:
-            pass
         import torch
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
