@@ -32,7 +32,7 @@ demo: install
 	$(VENV)/bin/flashvideo demo --output-dir outputs
 
 bench: install
-	$(VENV)/bin/flashvideo bench decode --output-dir benchmarks
+	$(VENV)/bin/flashvideo bench all --output-dir benchmarks
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
