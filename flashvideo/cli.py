@@ -197,30 +197,41 @@ def _generate_with_random_weights(prompt: str, output: Path, seed: int, redundan
     return result
 
 
+BENCHMARK_REPORTS = ("decode_latency", "video_generation", "training_throughput")
+
+
+def write_benchmarks_readme(output_dir: Path) -> Path:
+    """`benchmarks/README.md`: every benchmark report present in `output_dir`, with its plot."""
+    from .evaluation.bench_decode import machine_description
+
+    # Each report starts with a level-1 title; one more "#" makes it a section of the README.
+    sections = [
+        "#" + (output_dir / f"{name}.md").read_text() + f"\n![{name}]({name}.png)\n"
+        for name in BENCHMARK_REPORTS
+        if (output_dir / f"{name}.md").is_file()
+    ]
+    header = (
+        "# Benchmarks\n\nWritten by `flashvideo bench` (`make bench` runs them all); each section names the machine "
+        f"and date of its own run. Last update: {machine_description()}, {time.strftime('%Y-%m-%d')}.\n\n"
+    )
+    path = output_dir / "README.md"
+    path.write_text(header + "\n".join(sections))
+    return path
+
+
 def _run_bench(args: argparse.Namespace) -> None:
     from .evaluation import bench_decode, bench_training, bench_video
 
-    if args.benchmark == "decode":
-        path = bench_decode.run_decode_benchmark(args.positions, args.output_dir, steps=args.steps)
-    elif args.benchmark == "video":
-        path = bench_video.run_video_benchmark(args.output_dir, repeats=args.repeats)
-    elif args.benchmark == "training":
-        path = bench_training.run_training_benchmark(args.output_dir, args.lengths)
-    else:
-        reports = [
-            bench_decode.run_decode_benchmark([256, 1024, 4096, 8192], args.output_dir),
-            bench_video.run_video_benchmark(args.output_dir),
-            bench_training.run_training_benchmark(args.output_dir, [1024, 4096, 8192]),
-        ]
-        path = args.output_dir / "README.md"
-        # Each report starts with a level-1 title; one more "#" makes it a section of the README.
-        sections = ["#" + report.read_text() + f"\n![{report.stem}]({report.stem}.png)\n" for report in reports]
-        header = (
-            "# Benchmarks\n\nWritten by `flashvideo bench all` on "
-            f"{bench_decode.machine_description()}, {time.strftime('%Y-%m-%d')}.\n\n"
-        )
-        path.write_text(header + "\n".join(sections))
-    sys.stdout.write(path.read_text())
+    if args.benchmark in ("decode", "all"):
+        positions, steps = (args.positions, args.steps) if args.benchmark == "decode" else ([256, 1024, 4096, 8192], 64)
+        sys.stdout.write(bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps).read_text())
+    if args.benchmark in ("video", "all"):
+        repeats = args.repeats if args.benchmark == "video" else 3
+        sys.stdout.write(bench_video.run_video_benchmark(args.output_dir, repeats=repeats).read_text())
+    if args.benchmark in ("training", "all"):
+        lengths = args.lengths if args.benchmark == "training" else [1024, 4096, 8192]
+        sys.stdout.write(bench_training.run_training_benchmark(args.output_dir, lengths).read_text())
+    sys.stdout.write(f"updated {write_benchmarks_readme(args.output_dir)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
