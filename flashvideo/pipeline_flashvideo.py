@@ -112,7 +112,7 @@ class FlashVideoPipeline(Pipeline):
             if not source:
                 raise ValueError("processor is required when the model was not loaded from a checkpoint directory.")
             processor = FlashVideoProcessor.from_pretrained(source)
-        if interpolation_model is None and source and _has_interpolation_model(source):
+        if interpolation_model is None and source and has_interpolation_model(source):
             interpolation_model = FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
         if interpolation_model is None:
             logger.info("No interpolation model given: the key-frame model also interpolates.")
@@ -467,7 +467,7 @@ class FlashVideoPipeline(Pipeline):
         return video
 
 
-def _has_interpolation_model(source: str | Path) -> bool:
+def has_interpolation_model(source: str | Path) -> bool:
     """Whether the checkpoint (a local directory or a Hub repo id, online or from the cache) has `interpolation/`."""
     if Path(source).is_dir():
         return (Path(source) / INTERPOLATION_SUBFOLDER / "config.json").is_file()

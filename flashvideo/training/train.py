@@ -56,6 +56,7 @@ from ..data.tokenized import tokenize_video_dataset
 from ..data.video_folders import load_video_folder, resize_and_center_crop
 from ..image_tokenizer import build_vq_model, frames_to_model_input
 from ..modeling_flashvideo import FlashVideoForCausalLM
+from ..pipeline_flashvideo import INTERPOLATION_SUBFOLDER, has_interpolation_model
 from ..processing_flashvideo import PROCESSOR_CONFIG_NAME, FlashVideoProcessor, SequenceLayout
 from ..text_tokenizer import build_text_tokenizer
 from .arguments import (
@@ -73,7 +74,6 @@ logger = get_logger(__name__)
 
 CHECKPOINTS_FOLDER = "checkpoints"
 LOGGING_FOLDER = "runs"
-INTERPOLATION_SUBFOLDER = "interpolation"  # where FlashVideoPipeline looks for the interpolation model
 TRAINING_STATE_NAME = "training_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -661,15 +661,8 @@ def load_processor(source: str, argument: str) -> FlashVideoProcessor:
 def load_lm(source: str, stage: str) -> FlashVideoForCausalLM:
     """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any."""
     if stage == "interpolation":
-        path = Path(source)
-        if path.is_dir():
-            if (path / INTERPOLATION_SUBFOLDER / "config.json").is_file():
-                return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
-        else:
-            try:
-                return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
-            except OSError:
-                pass
+        if has_interpolation_model(source):
+            return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
         logger.warning(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
     try:
         return FlashVideoForCausalLM.from_pretrained(source)
