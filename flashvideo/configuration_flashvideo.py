@@ -9,15 +9,9 @@ class VocabularyLayout:
     """The id ranges of the shared vocabulary, derived from the `*_start` / `*_size` fields of the class using it.
 
     Shared by `FlashVideoConfig` and the processor's `SequenceLayout`, so the layout arithmetic lives in one place.
+    The class using it provides `serial_token_start`, `max_frames`, `text_token_start`, `text_vocab_size`,
+    `image_token_start`, `image_vocab_size` and `code_grid_size`.
     """
-
-    serial_token_start: int
-    max_frames: int
-    text_token_start: int
-    text_vocab_size: int
-    image_token_start: int
-    image_vocab_size: int
-    code_grid_size: int
 
     @property
     def tokens_per_frame(self) -> int:
