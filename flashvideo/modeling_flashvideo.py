@@ -423,7 +423,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
                 forward_mode=forward_mode,
             )
             if past_key_values is not None:
-                past_key_values.set_state(layer_idx, state.detach() if not torch.is_grad_enabled() else state)
+                past_key_values.set_state(layer_idx, state)
         hidden_states = self.norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
