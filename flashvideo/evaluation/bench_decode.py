@@ -21,6 +21,7 @@ from transformers.utils import logging
 
 from ..configuration_flashvideo import FlashVideoConfig
 from ..modeling_flashvideo import FlashVideoForCausalLM, RetNetCache
+from .plotting import save_line_panels
 
 
 logger = logging.get_logger(__name__)
@@ -99,11 +100,6 @@ def machine_description() -> str:
 
 def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, output_dir: Path) -> Path:
     """Write `decode_latency.{md,json,png}` under `output_dir`; returns the markdown path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     output_dir.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(r.model for r in results))
     positions = sorted({r.position for r in results})
@@ -133,20 +129,19 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
     markdown_path.write_text("\n".join(lines) + "\n")
     (output_dir / "decode_latency.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
 
-    figure, (latency_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for model in models:
-        latency_axis.plot(positions, [by_key[(model, p)].median_ms_per_token for p in positions], "o-", label=model)
-        memory_axis.plot(positions, [by_key[(model, p)].cache_mib for p in positions], "o-", label=model)
-    for axis, label in ((latency_axis, "ms per token (median)"), (memory_axis, "cache memory (MiB)")):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("position (tokens already in the sequence)")
-        axis.set_ylabel(label)
-        axis.grid(True, alpha=0.3)
-    latency_axis.legend()
-    figure.suptitle("Per-token decode cost vs position")
-    figure.tight_layout()
-    figure.savefig(output_dir / "decode_latency.png", dpi=120)
-    plt.close(figure)
+    save_line_panels(
+        output_dir / "decode_latency.png",
+        "position (tokens already in the sequence)",
+        {
+            "ms per token (median)": {
+                model: (positions, [by_key[(model, p)].median_ms_per_token for p in positions]) for model in models
+            },
+            "cache memory (MiB)": {
+                model: (positions, [by_key[(model, p)].cache_mib for p in positions]) for model in models
+            },
+        },
+        title="Per-token decode cost vs position",
+    )
     return markdown_path
 
 

@@ -19,6 +19,7 @@ import torch
 from ..configuration_flashvideo import FlashVideoConfig
 from ..modeling_flashvideo import FlashVideoForCausalLM
 from .bench_decode import machine_description
+from .plotting import save_line_panels
 
 
 @dataclass
@@ -77,11 +78,6 @@ def measure_training(lengths: list[int], steps: int = 3, config: FlashVideoConfi
 def run_training_benchmark(output_dir: Path, lengths: list[int], steps: int = 3, config: FlashVideoConfig | None = None) -> Path:
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     config = config or FlashVideoConfig()
     results = measure_training(lengths, steps, config)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -104,18 +100,14 @@ def run_training_benchmark(output_dir: Path, lengths: list[int], steps: int = 3,
     path.write_text("\n".join(lines) + "\n")
     (output_dir / "training_throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
 
-    figure, (speed_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for form in ("parallel", "chunkwise"):
-        rows = [r for r in results if r.forward_mode == form and r.tokens_per_second]
-        speed_axis.plot([r.sequence_length for r in rows], [r.tokens_per_second for r in rows], "o-", label=form)
-        memory_axis.plot([r.sequence_length for r in rows], [r.peak_memory_mib for r in rows], "o-", label=form)
-    for axis, label in ((speed_axis, "training tokens/s"), (memory_axis, "peak memory (MiB)")):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("sequence length")
-        axis.set_ylabel(label)
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(output_dir / "training_throughput.png", dpi=120)
-    plt.close(figure)
+    measured = {form: [r for r in results if r.forward_mode == form and r.tokens_per_second] for form in ("parallel", "chunkwise")}
+
+    def series(field: str) -> dict:
+        return {form: ([r.sequence_length for r in rows], [getattr(r, field) for r in rows]) for form, rows in measured.items()}
+
+    save_line_panels(
+        output_dir / "training_throughput.png",
+        "sequence length",
+        {"training tokens/s": series("tokens_per_second"), "peak memory (MiB)": series("peak_memory_mib")},
+    )
     return path

@@ -29,6 +29,7 @@ from ..modeling_flashvideo import FlashVideoForCausalLM
 from ..pipeline_flashvideo import FlashVideoPipeline
 from ..processing_flashvideo import FlashVideoProcessor
 from .bench_decode import machine_description, same_size_llama
+from .plotting import pyplot
 
 
 logger = logging.get_logger(__name__)
@@ -157,11 +158,7 @@ def run_video_benchmark(output_dir: Path, repeats: int = 3, pipe: FlashVideoPipe
 
 
 def write_video_report(timings, profile, config, output_dir: Path, repeats: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     output_dir.mkdir(parents=True, exist_ok=True)
     baseline = next(t for t in timings if t.method.startswith("(c)"))
     lines = [
