@@ -1,10 +1,10 @@
 """The `flashvideo` command line.
 
-    flashvideo generate "a red circle moving right" -o clip.mp4      # from the shipped default checkpoint
-    flashvideo train --stage keyframe --output_dir runs/shapes ...   # same as `python -m flashvideo.training`
-    flashvideo bench decode                                          # speed benchmarks → benchmarks/
-    flashvideo push runs/shapes --repo-id ORG/NAME [--private] [--eval-results eval/eval_results.json]
-    flashvideo demo                                                  # what `make demo` runs
+flashvideo generate "a red circle moving right" -o clip.mp4      # from the shipped default checkpoint
+flashvideo train --stage keyframe --output_dir runs/shapes ...   # same as `python -m flashvideo.training`
+flashvideo bench decode                                          # speed benchmarks → benchmarks/
+flashvideo push runs/shapes --repo-id ORG/NAME [--private] [--eval-results eval/eval_results.json]
+flashvideo demo                                                  # what `make demo` runs
 """
 
 import argparse
@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 
 from .hub import add_push_parser, run_push
-
-
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -30,50 +28,73 @@ def _add_generate(subparsers) -> None:
         "H.264 mp4 or a gif, chosen by the output's suffix.",
     )
     generate.add_argument("prompt", help='what to show, e.g. "a red circle moving right"')
-    generate.add_argument("-o", "--output", type=Path, default=Path("clip.mp4"), help="output .mp4 or .gif (default clip.mp4)")
     generate.add_argument(
-        "--checkpoint", default=None, help="checkpoint directory or Hub repo id (default: the shipped checkpoint)"
+        "-o", "--output", type=Path, default=Path("clip.mp4"), help="output .mp4 or .gif (default clip.mp4)"
+    )
+    generate.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint directory or Hub repo id (default: the shipped checkpoint)",
     )
     generate.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default 16)")
     generate.add_argument(
         "--key-frame-spacing", type=int, default=5, help="frames from one key frame to the next (default 5)"
     )
     generate.add_argument(
-        "--no-interpolation", action="store_true", help="generate every frame as a key frame (fully autoregressive)"
+        "--no-interpolation",
+        action="store_true",
+        help="generate every frame as a key frame (fully autoregressive)",
     )
     generate.add_argument(
-        "--redundant-free", action="store_true", help="inherit stable tokens from key frames when interpolating"
+        "--redundant-free",
+        action="store_true",
+        help="inherit stable tokens from key frames when interpolating",
     )
-    generate.add_argument("--inherit-ratio", type=float, default=0.2, help="share of stable tokens inherited, in [0, 1]")
-    generate.add_argument("--unstable-radius", type=int, default=1, help="code-grid radius kept around changed tokens")
+    generate.add_argument(
+        "--inherit-ratio", type=float, default=0.2, help="share of stable tokens inherited, in [0, 1]"
+    )
+    generate.add_argument(
+        "--unstable-radius", type=int, default=1, help="code-grid radius kept around changed tokens"
+    )
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--top-k", type=int, default=None)
     generate.add_argument("--top-p", type=float, default=None)
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    generate.add_argument("--fps", type=float, default=8.0, help="frames per second of the written clip (default 8)")
-    generate.add_argument("--device", default=None, help='torch device, e.g. "cuda" (default: cuda if available)')
+    generate.add_argument(
+        "--fps", type=float, default=8.0, help="frames per second of the written clip (default 8)"
+    )
+    generate.add_argument(
+        "--device", default=None, help='torch device, e.g. "cuda" (default: cuda if available)'
+    )
 
 
 def _add_bench(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="speed benchmarks; results go to tables and plots under benchmarks/")
+    bench = subparsers.add_parser(
+        "bench", help="speed benchmarks; results go to tables and plots under benchmarks/"
+    )
     kinds = bench.add_subparsers(dest="benchmark", required=True)
     decode = kinds.add_parser(
-        "decode", help="per-token decode latency and cache memory vs position, FlashVideo vs a same-size Llama"
+        "decode",
+        help="per-token decode latency and cache memory vs position, FlashVideo vs a same-size Llama",
     )
     decode.add_argument("--positions", type=int, nargs="+", default=[256, 1024, 4096, 8192])
     decode.add_argument("--steps", type=int, default=64, help="timed single-token steps per position")
     decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     video = kinds.add_parser(
-        "video", help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache"
+        "video",
+        help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache",
     )
     video.add_argument("--repeats", type=int, default=3)
     video.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     training = kinds.add_parser(
-        "training", help="training tokens/s and peak memory, parallel vs chunkwise form, at long sequence lengths"
+        "training",
+        help="training tokens/s and peak memory, parallel vs chunkwise form, at long sequence lengths",
     )
     training.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 8192])
     training.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
-    every = kinds.add_parser("all", help="every benchmark above, then benchmarks/README.md with all tables and plots")
+    every = kinds.add_parser(
+        "all", help="every benchmark above, then benchmarks/README.md with all tables and plots"
+    )
     every.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
 
 
@@ -81,25 +102,35 @@ def _add_eval(subparsers) -> None:
     evaluate = subparsers.add_parser(
         "eval", help="Shapes accuracy, conditioned PSNR/SSIM and speed of a checkpoint, per inference mode"
     )
-    evaluate.add_argument("--model", default=None, help="checkpoint directory or Hub id (default: the shipped one)")
+    evaluate.add_argument(
+        "--model", default=None, help="checkpoint directory or Hub id (default: the shipped one)"
+    )
     evaluate.add_argument("--num-samples", type=int, default=24, help="Shapes clips to evaluate (default 24)")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go")
+    evaluate.add_argument(
+        "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"
+    )
 
 
 def _add_demo(subparsers) -> None:
-    demo = subparsers.add_parser("demo", help="generate example clips from the shipped checkpoint (what `make demo` runs)")
+    demo = subparsers.add_parser(
+        "demo", help="generate example clips from the shipped checkpoint (what `make demo` runs)"
+    )
     demo.add_argument("--output-dir", type=Path, default=Path("outputs"))
     demo.add_argument("--prompt", default="a red circle moving right")
     demo.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashvideo", description="FlashVideo: RetNet-based swift text-to-video.")
+    parser = argparse.ArgumentParser(
+        prog="flashvideo", description="FlashVideo: RetNet-based swift text-to-video."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_generate(subparsers)
     subparsers.add_parser(
-        "train", help="train a stage (tokenizer | keyframe | interpolation); see `flashvideo train --help`", add_help=False
+        "train",
+        help="train a stage (tokenizer | keyframe | interpolation); see `flashvideo train --help`",
+        add_help=False,
     )
     _add_eval(subparsers)
     _add_bench(subparsers)
@@ -175,7 +206,9 @@ def _run_demo(args: argparse.Namespace) -> None:
     for name, redundant_free in (("interpolated", False), ("redundant_free", True)):
         output = args.output_dir / f"{name}.mp4"
         if checkpoint:
-            result = generate_clip(args.prompt, output, checkpoint=checkpoint, seed=args.seed, redundant_free=redundant_free)
+            result = generate_clip(
+                args.prompt, output, checkpoint=checkpoint, seed=args.seed, redundant_free=redundant_free
+            )
         else:
             result = _generate_with_random_weights(args.prompt, output, args.seed, redundant_free)
         summary[name] = {"file": str(output), "frames_per_second": result.stats.frames_per_second}
@@ -192,7 +225,9 @@ def _generate_with_random_weights(prompt: str, output: Path, seed: int, redundan
     from .evaluation.bench_video import random_pipeline
     from .video_io import export_to_video
 
-    result = random_pipeline()(prompt, generator=torch.Generator().manual_seed(seed), redundant_free=redundant_free)
+    result = random_pipeline()(
+        prompt, generator=torch.Generator().manual_seed(seed), redundant_free=redundant_free
+    )
     export_to_video(result.frames[0], output)
     return result
 
@@ -223,8 +258,12 @@ def _run_bench(args: argparse.Namespace) -> None:
     from .evaluation import bench_decode, bench_training, bench_video
 
     if args.benchmark in ("decode", "all"):
-        positions, steps = (args.positions, args.steps) if args.benchmark == "decode" else ([256, 1024, 4096, 8192], 64)
-        sys.stdout.write(bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps).read_text())
+        positions, steps = (
+            (args.positions, args.steps) if args.benchmark == "decode" else ([256, 1024, 4096, 8192], 64)
+        )
+        sys.stdout.write(
+            bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps).read_text()
+        )
     if args.benchmark in ("video", "all"):
         repeats = args.repeats if args.benchmark == "video" else 3
         sys.stdout.write(bench_video.run_video_benchmark(args.output_dir, repeats=repeats).read_text())
@@ -251,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import default_checkpoint
         from .evaluation.evaluate import run_evaluation
 
-        path = run_evaluation(args.model or str(default_checkpoint()), args.output_dir, args.num_samples, args.seed)
+        path = run_evaluation(
+            args.model or str(default_checkpoint()), args.output_dir, args.num_samples, args.seed
+        )
         sys.stdout.write(path.read_text())
     elif args.command == "demo":
         _run_demo(args)

@@ -33,9 +33,13 @@ class VocabularyLayout:
     def serial_token_id(self, frame_number: int) -> int:
         """Id of `<SN_frame_number>`; frame numbers are 1-based as in the paper."""
         if isinstance(frame_number, bool) or not isinstance(frame_number, numbers.Integral):
-            raise ValueError(f"frame_number must be an integer in [1, {self.max_frames}], got {frame_number!r}.")
+            raise ValueError(
+                f"frame_number must be an integer in [1, {self.max_frames}], got {frame_number!r}."
+            )
         if not 1 <= frame_number <= self.max_frames:
-            raise ValueError(f"frame_number must be in [1, {self.max_frames}] (max_frames), got {frame_number}.")
+            raise ValueError(
+                f"frame_number must be in [1, {self.max_frames}] (max_frames), got {frame_number}."
+            )
         return self.serial_token_start + int(frame_number) - 1
 
 
@@ -187,5 +191,6 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     def value_head_dim(self) -> int:
         """Value dimension per head, d_v."""
         return self.value_dim // self.num_attention_heads
+
 
 __all__ = ["FlashVideoConfig", "VocabularyLayout"]

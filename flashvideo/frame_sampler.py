@@ -42,7 +42,10 @@ class ImageCodesOnlyLogitsProcessor(LogitsProcessor):
 
 
 def build_logits_processor(
-    image_token_range: tuple[int, int], temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+    image_token_range: tuple[int, int],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> LogitsProcessorList:
     """The image-code restriction followed by the warpers in `generate()`'s order (temperature, top-k, top-p)."""
     processors = LogitsProcessorList([ImageCodesOnlyLogitsProcessor(image_token_range)])

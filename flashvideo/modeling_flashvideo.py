@@ -193,7 +193,9 @@ class FlashVideoMultiScaleRetention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False)
         self.g_proj = nn.Linear(config.hidden_size, config.value_dim, bias=False)
         self.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
-        self.head_norm = FlashVideoRMSNorm(self.value_head_dim, eps=config.rms_norm_eps, elementwise_affine=False)
+        self.head_norm = FlashVideoRMSNorm(
+            self.value_head_dim, eps=config.rms_norm_eps, elementwise_affine=False
+        )
 
     def _split_heads(self, x: torch.Tensor, head_dim: int) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -329,7 +331,9 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
 
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise ValueError(f"input_ids must be an integer tensor of token ids, got dtype {input_ids.dtype}.")
+            raise ValueError(
+                f"input_ids must be an integer tensor of token ids, got dtype {input_ids.dtype}."
+            )
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, length], got {tuple(input_ids.shape)}.")
         low, high = input_ids.min().item(), input_ids.max().item()
@@ -396,7 +400,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
 
         padding_mask = None
         if attention_mask is not None:
-            if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
+            if (
+                attention_mask.dim() != 2
+                or attention_mask.shape[0] != batch_size
+                or attention_mask.shape[1] < length
+            ):
                 raise ValueError(
                     f"attention_mask must have shape [batch, past + length] = [{batch_size}, {past_length + length}] "
                     f"or [{batch_size}, {length}], got {tuple(attention_mask.shape)}."
@@ -517,7 +525,9 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
 
         output = CausalLMOutputWithPast(
             loss=loss,

@@ -110,10 +110,14 @@ class FlashVideoPipeline(Pipeline):
         source = getattr(model, "name_or_path", None)
         if processor is None:
             if not source:
-                raise ValueError("processor is required when the model was not loaded from a checkpoint directory.")
+                raise ValueError(
+                    "processor is required when the model was not loaded from a checkpoint directory."
+                )
             processor = FlashVideoProcessor.from_pretrained(source)
         if interpolation_model is None and source and has_interpolation_model(source):
-            interpolation_model = FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
+            interpolation_model = FlashVideoForCausalLM.from_pretrained(
+                source, subfolder=INTERPOLATION_SUBFOLDER
+            )
         if interpolation_model is None:
             logger.info("No interpolation model given: the key-frame model also interpolates.")
             interpolation_model = model
@@ -254,7 +258,9 @@ class FlashVideoPipeline(Pipeline):
     def _check_prompts(prompt) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)) or not prompts:
-            raise ValueError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}.")
+            raise ValueError(
+                f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}."
+            )
         for text in prompts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"prompt must be a non-empty string (or a list of them), got {text!r}.")
@@ -297,7 +303,9 @@ class FlashVideoPipeline(Pipeline):
             raise ValueError(f"inherit_ratio must be a number in [0, 1], got {inherit_ratio!r}.")
         grid = self.model.config.code_grid_size
         if not is_int(unstable_radius) or not 0 <= unstable_radius <= grid:
-            raise ValueError(f"unstable_radius must be an integer in [0, {grid}] (code_grid_size), got {unstable_radius!r}.")
+            raise ValueError(
+                f"unstable_radius must be an integer in [0, {grid}] (code_grid_size), got {unstable_radius!r}."
+            )
         if not is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
         if top_k is not None and (not is_int(top_k) or top_k < 1):
@@ -323,13 +331,17 @@ class FlashVideoPipeline(Pipeline):
         first_frame_ids = None
         if first_frame is not None:
             frames = np.asarray(first_frame)
-            frames = np.broadcast_to(frames, (len(prompts), *frames.shape[-3:])) if frames.ndim == 3 else frames
+            frames = (
+                np.broadcast_to(frames, (len(prompts), *frames.shape[-3:])) if frames.ndim == 3 else frames
+            )
             if frames.shape[0] != len(prompts):
                 raise ValueError(
                     f"first_frame has {frames.shape[0]} frames but there are {len(prompts)} prompts; give one frame or "
                     "one per prompt."
                 )
-            first_frame_ids = self.processor.codes_to_ids(self.processor.encode_frames(np.ascontiguousarray(frames)))
+            first_frame_ids = self.processor.codes_to_ids(
+                self.processor.encode_frames(np.ascontiguousarray(frames))
+            )
             first_frame_ids = first_frame_ids.reshape(len(prompts), -1)
         return {"prompts": prompts, "first_frame_ids": first_frame_ids}
 
@@ -381,10 +393,14 @@ class FlashVideoPipeline(Pipeline):
         redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample, generator, callback,
     ) -> torch.Tensor:  # fmt: skip
         """Token ids `[batch, num_frames, tokens_per_frame]` for prompts of equal token length."""
-        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator)
+        sampling = dict(
+            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator
+        )
         spacing = key_frame_spacing if interpolate else 1
         num_key_frames = (num_frames - 1) // spacing + 1
-        key_frames = self.generate_key_frames(prompts, num_key_frames, first_frame_ids, stats, callback, **sampling)
+        key_frames = self.generate_key_frames(
+            prompts, num_key_frames, first_frame_ids, stats, callback, **sampling
+        )
         if spacing == 1:
             return key_frames
         return self.interpolate(
@@ -439,26 +455,37 @@ class FlashVideoPipeline(Pipeline):
 
         fixed_ids = fixed_mask = None
         if redundant_free:
-            classes = classify_tokens(codes_a, codes_b, inherit_ratio, unstable_radius, generator=_cpu(sampling.get("generator")))
+            classes = classify_tokens(
+                codes_a, codes_b, inherit_ratio, unstable_radius, generator=_cpu(sampling.get("generator"))
+            )
             fixed_ids, fixed_mask = frames_a, classes.inheritable.flatten(1)
 
         sampler = self._sampler(self.interpolation_model, **sampling)
         prefix = torch.tensor(
-            [self.processor.interpolation_prefix(t, a, b, num_inserted) for t, a, b in zip(pair_texts, codes_a, codes_b)]
+            [
+                self.processor.interpolation_prefix(t, a, b, num_inserted)
+                for t, a, b in zip(pair_texts, codes_a, codes_b)
+            ]
         )
         logits = sampler.feed(prefix)  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call
         inserted = []
         for number in tqdm(range(2, num_inserted + 2), desc="interpolation", disable=not self.show_progress):
             if number > 2:
-                logits = sampler.feed(torch.tensor([self.processor.keyframe_prefix(t, number) for t in pair_texts]))
+                logits = sampler.feed(
+                    torch.tensor([self.processor.keyframe_prefix(t, number) for t in pair_texts])
+                )
             inserted.append(sampler.sample_frame(logits, tokens_per_frame, fixed_ids, fixed_mask))
             self._report_frame(callback, "interpolation", number - 2, inserted[-1])
 
         # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair.
         per_pair = torch.stack([frames_a.to(self.device), frames_b.to(self.device), *inserted], dim=0)
         in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted)  # [n + 2, pairs, tokens]
-        segments = in_time_order.permute(1, 0, 2).reshape(batch, num_key_frames - 1, num_inserted + 2, tokens_per_frame)
-        video = torch.cat([segments[:, :, :-1].reshape(batch, -1, tokens_per_frame), key_frames[:, -1:]], dim=1)
+        segments = in_time_order.permute(1, 0, 2).reshape(
+            batch, num_key_frames - 1, num_inserted + 2, tokens_per_frame
+        )
+        video = torch.cat(
+            [segments[:, :, :-1].reshape(batch, -1, tokens_per_frame), key_frames[:, -1:]], dim=1
+        )
 
         stats.interpolation.frames += batch * (num_key_frames - 1) * num_inserted
         stats.interpolation.tokens_sampled += sampler.counts.sampled

@@ -62,7 +62,9 @@ def parallel_retention(
     distance = positions[:, None] - positions[None, :]
     # Mask before exponentiating: exp of a positive exponent (future positions) would overflow.
     causal_exponent = torch.where(distance >= 0, distance, torch.full_like(distance, math.inf))
-    decay_matrix = torch.exp(log_decay[:, None, None] * causal_exponent)  # [H, L, L], zeros above the diagonal
+    decay_matrix = torch.exp(
+        log_decay[:, None, None] * causal_exponent
+    )  # [H, L, L], zeros above the diagonal
     output = ((q @ k.transpose(-1, -2)) * decay_matrix) @ v
 
     # The state after the last token: S_{L−1} = Σ_m γ^{L−1−m} k_mᵀ v_m (+ γ^L S_{-1}).
@@ -94,7 +96,9 @@ def chunkwise_retention(
     outputs = []
     for start in range(0, q.shape[-2], chunk_size):
         block = slice(start, start + chunk_size)
-        block_output, state = parallel_retention(q[..., block, :], k[..., block, :], v[..., block, :], log_decay, state)
+        block_output, state = parallel_retention(
+            q[..., block, :], k[..., block, :], v[..., block, :], log_decay, state
+        )
         outputs.append(block_output)
     return torch.cat(outputs, dim=-2), state
 

@@ -70,11 +70,18 @@ def measure_decode(
     name = "FlashVideo (RetNet, recurrent)" if is_retnet else "Llama (KV cache)"
     caches, tokens = {}, {}
     for position in positions:
-        cache = RetNetCache(model.config.num_hidden_layers) if is_retnet else DynamicCache(config=model.config)
+        cache = (
+            RetNetCache(model.config.num_hidden_layers) if is_retnet else DynamicCache(config=model.config)
+        )
         prompt = torch.randint(3, vocab_size, (1, position), generator=generator)
         # Prefill in chunks: the same state either way, and the Llama's O(L²) prefill stays within memory.
         for start in range(0, position, prefill_chunk):
-            model(prompt[:, start : start + prefill_chunk], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            model(
+                prompt[:, start : start + prefill_chunk],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         caches[position], tokens[position] = cache, torch.randint(3, vocab_size, (1, 1), generator=generator)
     timings = {position: [] for position in positions}
     for step in range(steps + 3):
@@ -94,7 +101,11 @@ def measure_decode(
 
 
 def machine_description() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
     return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
@@ -113,7 +124,11 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
         f"Machine: {machine_description()}. Date: {time.strftime('%Y-%m-%d')}.",
         "Median over single-token steps after filling the cache to the given position; steps timed round-robin across positions.",
         "",
-        "| model | " + " | ".join(f"ms/token @ {p}" for p in positions) + " | " + " | ".join(f"cache MiB @ {p}" for p in positions) + " |",
+        "| model | "
+        + " | ".join(f"ms/token @ {p}" for p in positions)
+        + " | "
+        + " | ".join(f"cache MiB @ {p}" for p in positions)
+        + " |",
         "|---|" + "---:|" * (2 * len(positions)),
     ]
     for model in models:
@@ -134,7 +149,8 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
         "position (tokens already in the sequence)",
         {
             "ms per token (median)": {
-                model: (positions, [by_key[(model, p)].median_ms_per_token for p in positions]) for model in models
+                model: (positions, [by_key[(model, p)].median_ms_per_token for p in positions])
+                for model in models
             },
             "cache memory (MiB)": {
                 model: (positions, [by_key[(model, p)].cache_mib for p in positions]) for model in models

@@ -55,27 +55,37 @@ def _measure(forward_mode: str, length: int, steps: int, config_dict: dict, resu
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         result_queue.put(TrainingThroughput(forward_mode, length, length / statistics.median(timings), peak))
     except (RuntimeError, MemoryError) as error:  # out of memory is a result, not a crash of the benchmark
-        result_queue.put(TrainingThroughput(forward_mode, length, None, None, f"{type(error).__name__}: {error}"[:200]))
+        result_queue.put(
+            TrainingThroughput(forward_mode, length, None, None, f"{type(error).__name__}: {error}"[:200])
+        )
 
 
-def measure_training(lengths: list[int], steps: int = 3, config: FlashVideoConfig | None = None) -> list[TrainingThroughput]:
+def measure_training(
+    lengths: list[int], steps: int = 3, config: FlashVideoConfig | None = None
+) -> list[TrainingThroughput]:
     config = config or FlashVideoConfig()
     context = multiprocessing.get_context("spawn")
     results = []
     for length in lengths:
         for forward_mode in ("parallel", "chunkwise"):
             queue = context.Queue()
-            process = context.Process(target=_measure, args=(forward_mode, length, steps, config.to_dict(), queue))
+            process = context.Process(
+                target=_measure, args=(forward_mode, length, steps, config.to_dict(), queue)
+            )
             process.start()
             process.join()
             if process.exitcode == 0:
                 results.append(queue.get())
             else:  # killed, e.g. by the kernel's out-of-memory killer
-                results.append(TrainingThroughput(forward_mode, length, None, None, f"exit code {process.exitcode}"))
+                results.append(
+                    TrainingThroughput(forward_mode, length, None, None, f"exit code {process.exitcode}")
+                )
     return results
 
 
-def run_training_benchmark(output_dir: Path, lengths: list[int], steps: int = 3, config: FlashVideoConfig | None = None) -> Path:
+def run_training_benchmark(
+    output_dir: Path, lengths: list[int], steps: int = 3, config: FlashVideoConfig | None = None
+) -> Path:
     import json
 
     config = config or FlashVideoConfig()
@@ -100,10 +110,16 @@ def run_training_benchmark(output_dir: Path, lengths: list[int], steps: int = 3,
     path.write_text("\n".join(lines) + "\n")
     (output_dir / "training_throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
 
-    measured = {form: [r for r in results if r.forward_mode == form and r.tokens_per_second] for form in ("parallel", "chunkwise")}
+    measured = {
+        form: [r for r in results if r.forward_mode == form and r.tokens_per_second]
+        for form in ("parallel", "chunkwise")
+    }
 
     def series(field: str) -> dict:
-        return {form: ([r.sequence_length for r in rows], [getattr(r, field) for r in rows]) for form, rows in measured.items()}
+        return {
+            form: ([r.sequence_length for r in rows], [getattr(r, field) for r in rows])
+            for form, rows in measured.items()
+        }
 
     save_line_panels(
         output_dir / "training_throughput.png",

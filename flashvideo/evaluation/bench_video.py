@@ -61,7 +61,9 @@ def random_pipeline(config: FlashVideoConfig | None = None) -> FlashVideoPipelin
     vq = build_vq_model(config.image_size, config.code_grid_size, config.image_vocab_size)
     tokenizer = build_text_tokenizer(prompts_for_all_attributes(), vocab_size=config.text_vocab_size)
     processor = FlashVideoProcessor(tokenizer, vq, config)
-    return FlashVideoPipeline(model=FlashVideoForCausalLM(config), processor=processor, device="cpu", show_progress=False)
+    return FlashVideoPipeline(
+        model=FlashVideoForCausalLM(config), processor=processor, device="cpu", show_progress=False
+    )
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:
@@ -74,7 +76,9 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
 
 
 @torch.inference_mode()
-def llama_clip_with_cache(llama: LlamaForCausalLM, processor: FlashVideoProcessor, num_frames: int, seed: int = 0):
+def llama_clip_with_cache(
+    llama: LlamaForCausalLM, processor: FlashVideoProcessor, num_frames: int, seed: int = 0
+):
     """Generate a clip with the Llama as an autoregressive transformer would: one generate() call per frame."""
     torch.manual_seed(seed)
     config = llama.config
@@ -91,7 +95,9 @@ def llama_clip_with_cache(llama: LlamaForCausalLM, processor: FlashVideoProcesso
 
 
 @torch.inference_mode()
-def estimate_llama_without_cache(llama: LlamaForCausalLM, prefix_length: int, total_length: int, samples: int = 6) -> float:
+def estimate_llama_without_cache(
+    llama: LlamaForCausalLM, prefix_length: int, total_length: int, samples: int = 6
+) -> float:
     """Seconds for greedy-free decoding without a cache: Σ over steps of one full forward at that length."""
     lengths = np.linspace(prefix_length, total_length - 1, samples).astype(int)
     seconds = []
@@ -132,7 +138,10 @@ def run_video_benchmark(output_dir: Path, repeats: int = 3, pipe: FlashVideoPipe
 
     progress = tqdm(total=4, desc="video benchmark")
     for method, kwargs in (
-        ("(a) FlashVideo: key frames + interpolation + redundant-free (0.2)", dict(key_frame_spacing=5, redundant_free=True)),
+        (
+            "(a) FlashVideo: key frames + interpolation + redundant-free (0.2)",
+            dict(key_frame_spacing=5, redundant_free=True),
+        ),
         ("(b) FlashVideo: fully autoregressive", dict(interpolate=False)),
     ):
         seconds, result = _median_time(
@@ -144,12 +153,16 @@ def run_video_benchmark(output_dir: Path, repeats: int = 3, pipe: FlashVideoPipe
         progress.update()
 
     seconds, _ = _median_time(lambda: llama_clip_with_cache(llama, processor, 16), repeats)
-    timings.append(VideoTiming("(c) Llama, generate() with KV cache", seconds, 16 * config.tokens_per_frame, 0))
+    timings.append(
+        VideoTiming("(c) Llama, generate() with KV cache", seconds, 16 * config.tokens_per_frame, 0)
+    )
     progress.update()
     prefix = len(processor.keyframe_prefix(PROMPT, 1))
     total = 16 * (prefix + config.tokens_per_frame)
     seconds = estimate_llama_without_cache(llama, prefix, total)
-    timings.append(VideoTiming("(d) Llama without cache", seconds, 16 * config.tokens_per_frame, 0, estimated=True))
+    timings.append(
+        VideoTiming("(d) Llama without cache", seconds, 16 * config.tokens_per_frame, 0, estimated=True)
+    )
     progress.update()
     progress.close()
 

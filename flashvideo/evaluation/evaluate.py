@@ -48,7 +48,11 @@ def evaluation_set(num_samples: int, seed: int):
 
 
 def evaluate_pipeline(
-    pipe: FlashVideoPipeline, num_samples: int = 24, seed: int = 0, batch_size: int = 8, modes: dict | None = None
+    pipe: FlashVideoPipeline,
+    num_samples: int = 24,
+    seed: int = 0,
+    batch_size: int = 8,
+    modes: dict | None = None,
 ) -> dict:
     """Run every inference mode on `num_samples` Shapes clips; returns a JSON-serialisable result dict."""
     if num_samples < 1:
@@ -72,7 +76,13 @@ def evaluate_pipeline(
             generator = torch.Generator().manual_seed(seed + start)
             for first_frame, sink in ((None, generated), (videos[batch, 0], conditioned)):
                 began = time.perf_counter()
-                out = pipe(prompts[batch], num_frames=num_frames, first_frame=first_frame, generator=generator, **kwargs)
+                out = pipe(
+                    prompts[batch],
+                    num_frames=num_frames,
+                    first_frame=first_frame,
+                    generator=generator,
+                    **kwargs,
+                )
                 seconds += time.perf_counter() - began
                 stats = out.stats
                 tokens += sum(
@@ -82,7 +92,10 @@ def evaluate_pipeline(
                 sink.append(out.frames)
         generated, conditioned = np.concatenate(generated), np.concatenate(conditioned)
         scores = accuracy(generated, labels)
-        continuation_true, continuation_generated = _as_unit_float(videos[:, 1:]), _as_unit_float(conditioned[:, 1:])
+        continuation_true, continuation_generated = (
+            _as_unit_float(videos[:, 1:]),
+            _as_unit_float(conditioned[:, 1:]),
+        )
         results["modes"][name] = {
             "color_accuracy": scores["color"],
             "shape_accuracy": scores["shape"],
