@@ -115,7 +115,6 @@ class FrameSampler:
         num_tokens: int,
         fixed_ids: torch.LongTensor | None = None,
         fixed_mask: torch.BoolTensor | None = None,
-        on_token=None,
     ) -> torch.LongTensor:
         """Generate `num_tokens` image tokens after the position whose `logits` are given.
 
@@ -125,15 +124,15 @@ class FrameSampler:
         """
         batch = logits.shape[0]
         tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=logits.device)
+        num_fixed = 0
+        all_fixed = [False] * num_tokens
         if fixed_mask is not None:
             fixed_mask = fixed_mask.to(logits.device)
             fixed_ids = fixed_ids.to(logits.device)
             all_fixed = fixed_mask.all(dim=0).tolist()
-            self.counts.inherited += int(fixed_mask.sum())
-            self.counts.sampled += batch * num_tokens - int(fixed_mask.sum())
-        else:
-            all_fixed = [False] * num_tokens
-            self.counts.sampled += batch * num_tokens
+            num_fixed = int(fixed_mask.sum())
+        self.counts.inherited += num_fixed
+        self.counts.sampled += batch * num_tokens - num_fixed
         position = 0
         while position < num_tokens:
             if all_fixed[position]:
@@ -150,6 +149,4 @@ class FrameSampler:
                 tokens[:, position] = token
                 logits = self.feed(token[:, None])
                 position += 1
-            if on_token is not None:
-                on_token(position)
         return tokens
