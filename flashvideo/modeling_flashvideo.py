@@ -336,7 +336,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             )
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, length], got {tuple(input_ids.shape)}.")
-        low, high = input_ids.min().item(), input_ids.max().item()
+        # One pass and one device sync: this runs on every decode step.
+        low, high = torch.stack(torch.aminmax(input_ids)).tolist()
         if low < 0 or high >= self.config.vocab_size:
             raise ValueError(
                 f"input_ids must be in [0, {self.config.vocab_size - 1}] (vocab_size={self.config.vocab_size}), "
