@@ -99,6 +99,8 @@ def _add_bench(subparsers) -> None:
 
 
 def _add_eval(subparsers) -> None:
+    from .evaluation.evaluate import MODE_KEYS
+
     evaluate = subparsers.add_parser(
         "eval", help="Shapes accuracy, conditioned PSNR/SSIM and speed of a checkpoint, per inference mode"
     )
@@ -107,6 +109,16 @@ def _add_eval(subparsers) -> None:
     )
     evaluate.add_argument("--num-samples", type=int, default=24, help="Shapes clips to evaluate (default 24)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(MODE_KEYS),
+        default=None,
+        help="inference modes to evaluate (default: all): "
+        + ", ".join(f"{key} = {name}" for key, name in MODE_KEYS.items()),
+    )
+    evaluate.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
+    evaluate.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
     evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"
     )
@@ -290,8 +302,18 @@ def main(argv: list[str] | None = None) -> int:
         from . import default_checkpoint
         from .evaluation.evaluate import run_evaluation
 
+        sampling = {
+            name: value
+            for name, value in (("temperature", args.temperature), ("top_k", args.top_k))
+            if value is not None
+        }
         path = run_evaluation(
-            args.model or str(default_checkpoint()), args.output_dir, args.num_samples, args.seed
+            args.model or str(default_checkpoint()),
+            args.output_dir,
+            args.num_samples,
+            args.seed,
+            modes=args.modes,
+            sampling=sampling,
         )
         sys.stdout.write(path.read_text())
     elif args.command == "demo":

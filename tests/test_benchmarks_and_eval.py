@@ -7,7 +7,7 @@ import pytest
 from flashvideo import FlashVideoConfig
 from flashvideo.evaluation.bench_decode import run_decode_benchmark, same_size_llama
 from flashvideo.evaluation.bench_video import random_pipeline
-from flashvideo.evaluation.evaluate import evaluate_pipeline, results_markdown
+from flashvideo.evaluation.evaluate import INFERENCE_MODES, evaluate_pipeline, results_markdown, select_modes
 
 
 def test_same_size_llama_matches_the_sizes():
@@ -42,14 +42,24 @@ def test_evaluation_reports_every_mode(tmp_path):
     pipe = random_pipeline(config)
     modes = {"key frames + interpolation": dict(key_frame_spacing=5), "redundant-free, inherit 1.0": dict(
         key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0)}  # fmt: skip
-    results = evaluate_pipeline(pipe, num_samples=2, batch_size=2, modes=modes)
-    assert set(results["modes"]) == set(modes)
+    results = evaluate_pipeline(pipe, num_samples=2, batch_size=2, modes=modes, sampling={"top_k": 5})
+    assert set(results["modes"]) == set(modes) and results["sampling"] == {"top_k": 5}
     for row in results["modes"].values():
         for key in ("color_accuracy", "shape_accuracy", "direction_accuracy"):
             assert 0.0 <= row[key] <= 1.0
         assert row["conditioned_ssim"] <= 1.0 and row["tokens_per_second"] > 0
     assert 0 < results["vq_reconstruction_psnr"] < 100
     assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
+    assert "Sampling: top_k=5." in results_markdown(results, "random")
+
+
+def test_modes_are_chosen_by_short_names_in_table_order():
+    assert select_modes(None) == INFERENCE_MODES
+    chosen = select_modes(["rf0.5", "interpolation"])
+    assert list(chosen) == ["key frames + interpolation", "redundant-free, inherit 0.5"]
+    assert chosen["redundant-free, inherit 0.5"]["inherit_ratio"] == 0.5
+    with pytest.raises(ValueError, match="modes must be among"):
+        select_modes(["fast"])
 
 
 def test_training_benchmark_measures_both_forms(tmp_path):

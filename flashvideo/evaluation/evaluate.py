@@ -33,6 +33,18 @@ INFERENCE_MODES = {
     "redundant-free, inherit 0.5": dict(key_frame_spacing=5, redundant_free=True, inherit_ratio=0.5),
     "redundant-free, inherit 1.0": dict(key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0),
 }
+# Short names for the command line (`flashvideo eval --modes interpolation rf0.2`).
+MODE_KEYS = dict(zip(("autoregressive", "interpolation", "rf0.2", "rf0.5", "rf1.0"), INFERENCE_MODES))
+
+
+def select_modes(keys: list[str] | None) -> dict:
+    """The inference modes named by their short keys (all of them for None), in the table's order."""
+    if keys is None:
+        return dict(INFERENCE_MODES)
+    unknown = sorted(set(keys) - set(MODE_KEYS))
+    if unknown:
+        raise ValueError(f"modes must be among {list(MODE_KEYS)}, got {unknown}.")
+    return {MODE_KEYS[key]: INFERENCE_MODES[MODE_KEYS[key]] for key in MODE_KEYS if key in keys}
 
 
 def _as_unit_float(frames: np.ndarray) -> torch.Tensor:
@@ -53,8 +65,13 @@ def evaluate_pipeline(
     seed: int = 0,
     batch_size: int = 8,
     modes: dict | None = None,
+    sampling: dict | None = None,
 ) -> dict:
-    """Run every inference mode on `num_samples` Shapes clips; returns a JSON-serialisable result dict."""
+    """
+    Run every inference mode on `num_samples` Shapes clips; returns a JSON-serialisable result dict.
+
+    `sampling` (e.g. `{"temperature": 0.8, "top_k": 20}`) goes to every pipeline call and into the results.
+    """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     data = evaluation_set(num_samples, seed)
@@ -66,6 +83,7 @@ def evaluate_pipeline(
     results = {
         "num_samples": num_samples,
         "seed": seed,
+        "sampling": dict(sampling or {}),
         "vq_reconstruction_psnr": float(psnr(_as_unit_float(reconstructed), _as_unit_float(videos)).mean()),
         "modes": {},
     }
@@ -82,6 +100,7 @@ def evaluate_pipeline(
                     first_frame=first_frame,
                     generator=generator,
                     **kwargs,
+                    **(sampling or {}),
                 )
                 seconds += time.perf_counter() - began
                 stats = out.stats
@@ -111,12 +130,13 @@ def evaluate_pipeline(
 
 
 def results_markdown(results: dict, checkpoint: str) -> str:
+    sampling = ", ".join(f"{k}={v}" for k, v in results.get("sampling", {}).items()) or "pipeline defaults"
     lines = [
         "# Evaluation on Shapes",
         "",
         f"Checkpoint: `{checkpoint}`; {results['num_samples']} clips (seed {results['seed']}); "
         f"date {time.strftime('%Y-%m-%d')}. Image tokenizer reconstruction PSNR: "
-        f"{results['vq_reconstruction_psnr']:.2f} dB.",
+        f"{results['vq_reconstruction_psnr']:.2f} dB. Sampling: {sampling}.",
         "",
         "| mode | color | shape | direction | all | PSNR (cond.) | SSIM (cond.) | tokens/s | frames/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -130,11 +150,23 @@ def results_markdown(results: dict, checkpoint: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_evaluation(checkpoint: str, output_dir: Path, num_samples: int = 24, seed: int = 0) -> Path:
-    """Evaluate `checkpoint` and write `eval_results.json` and `eval_results.md` under `output_dir`."""
+def run_evaluation(
+    checkpoint: str,
+    output_dir: Path,
+    num_samples: int = 24,
+    seed: int = 0,
+    modes: list[str] | None = None,
+    sampling: dict | None = None,
+) -> Path:
+    """
+    Evaluate `checkpoint` and write `eval_results.json` and `eval_results.md` under `output_dir`.
+
+    `modes` are short keys of `MODE_KEYS` (default: every mode); `sampling` as in `evaluate_pipeline`.
+    """
+    selected = select_modes(modes)
     pipe = FlashVideoPipeline.from_pretrained(checkpoint)
     pipe.show_progress = False
-    results = evaluate_pipeline(pipe, num_samples=num_samples, seed=seed)
+    results = evaluate_pipeline(pipe, num_samples=num_samples, seed=seed, modes=selected, sampling=sampling)
     results["checkpoint"] = str(checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))

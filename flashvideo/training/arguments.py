@@ -152,6 +152,13 @@ class ModelArguments:
     vq_layers_per_block: int = field(
         default=1, metadata={"help": "Tokenizer stage: ResNet layers per VQ block."}
     )
+    vq_dead_code_threshold: float = field(
+        default=1.0,
+        metadata={
+            "help": "Tokenizer stage: restart VQ codes picked less than this many times per step (moving average) "
+            "onto encoder outputs during the first 3/4 of training; 0 disables."
+        },
+    )
     vq_norm_num_groups: int = field(
         default=32, metadata={"help": "Tokenizer stage: GroupNorm groups of the VQ."}
     )
@@ -163,6 +170,7 @@ class ModelArguments:
             _check_int(self, name, 1, optional=True)
         for name in ("vq_embed_dim", "vq_layers_per_block", "vq_norm_num_groups"):
             _check_int(self, name, 1)
+        _check_float(self, "vq_dead_code_threshold", 0.0)
         channels = self.vq_block_out_channels
         if channels is not None and (
             not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)

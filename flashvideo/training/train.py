@@ -46,6 +46,7 @@ import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -69,12 +70,16 @@ from .arguments import (
     build_parser,
     parse_args,
 )
+from .codebook import CodebookRestarter
 
 logger = get_logger(__name__)
 
 CHECKPOINTS_FOLDER = "checkpoints"
 LOGGING_FOLDER = "runs"
 TRAINING_STATE_NAME = "training_state.json"
+STEP_HOOK_STATE_NAME = "step_hook_state.safetensors"
+# Dead VQ codes are restarted during the first 3/4 of the steps only, so the decoder learns the last new codes.
+RESTART_SHARE_OF_STEPS = 0.75
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -102,6 +107,9 @@ class Stage:
     # Called once after the last step with (accelerator, prepared model): saves the results, returns metrics.
     finish: Callable[[Accelerator, torch.nn.Module], dict[str, float]]
     processor: FlashVideoProcessor | None = None
+    # Called after every optimizer step as `after_step(accelerator, global_step)`; its `state_dict()` is saved in
+    # every checkpoint (safetensors) and restored on resume. The tokenizer stage's codebook restarts use it.
+    step_hook: CodebookRestarter | None = None
 
 
 @dataclass
@@ -181,6 +189,8 @@ def train(
         # Model, optimizer, LR scheduler, every process's RNG states, the gradient-accumulation counter.
         accelerator.load_state(str(checkpoint))
         progress = read_training_state(checkpoint, model_args.stage, accelerator, args)
+        if stage.step_hook is not None:
+            stage.step_hook.load_state_dict(load_file(checkpoint / STEP_HOOK_STATE_NAME))
         logger.info(
             f"Resumed from {checkpoint}: step {progress.global_step}, epoch {progress.epoch}, "
             f"{progress.batch_in_epoch} batch(es) of that epoch already seen"
@@ -235,6 +245,8 @@ def train(
             # -- one optimizer step done
             progress.global_step += 1
             progress_bar.update(1)
+            if stage.step_hook is not None:
+                stage.step_hook.after_step(accelerator, progress.global_step)
             if progress.global_step % args.logging_steps == 0 or progress.global_step == args.max_steps:
                 names = sorted(running)
                 # One collective per log, in the same order on every process.
@@ -261,7 +273,7 @@ def train(
                 )
                 running, running_batches, window_start = {}, 0, time.perf_counter()
             if progress.global_step % args.save_steps == 0:
-                save_checkpoint(accelerator, stage_checkpoints, progress, model_args.stage, args)
+                save_checkpoint(accelerator, stage_checkpoints, progress, model_args.stage, args, stage.step_hook)
             if progress.global_step >= args.max_steps:
                 break
         else:  # the epoch ran out before max_steps
@@ -348,9 +360,10 @@ def save_checkpoint(
     progress: TrainingProgress,
     stage: str,
     args: FlashVideoTrainingArguments,
+    step_hook: CodebookRestarter | None = None,
 ) -> Path:
     """
-    `accelerator.save_state` into a temporary folder, then rename it to `checkpoint-<step>`: a run killed
+    `accelerator.save_state` (plus the stage's step-hook state) into a temporary folder, then rename it to `checkpoint-<step>`: a run killed
     while saving leaves no half-written checkpoint behind for `latest` to pick up. Then prune to
     `save_total_limit`.
     """
@@ -373,6 +386,8 @@ def save_checkpoint(
         }
         with open(partial / TRAINING_STATE_NAME, "w", encoding="utf-8") as handle:
             json.dump(state, handle, indent=2, sort_keys=True)
+        if step_hook is not None:
+            save_file(step_hook.state_dict(), partial / STEP_HOOK_STATE_NAME)
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -472,6 +487,12 @@ def setup_tokenizer_stage(
             f"Caption tokenizer: {len(text_tokenizer)} tokens (text_vocab_size {layout.text_vocab_size})"
         )
     vq.quantize.legacy = False  # codebook term weight 1, commitment term weight β (see the docstring)
+    restarter = CodebookRestarter(
+        vq.quantize,
+        threshold=model_args.vq_dead_code_threshold,
+        seed=args.seed,
+        stop_after_step=int(RESTART_SHARE_OF_STEPS * args.max_steps),
+    )
 
     def compute_loss(vq_model, pixels):
         output = vq_model(pixels)
@@ -483,6 +504,7 @@ def setup_tokenizer_stage(
             "reconstruction_loss": reconstruction_loss,
             "vq_loss": vq_loss,
             "psnr": psnr,
+            "codes_in_use": torch.tensor(float(restarter.codes_in_use)),
         }
 
     def finish(accelerator: Accelerator, prepared: torch.nn.Module) -> dict[str, float]:
@@ -502,6 +524,7 @@ def setup_tokenizer_stage(
             metrics = evaluate_reconstruction(
                 final_processor, frames, args.psnr_num_frames, accelerator.device
             )
+            metrics["train/codes_restarted"] = restarter.restarted
             logger.info(
                 f"Image tokenizer: reconstruction PSNR {metrics['eval/psnr']:.2f} dB on "
                 f"{metrics['eval/num_frames']} frames, {metrics['eval/codebook_usage']:.0%} of the codebook "
@@ -517,6 +540,7 @@ def setup_tokenizer_stage(
         compute_loss=compute_loss,
         finish=finish,
         processor=processor,
+        step_hook=restarter,
     )
 
 
