@@ -207,8 +207,8 @@ def _run_generate(args: argparse.Namespace) -> None:
 def _run_demo(args: argparse.Namespace) -> None:
     """Clips of one prompt, plain and redundant-free interpolation, plus the Shapes ground truth for reference.
 
-    Uses the shipped default checkpoint; while none is shipped, the same pipeline runs on random weights (the clip is
-    noise, the machinery is real) and the output says so.
+    Uses the shipped default checkpoint; an installation without it runs the same pipeline on random weights (the
+    clip is noise, the machinery is real) and the output says so.
     """
     from . import default_checkpoint
     from .data.shapes import parse_prompt, render_clip

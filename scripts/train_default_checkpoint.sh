@@ -19,7 +19,7 @@ LM="--output_dir $WORK --data_seed 1 --hidden_size 128 --num_hidden_layers 4 --n
 export OMP_NUM_THREADS=1
 # shellcheck disable=SC2086
 $PYTHON -m flashvideo.training --stage keyframe --num_clips 4096 --per_device_train_batch_size 8 \
-  --max_steps "${KEYFRAME_STEPS:-1250}" $LM &
+  --max_steps "${KEYFRAME_STEPS:-1800}" $LM &
 # shellcheck disable=SC2086
 $PYTHON -m flashvideo.training --stage interpolation --num_clips 1536 --per_device_train_batch_size 6 \
   --max_steps "${INTERPOLATION_STEPS:-1100}" $LM &

@@ -65,14 +65,18 @@ def test_image_tokenizer_reconstructs_unseen_clips(pipe):
     assert psnr(as_unit(restored), as_unit(frames)).mean() > 30.0
 
 
-def test_generated_clips_show_the_prompted_color(pipe):
-    """Key frames + interpolation, one clip per color: the analyzer reads the prompted color back."""
-    prompts = [f"a {color} square moving right" for color in COLORS]
+def test_generated_clips_follow_the_prompted_color(pipe):
+    """Key frames + interpolation, two clips per color: the analyzer reads the prompted color back.
+
+    The evaluation (docs/default_checkpoint.md) measured about 70% color accuracy. At that rate 6 or more hits out
+    of 12 has a probability of about 0.96; a model that ignores the text (1 in 6) reaches it with about 0.01.
+    """
+    wanted = [color for color in COLORS for _ in range(2)]
+    prompts = [f"a {color} {shape} moving right" for color, shape in zip(wanted, ["square", "circle"] * 6)]
     out = pipe(prompts, num_frames=6, key_frame_spacing=5, generator=torch.Generator().manual_seed(0))
-    assert out.frames.shape == (len(COLORS), 6, 64, 64, 3)
-    colors = [analyze_clip(clip)["color"] for clip in out.frames]
-    # 95.8% on the 24-prompt evaluation; sampling differs across CPUs, so allow one miss here.
-    assert sum(found == wanted for found, wanted in zip(colors, COLORS)) >= len(COLORS) - 1, colors
+    assert out.frames.shape == (12, 6, 64, 64, 3)
+    found = [analyze_clip(clip)["color"] for clip in out.frames]
+    assert sum(a == b for a, b in zip(found, wanted)) >= 6, list(zip(found, wanted))
 
 
 def test_generate_command_defaults_to_the_shipped_checkpoint(tmp_path):

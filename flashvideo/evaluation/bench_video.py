@@ -12,6 +12,7 @@ the report says so.
 """
 
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -199,7 +200,7 @@ def write_video_report(
          "redundant-free savings do, see the inherited column)")
         if checkpoint is None
         else ("video_generation_trained", "Video generation speed, trained checkpoint",
-              f"the trained checkpoint `{checkpoint}`")
+              f"the trained checkpoint `{os.path.relpath(checkpoint)}`")
     )  # fmt: skip
     lines = [
         f"# {title}",
