@@ -7,7 +7,10 @@ import pytest
 from flashvideo import FlashVideoConfig
 from flashvideo.evaluation.bench_decode import run_decode_benchmark, same_size_llama
 from flashvideo.evaluation.bench_video import random_pipeline
-from flashvideo.evaluation.evaluate import INFERENCE_MODES, evaluate_pipeline, results_markdown, select_modes
+from flashvideo.evaluation.evaluate import (
+    INFERENCE_MODES, evaluate_pipeline, evaluation_set, results_markdown, select_modes,
+)  # fmt: skip
+from flashvideo.evaluation.shapes import analyze_clip
 
 
 def test_same_size_llama_matches_the_sizes():
@@ -51,6 +54,16 @@ def test_evaluation_reports_every_mode(tmp_path):
     assert 0 < results["vq_reconstruction_psnr"] < 100
     assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
     assert "Sampling: top_k=5." in results_markdown(results, "random")
+
+
+def test_evaluation_set_covers_every_color_direction_pair_and_is_judged_correct():
+    videos, prompts, labels = evaluation_set(24, seed=3)
+    assert videos.shape == (24, 16, 64, 64, 3) and len(set(prompts)) >= 20
+    assert len({(label["color"], label["direction"]) for label in labels}) == 24
+    assert sorted(label["shape"] for label in labels).count("triangle") == 8
+    assert all(analyze_clip(clip) | label == analyze_clip(clip) for clip, label in zip(videos, labels))
+    again, _, _ = evaluation_set(24, seed=3)
+    assert (again == videos).all()
 
 
 def test_modes_are_chosen_by_short_names_in_table_order():

@@ -68,8 +68,8 @@ def test_image_tokenizer_reconstructs_unseen_clips(pipe):
 def test_generated_clips_follow_the_prompted_color(pipe):
     """Key frames + interpolation, two clips per color: the analyzer reads the prompted color back.
 
-    The evaluation (docs/default_checkpoint.md) measured about 70% color accuracy. At that rate 6 or more hits out
-    of 12 has a probability of about 0.96; a model that ignores the text (1 in 6) reaches it with about 0.01.
+    The evaluation (docs/default_checkpoint.md) measured 75–92% color accuracy. At 75%, 6 or more hits out of 12
+    has a probability of about 0.99; a model that ignores the text (1 in 6) reaches it with about 0.01.
     """
     wanted = [color for color in COLORS for _ in range(2)]
     prompts = [f"a {color} {shape} moving right" for color, shape in zip(wanted, ["square", "circle"] * 6)]

@@ -52,11 +52,30 @@ def _as_unit_float(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).movedim(-1, -3).double() / 255.0
 
 
-def evaluation_set(num_samples: int, seed: int):
-    """Shapes clips whose prompts cycle through every color and direction (and shape)."""
-    from ..data.shapes import shapes_dataset
+def evaluation_set(num_samples: int, seed: int) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
+    """
+    Shapes clips whose attributes cycle, so that 24 clips hold every color × direction pair once and every shape
+    8 times: clip i has color i mod 6 and direction (i div 6) mod 4; the shapes are a shuffled cycle. Sizes and
+    start positions are drawn from `seed`. Returns the videos (uint8 `[N, 16, 64, 64, 3]`), prompts and labels.
+    """
+    from ..data.shapes import COLORS, DIRECTIONS, SHAPES, make_prompt, render_clip, sample_clip_params, start_range
 
-    return shapes_dataset(num_samples, seed=seed)
+    rng = np.random.default_rng(seed)
+    colors, shapes = list(COLORS), rng.permutation([SHAPES[i % len(SHAPES)] for i in range(num_samples)])
+    videos, prompts, labels = [], [], []
+    for i in range(num_samples):
+        label = {
+            "color": colors[i % len(colors)],
+            "shape": str(shapes[i]),
+            "direction": DIRECTIONS[(i // len(colors)) % len(DIRECTIONS)],
+        }
+        size = sample_clip_params(rng)["size"]
+        (x_low, x_high), (y_low, y_high) = start_range(label["direction"], size)
+        start = (int(rng.integers(x_low, x_high + 1)), int(rng.integers(y_low, y_high + 1)))
+        videos.append(render_clip(**label, size=size, start=start))
+        prompts.append(make_prompt(**label))
+        labels.append(label)
+    return np.stack(videos), prompts, labels
 
 
 def evaluate_pipeline(
@@ -74,9 +93,7 @@ def evaluate_pipeline(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    data = evaluation_set(num_samples, seed)
-    videos, prompts = np.stack([row["video"] for row in data]), list(data["text"])
-    labels = [{key: row[key] for key in ("color", "shape", "direction")} for row in data]
+    videos, prompts, labels = evaluation_set(num_samples, seed)
     num_frames = videos.shape[1]
 
     reconstructed = pipe.processor.decode_frames(pipe.processor.encode_frames(videos, batch_size=64))
