@@ -52,7 +52,8 @@ class CodebookRestarter:
         self.restarted = 0  # codes restarted so far
         self._latents: torch.Tensor | None = None
         self._indices: torch.Tensor | None = None
-        quantizer.register_forward_hook(self._capture)
+        if threshold > 0:  # with restarts off there is nothing to watch
+            quantizer.register_forward_hook(self._capture)
 
     def _capture(self, module: VectorQuantizer, inputs: tuple, output: tuple) -> None:
         if not module.training:
@@ -69,7 +70,7 @@ class CodebookRestarter:
     @torch.no_grad()
     def after_step(self, accelerator: Accelerator, global_step: int) -> None:
         """Update the usage with the last micro-batch and restart the dead codes (call after `optimizer.step`)."""
-        if self._latents is None or self.threshold == 0:
+        if self._latents is None:
             return
         latents = accelerator.gather(self._latents)
         indices = accelerator.gather(self._indices)
