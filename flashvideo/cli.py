@@ -91,6 +91,11 @@ def _add_bench(subparsers) -> None:
         help="time a trained pipeline ('default' = the shipped one) instead of random weights; writes "
         "video_generation_trained.*",
     )
+    video.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time (a), (b) and (c) with compiled decoding (torch.compile; needs a C++ compiler on a CPU)",
+    )
     video.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
     training = kinds.add_parser(
         "training",
@@ -289,7 +294,9 @@ def _run_bench(args: argparse.Namespace) -> None:
             from . import default_checkpoint
 
             checkpoint = str(default_checkpoint())
-        report = bench_video.run_video_benchmark(args.output_dir, repeats=repeats, checkpoint=checkpoint)
+        report = bench_video.run_video_benchmark(
+            args.output_dir, repeats=repeats, checkpoint=checkpoint, compile=getattr(args, "compile", False)
+        )
         sys.stdout.write(report.read_text())
     if args.benchmark in ("training", "all"):
         lengths = args.lengths if args.benchmark == "training" else [1024, 4096, 8192]

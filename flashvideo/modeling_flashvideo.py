@@ -321,6 +321,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         )
         self.norm = FlashVideoRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
+        self._compiled_run_layers = None  # set by `compile_recurrent_step`
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -328,6 +329,55 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
+
+    def _run_layers(
+        self,
+        hidden_states: torch.Tensor,
+        positions: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        past_states: list[torch.Tensor | None],
+        forward_mode: ForwardMode,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
+        """Every layer and the final norm, on tensors only (no cache object), so that it can be compiled."""
+        compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
+        rotation_and_decay = self.positions(positions, compute_dtype)
+        all_hidden_states = () if output_hidden_states else None
+        states = []
+        for layer, past_state in zip(self.layers, past_states):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, state = layer(
+                hidden_states,
+                rotation_and_decay,
+                padding_mask=padding_mask,
+                past_state=past_state,
+                forward_mode=forward_mode,
+            )
+            states.append(state)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return hidden_states, states, all_hidden_states
+
+    def compile_recurrent_step(self, **compile_kwargs) -> None:
+        """Compile the decode step (one token through every layer in recurrent form) with `torch.compile`.
+
+        A recurrent step at this model size is a few hundred small operators, so in eager mode its time is mostly
+        per-operator overhead; compiled, the elementwise work is fused into a few kernels (3–4× faster on a CPU,
+        see `flashvideo bench video --compile`). Only length-1 inference calls take the compiled path, so prefill,
+        chunkwise feeding and training are unchanged; outputs match the eager step to float rounding. The first
+        call per batch size compiles (tens of seconds on a CPU; inductor needs a C++ compiler there).
+        `compile_kwargs` go to `torch.compile` (default `dynamic=False`: one graph per batch size).
+
+        Example:
+
+        ```python
+        >>> model.model.compile_recurrent_step()  # or pipe.compile_recurrent_step() for both pipeline models
+        >>> model.generate(prompt_ids, max_new_tokens=256, do_sample=True)
+        ```
+        """
+        self._compiled_run_layers = torch.compile(self._run_layers, **{"dynamic": False, **compile_kwargs})
 
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
@@ -414,29 +464,20 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             padding_mask = None if bool(current.all()) else current
 
         forward_mode = self._resolve_forward_mode(forward_mode, length)
-        compute_dtype = torch.promote_types(inputs_embeds.dtype, torch.float32)
         positions = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
-        rotation_and_decay = self.positions(positions, compute_dtype)
-
-        hidden_states = inputs_embeds
-        all_hidden_states = () if output_hidden_states else None
-        for layer_idx, layer in enumerate(self.layers):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            past_state = past_key_values.get_state(layer_idx) if past_key_values is not None else None
-            hidden_states, state = layer(
-                hidden_states,
-                rotation_and_decay,
-                padding_mask=padding_mask,
-                past_state=past_state,
-                forward_mode=forward_mode,
-            )
-            if past_key_values is not None:
-                past_key_values.set_state(layer_idx, state)
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
+        past_states = [
+            past_key_values.get_state(layer_idx) if past_key_values is not None else None
+            for layer_idx in range(self.config.num_hidden_layers)
+        ]
+        run_layers = self._run_layers
+        if self._compiled_run_layers is not None and forward_mode == "recurrent" and length == 1 and not self.training:
+            run_layers = self._compiled_run_layers
+        hidden_states, states, all_hidden_states = run_layers(
+            inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states)
+        )
         if past_key_values is not None:
+            for layer_idx, state in enumerate(states):
+                past_key_values.set_state(layer_idx, state)
             past_key_values.advance(length)
 
         output = BaseModelOutputWithPast(
@@ -477,6 +518,10 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
+
+    def compile_recurrent_step(self, **compile_kwargs) -> None:
+        """Compile the decoder's recurrent step; see `FlashVideoModel.compile_recurrent_step`."""
+        self.model.compile_recurrent_step(**compile_kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, **kwargs):
         if past_key_values is not None and not isinstance(past_key_values, RetNetCache):

@@ -145,6 +145,16 @@ class FlashVideoPipeline(Pipeline):
         model = AutoModelForCausalLM.from_pretrained(path)
         return cls(model=model, device=device if device is not None else model.device)
 
+    def compile_recurrent_step(self, **compile_kwargs) -> "FlashVideoPipeline":
+        """Compile the recurrent decode step of the key-frame and interpolation models (`torch.compile`).
+
+        Sampled tokens are where the time goes; see `FlashVideoModel.compile_recurrent_step`. The first clip pays
+        the compilation (once per batch size and model). Returns the pipeline.
+        """
+        for model in {id(model): model for model in (self.model, self.interpolation_model)}.values():
+            model.compile_recurrent_step(**compile_kwargs)
+        return self
+
     def save_pretrained(self, save_directory: str | Path, hub_ready: bool = False, **kwargs) -> None:
         """Write the key-frame model, the interpolation model (`interpolation/`) and the processor.
 

@@ -1,5 +1,8 @@
 """generate() through the RetNetCache: same tokens as without a cache, for every decoding strategy."""
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -97,3 +100,31 @@ def test_generate_refuses_a_foreign_cache(tiny_model, prompt):
 
     with pytest.raises(ValueError, match="RetNetCache"):
         tiny_model.generate(prompt, past_key_values=DynamicCache(), max_new_tokens=2)
+
+
+requires_cxx = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile's CPU backend needs a C++ compiler"
+)
+
+
+@requires_cxx
+def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
+    eager = generate(tiny_model, prompt, seed=3, do_sample=True, top_k=20)
+    tiny_model.compile_recurrent_step()
+    compiled_step, step_lengths = tiny_model.model._compiled_run_layers, []
+
+    def counting_step(hidden_states, *args):
+        step_lengths.append(hidden_states.shape[1])
+        return compiled_step(hidden_states, *args)
+
+    tiny_model.model._compiled_run_layers = counting_step
+    compiled = generate(tiny_model, prompt, seed=3, do_sample=True, top_k=20)
+    assert torch.equal(compiled, eager)
+    # every decode step took the compiled path, the prefill did not
+    assert step_lengths == [1] * 11
+    with torch.no_grad():
+        cache = tiny_model(prompt, use_cache=True).past_key_values
+        eager_logits = tiny_model.lm_head(tiny_model.model._run_layers(
+            tiny_model.model.embed_tokens(prompt[:, :1]), torch.tensor([6]), None, cache.states, "recurrent", False
+        )[0])  # fmt: skip
+        assert torch.allclose(tiny_model(prompt[:, :1], past_key_values=cache).logits, eager_logits, atol=1e-5)

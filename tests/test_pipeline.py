@@ -1,5 +1,8 @@
 """FlashVideoPipeline on a tiny random model: the exact sequences fed, interpolation order, redundant-free rules."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -147,6 +150,16 @@ def test_inherit_ratio_zero_reproduces_plain_interpolation(tiny_pipeline, tiny_c
         [PROMPT], key_frames, 3, redundant_free=True, inherit_ratio=0.0, generator=torch.Generator().manual_seed(5)
     )
     assert torch.equal(plain, zero)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
+    kwargs = dict(num_frames=5, key_frame_spacing=4, redundant_free=True, inherit_ratio=0.5)
+    eager = tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs)
+    assert tiny_pipeline.compile_recurrent_step() is tiny_pipeline
+    compiled = tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs)
+    assert np.array_equal(compiled.frames, eager.frames)
+    assert compiled.stats.interpolation.tokens_inherited == eager.stats.interpolation.tokens_inherited
 
 
 def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):

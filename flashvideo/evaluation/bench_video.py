@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, LlamaForCausalLM
+from transformers import DynamicCache, LlamaForCausalLM, StaticCache
+from transformers.generation import CompileConfig
 from transformers.utils import logging
 
 from ..configuration_flashvideo import FlashVideoConfig
@@ -36,6 +37,9 @@ from .plotting import pyplot
 logger = logging.get_logger(__name__)
 
 PROMPT = "a red circle moving right"
+FLASHVIDEO_A = "(a) FlashVideo: key frames + interpolation + redundant-free (0.2)"
+FLASHVIDEO_B = "(b) FlashVideo: fully autoregressive"
+LLAMA_C = "(c) Llama, generate() with KV cache"
 
 
 @dataclass
@@ -67,7 +71,10 @@ def random_pipeline(config: FlashVideoConfig | None = None) -> FlashVideoPipelin
     )
 
 
-def _median_time(fn, repeats: int) -> tuple[float, object]:
+def _median_time(fn, repeats: int, warm_up: bool = False) -> tuple[float, object]:
+    """Median seconds of `repeats` calls of `fn` (after one untimed call with `warm_up`) and the last result."""
+    if warm_up:
+        fn()
     timings, result = [], None
     for _ in range(repeats):
         started = time.perf_counter()
@@ -78,19 +85,32 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
 
 @torch.inference_mode()
 def llama_clip_with_cache(
-    llama: LlamaForCausalLM, processor: FlashVideoProcessor, num_frames: int, seed: int = 0
+    llama: LlamaForCausalLM, processor: FlashVideoProcessor, num_frames: int, seed: int = 0, compiled: bool = False
 ):
-    """Generate a clip with the Llama as an autoregressive transformer would: one generate() call per frame."""
+    """Generate a clip with the Llama as an autoregressive transformer would: one generate() call per frame.
+
+    `compiled`: a `StaticCache` sized for the clip, with which `generate()` compiles the forward (transformers'
+    own compiled decoding; told to do so on a CPU too). Otherwise a `DynamicCache` in eager mode.
+    """
     torch.manual_seed(seed)
     config = llama.config
     restrict = [ImageCodesOnlyLogitsProcessor(processor.layout.image_token_range)]
     tokens = processor.layout.tokens_per_frame
-    cache, sequence = DynamicCache(config=config), torch.empty(1, 0, dtype=torch.long)
+    compile_config = None
+    if compiled:
+        clip_length = num_frames * (len(processor.keyframe_prefix(PROMPT, 1)) + tokens)
+        cache = StaticCache(config=config, max_cache_len=clip_length)
+        compile_config = CompileConfig(fullgraph=False, mode="default")
+        compile_config._compile_all_devices = True  # generate() compiles only on accelerators unless told
+    else:
+        cache = DynamicCache(config=config)
+    sequence = torch.empty(1, 0, dtype=torch.long)
     for number in range(1, num_frames + 1):
         sequence = torch.cat([sequence, torch.tensor([processor.keyframe_prefix(PROMPT, number)])], dim=1)
         sequence = llama.generate(
             sequence, attention_mask=torch.ones_like(sequence), past_key_values=cache, max_new_tokens=tokens,
             min_new_tokens=tokens, do_sample=True, logits_processor=restrict, eos_token_id=None, pad_token_id=0,
+            compile_config=compile_config,
         )  # fmt: skip
     return sequence
 
@@ -134,13 +154,16 @@ def run_video_benchmark(
     repeats: int = 3,
     pipe: FlashVideoPipeline | None = None,
     checkpoint: str | None = None,
+    compile: bool = False,
 ) -> Path:
     """
     Time (a)–(d), profile the decode step, and write the report under `output_dir`.
 
     On random weights (the default) the report is `video_generation.{md,json,png}`. With `checkpoint` (a trained
     pipeline) it is `video_generation_trained.*`: trained key frames share most of their codes, so this is where
-    redundant-free interpolation inherits tokens.
+    redundant-free interpolation inherits tokens. `compile` adds (a), (b) and (c) again with compiled decoding
+    (`FlashVideoPipeline.compile_recurrent_step`; the Llama through `generate()` with a static cache), each timed
+    after one untimed run that compiles.
     """
     if checkpoint is not None:
         pipe = FlashVideoPipeline.from_pretrained(checkpoint, device="cpu")
@@ -151,31 +174,36 @@ def run_video_benchmark(
     llama = same_size_llama(config).eval()
     timings = []
 
-    progress = tqdm(total=5, desc="video benchmark")
-    for method, kwargs in (
-        (
-            "(a) FlashVideo: key frames + interpolation + redundant-free (0.2)",
-            dict(key_frame_spacing=5, redundant_free=True),
+    flashvideo_methods = {
+        FLASHVIDEO_A: dict(key_frame_spacing=5, redundant_free=True),
+        "(a′) the same, inheriting every stable token (1.0)": dict(
+            key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0
         ),
-        (
-            "(a′) the same, inheriting every stable token (1.0)",
-            dict(key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0),
-        ),
-        ("(b) FlashVideo: fully autoregressive", dict(interpolate=False)),
-    ):
+        FLASHVIDEO_B: dict(interpolate=False),
+    }
+
+    def time_flashvideo(method: str, kwargs: dict, warm_up: bool = False) -> None:
         seconds, result = _median_time(
-            lambda: pipe(PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), **kwargs), repeats
+            lambda: pipe(PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), **kwargs),
+            repeats,
+            warm_up,
         )
         stats = result.stats
         sampled = stats.key_frames.tokens_sampled + stats.interpolation.tokens_sampled
         timings.append(VideoTiming(method, seconds, sampled, stats.interpolation.tokens_inherited))
         progress.update()
 
-    seconds, _ = _median_time(lambda: llama_clip_with_cache(llama, processor, 16), repeats)
-    timings.append(
-        VideoTiming("(c) Llama, generate() with KV cache", seconds, 16 * config.tokens_per_frame, 0)
-    )
-    progress.update()
+    def time_llama(method: str, compiled: bool = False) -> None:
+        seconds, _ = _median_time(
+            lambda: llama_clip_with_cache(llama, processor, 16, compiled=compiled), repeats, warm_up=compiled
+        )
+        timings.append(VideoTiming(method, seconds, 16 * config.tokens_per_frame, 0))
+        progress.update()
+
+    progress = tqdm(total=5 + 3 * compile, desc="video benchmark")
+    for method, kwargs in flashvideo_methods.items():
+        time_flashvideo(method, kwargs)
+    time_llama(LLAMA_C)
     prefix = len(processor.keyframe_prefix(PROMPT, 1))
     total = 16 * (prefix + config.tokens_per_frame)
     seconds = estimate_llama_without_cache(llama, prefix, total)
@@ -183,9 +211,18 @@ def run_video_benchmark(
         VideoTiming("(d) Llama without cache", seconds, 16 * config.tokens_per_frame, 0, estimated=True)
     )
     progress.update()
+    profile = profile_decode_step(pipe.model)  # the eager step, before any compilation
+    if compile:
+        pipe.compile_recurrent_step()
+        compiled_methods = {
+            "(a*) (a) with the decode step compiled": flashvideo_methods[FLASHVIDEO_A],
+            "(b*) (b) with the decode step compiled": flashvideo_methods[FLASHVIDEO_B],
+        }
+        for method, kwargs in compiled_methods.items():
+            time_flashvideo(method, kwargs, warm_up=True)
+        time_llama("(c*) Llama, generate() with a static cache, compiled", compiled=True)
     progress.close()
 
-    profile = profile_decode_step(pipe.model)
     return write_video_report(timings, profile, config, output_dir, repeats, checkpoint)
 
 
@@ -194,7 +231,7 @@ def write_video_report(
 ) -> Path:
     plt = pyplot()
     output_dir.mkdir(parents=True, exist_ok=True)
-    baseline = next(t for t in timings if t.method.startswith("(c)"))
+    baseline = next(t for t in timings if t.method == LLAMA_C)
     name, title, weights = (
         ("video_generation", "Video generation speed", "random weights (speed does not depend on them; "
          "redundant-free savings do, see the inherited column)")
@@ -224,6 +261,16 @@ def write_video_report(
         "",
         "† (d) is the sum, over every generated token, of one full forward pass at that prefix length, timed at 6 "
         "evenly spaced lengths and interpolated linearly.",
+        *(
+            [
+                "",
+                "\\* Compiled rows (`flashvideo bench video --compile`) are timed after one untimed run that compiles: "
+                "FlashVideo through `FlashVideoPipeline.compile_recurrent_step()`, the Llama through transformers' own "
+                "compiled decoding (`generate()` with a `StaticCache`).",
+            ]
+            if any(t.method.startswith(("(a*)", "(b*)", "(c*)")) for t in timings)
+            else []
+        ),
         "",
         "## Where the time goes: one recurrent decode step (torch.profiler, self CPU time)",
         "",
