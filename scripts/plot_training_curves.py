@@ -1,9 +1,11 @@
 """Plot the training curves of a checkpoint's stages from their tensorboard logs.
 
-    python scripts/plot_training_curves.py CHECKPOINT_DIR docs/default_checkpoint
+    python scripts/plot_training_curves.py CHECKPOINT_DIR docs/default_checkpoint [--continued PHASE2_DIR]
 
 writes `training_curves.png` (one panel per stage and logged quantity) into the second directory. The logs are
 the ones `python -m flashvideo.training --report_to tensorboard` writes under `CHECKPOINT_DIR/runs/<stage>/`.
+`--continued` names the output directory of a run that fine-tuned those stages further (`--model_name_or_path
+CHECKPOINT_DIR`); its curves are drawn after the first run's, past a dashed line.
 Needs `tensorboard` (a dev dependency) to read the event files.
 """
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="the --output_dir of the training stages")
     parser.add_argument("output_dir", type=Path, help="where training_curves.png goes")
+    parser.add_argument("--continued", type=Path, default=None, help="output_dir of a run that continued these")
     args = parser.parse_args()
 
     rows = {
@@ -46,6 +49,16 @@ def main() -> None:
         if (args.checkpoint / "runs" / stage).is_dir()
     }
     rows = {stage: curves for stage, curves in rows.items() if curves}
+    boundaries = {}  # stage → the step where the continued run starts
+    if args.continued is not None:
+        for stage, curves in rows.items():
+            log_dir = args.continued / "runs" / stage
+            if not log_dir.is_dir():
+                continue
+            offset = max(steps[-1] for steps, _ in curves.values())
+            boundaries[stage] = offset
+            for tag, (steps, values) in read_scalars(log_dir, tuple(curves)).items():
+                curves[tag] = (curves[tag][0] + [offset + step for step in steps], curves[tag][1] + values)
     if not rows:
         raise SystemExit(f"No tensorboard logs under {args.checkpoint / 'runs'}/<stage>/.")
     plt = pyplot()
@@ -56,6 +69,8 @@ def main() -> None:
             axis.axis("off")
         for axis, (tag, (steps, values)) in zip(row, curves.items()):
             axis.plot(steps, values)
+            if stage in boundaries:
+                axis.axvline(boundaries[stage], color="gray", linestyle="--", linewidth=1)
             axis.set_title(f"{stage}: {tag.removeprefix('train/')}")
             axis.set_xlabel("optimizer step")
             if tag.endswith("loss"):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Reproduces the checkpoint shipped in flashvideo/default_checkpoint/ (see docs/default_checkpoint.md), on a
-# 2-core CPU in about two hours: the image tokenizer on 2 cores, then both language models at once, one core each.
+# Reproduces the checkpoint shipped in flashvideo/default_checkpoint/ (see docs/default_checkpoint.md) on a 2-core
+# CPU in about four hours: the image tokenizer on 2 cores, then both language models at once, one core each, in two
+# phases (the second continues the first on new clips with a fresh optimiser, as it was run across two sessions).
 #
-#   scripts/train_default_checkpoint.sh [WORK_DIR]    (default: ./default-checkpoint-run)
+#   scripts/train_default_checkpoint.sh [WORK_DIR]    (default: ./default-checkpoint-run; phase 2 in WORK_DIR-2)
 #
 # Then: the training curves, the float16 copy, the evaluation.
 set -euo pipefail
@@ -24,9 +25,20 @@ $PYTHON -m flashvideo.training --stage keyframe --num_clips 4096 --per_device_tr
 $PYTHON -m flashvideo.training --stage interpolation --num_clips 1536 --per_device_train_batch_size 6 \
   --max_steps "${INTERPOLATION_STEPS:-1100}" $LM &
 wait
+
+# Phase 2: from phase 1's weights, new Shapes clips (data seeds 2 and 3), learning rate 1e-3 with a new warm-up.
+LM2="--model_name_or_path $WORK --output_dir $WORK-2 --learning_rate 1e-3 --warmup_steps 50 --weight_decay 0.01
+  --save_steps 200 --logging_steps 10 --report_to tensorboard --seed 1"
+# shellcheck disable=SC2086
+$PYTHON -m flashvideo.training --stage keyframe --num_clips 8192 --data_seed 2 --per_device_train_batch_size 8 \
+  --max_steps "${KEYFRAME_STEPS_2:-2800}" $LM2 &
+# shellcheck disable=SC2086
+$PYTHON -m flashvideo.training --stage interpolation --num_clips 1536 --data_seed 3 --per_device_train_batch_size 6 \
+  --max_steps "${INTERPOLATION_STEPS_2:-1000}" $LM2 &
+wait
 unset OMP_NUM_THREADS
 
-$PYTHON scripts/plot_training_curves.py "$WORK" docs/default_checkpoint
+$PYTHON scripts/plot_training_curves.py "$WORK" docs/default_checkpoint --continued "$WORK-2"
 rm -rf "$WORK-fp16"
-$PYTHON scripts/export_checkpoint_fp16.py "$WORK" "$WORK-fp16"
+$PYTHON scripts/export_checkpoint_fp16.py "$WORK-2" "$WORK-fp16"
 flashvideo eval --model "$WORK-fp16" --num-samples 24 --seed 1000 --output-dir docs/default_checkpoint
