@@ -37,16 +37,25 @@ def test_decode_benchmark_writes_table_plot_and_json(tmp_path):
         run_decode_benchmark([], tmp_path)
 
 
-def test_evaluation_reports_every_mode(tmp_path):
+def test_evaluation_reports_every_mode(tmp_path, monkeypatch):
     config = FlashVideoConfig(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, code_grid_size=4,
         image_vocab_size=64,
     )  # fmt: skip
     pipe = random_pipeline(config)
-    modes = {"key frames + interpolation": dict(key_frame_spacing=5), "redundant-free, inherit 1.0": dict(
-        key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0)}  # fmt: skip
+    frames_asked, call = [], type(pipe).__call__
+
+    def recording_call(self, *args, **kwargs):
+        frames_asked.append(kwargs["num_frames"])
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", recording_call)
+    modes = select_modes(["keyframes", "interpolation", "rf1.0"])
     results = evaluate_pipeline(pipe, num_samples=2, batch_size=2, modes=modes, sampling={"top_k": 5})
     assert set(results["modes"]) == set(modes) and results["sampling"] == {"top_k": 5}
+    # the key-frame-only mode asks for frames 0, 5, 10, 15 (generated and first-frame conditioned), the others 16
+    assert frames_asked == [4, 4, 16, 16, 16, 16]
+    assert "frame_stride" in INFERENCE_MODES["key frames only (every 5th frame)"]  # not consumed by the evaluation
     for row in results["modes"].values():
         for key in ("color_accuracy", "shape_accuracy", "direction_accuracy"):
             assert 0.0 <= row[key] <= 1.0

@@ -43,7 +43,7 @@ def test_bad_arguments_are_reported(checkpoint, tmp_path):
 
 def test_console_script_help():
     result = subprocess.run(
-        [sys.executable, "-m", "flashvideo.cli", "generate", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flashvideo.cli", "generate", "--help"], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0
     for option in ("--num-frames", "--key-frame-spacing", "--redundant-free", "--inherit-ratio", "--checkpoint"):
