@@ -1,11 +1,11 @@
 """Plot the training curves of a checkpoint's stages from their tensorboard logs.
 
-    python scripts/plot_training_curves.py CHECKPOINT_DIR docs/default_checkpoint [--continued PHASE2_DIR]
+    python scripts/plot_training_curves.py CHECKPOINT_DIR docs/default_checkpoint [--continued DIR ...]
 
 writes `training_curves.png` (one panel per stage and logged quantity) into the second directory. The logs are
 the ones `python -m flashvideo.training --report_to tensorboard` writes under `CHECKPOINT_DIR/runs/<stage>/`.
-`--continued` names the output directory of a run that fine-tuned those stages further (`--model_name_or_path
-CHECKPOINT_DIR`); its curves are drawn after the first run's, past a dashed line.
+`--continued` names the output directories of runs that fine-tuned those stages further (`--model_name_or_path`),
+in order; their curves are drawn after the first run's, each past a dashed line.
 Needs `tensorboard` (a dev dependency) to read the event files.
 """
 
@@ -40,7 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="the --output_dir of the training stages")
     parser.add_argument("output_dir", type=Path, help="where training_curves.png goes")
-    parser.add_argument("--continued", type=Path, default=None, help="output_dir of a run that continued these")
+    parser.add_argument(
+        "--continued", type=Path, nargs="+", default=[], help="output_dirs of runs that continued these, in order"
+    )
     args = parser.parse_args()
 
     rows = {
@@ -49,14 +51,14 @@ def main() -> None:
         if (args.checkpoint / "runs" / stage).is_dir()
     }
     rows = {stage: curves for stage, curves in rows.items() if curves}
-    boundaries = {}  # stage → the step where the continued run starts
-    if args.continued is not None:
+    boundaries = {stage: [] for stage in rows}  # stage → the steps where continued runs start
+    for continued in args.continued:
         for stage, curves in rows.items():
-            log_dir = args.continued / "runs" / stage
+            log_dir = continued / "runs" / stage
             if not log_dir.is_dir():
                 continue
             offset = max(steps[-1] for steps, _ in curves.values())
-            boundaries[stage] = offset
+            boundaries[stage].append(offset)
             for tag, (steps, values) in read_scalars(log_dir, tuple(curves)).items():
                 curves[tag] = (curves[tag][0] + [offset + step for step in steps], curves[tag][1] + values)
     if not rows:
@@ -69,8 +71,8 @@ def main() -> None:
             axis.axis("off")
         for axis, (tag, (steps, values)) in zip(row, curves.items()):
             axis.plot(steps, values)
-            if stage in boundaries:
-                axis.axvline(boundaries[stage], color="gray", linestyle="--", linewidth=1)
+            for boundary in boundaries[stage]:
+                axis.axvline(boundary, color="gray", linestyle="--", linewidth=1)
             axis.set_title(f"{stage}: {tag.removeprefix('train/')}")
             axis.set_xlabel("optimizer step")
             if tag.endswith("loss"):

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the checkpoint shipped in flashvideo/default_checkpoint/ (see docs/default_checkpoint.md) on a 2-core
 # CPU in about four hours: the image tokenizer on 2 cores, then both language models at once, one core each, in two
-# phases (the second continues the first on new clips with a fresh optimiser, as it was run across two sessions).
+# phases (the second continues the first on new clips with a fresh optimiser, as it was run across two sessions),
+# then a short third phase for the interpolation model.
 #
-#   scripts/train_default_checkpoint.sh [WORK_DIR]    (default: ./default-checkpoint-run; phase 2 in WORK_DIR-2)
+#   scripts/train_default_checkpoint.sh [WORK_DIR]    (default: ./default-checkpoint-run; then WORK_DIR-2, -3, -final)
 #
 # Then: the training curves, the float16 copy, the evaluation.
 set -euo pipefail
@@ -36,9 +37,20 @@ $PYTHON -m flashvideo.training --stage keyframe --num_clips 8192 --data_seed 2 -
 $PYTHON -m flashvideo.training --stage interpolation --num_clips 1536 --data_seed 3 --per_device_train_batch_size 6 \
   --max_steps "${INTERPOLATION_STEPS_2:-1000}" $LM2 &
 wait
-unset OMP_NUM_THREADS
 
-$PYTHON scripts/plot_training_curves.py "$WORK" docs/default_checkpoint --continued "$WORK-2"
+# Phase 3: the interpolation model alone, on new clips, at a lower learning rate (one core, 20 minutes).
+$PYTHON -m flashvideo.training --stage interpolation --model_name_or_path "$WORK-2" --output_dir "$WORK-3" \
+  --num_clips 1024 --data_seed 4 --per_device_train_batch_size 6 --max_steps 400 --learning_rate 3e-4 \
+  --warmup_steps 20 --weight_decay 0.01 --save_steps 100 --logging_steps 10 --report_to tensorboard --seed 2
+unset OMP_NUM_THREADS
+# The shipped directory: phase 2's key-frame model and processor, phase 3's interpolation model.
+rm -rf "$WORK-final"
+mkdir "$WORK-final"
+cp -r "$WORK-2"/{config.json,generation_config.json,model.safetensors,processor_config.json,image_tokenizer,text_tokenizer} \
+  "$WORK-final"/
+cp -r "$WORK-3/interpolation" "$WORK-final"/
+
+$PYTHON scripts/plot_training_curves.py "$WORK" docs/default_checkpoint --continued "$WORK-2" "$WORK-3"
 rm -rf "$WORK-fp16"
-$PYTHON scripts/export_checkpoint_fp16.py "$WORK-2" "$WORK-fp16"
+$PYTHON scripts/export_checkpoint_fp16.py "$WORK-final" "$WORK-fp16"
 flashvideo eval --model "$WORK-fp16" --num-samples 24 --seed 1000 --output-dir docs/default_checkpoint
