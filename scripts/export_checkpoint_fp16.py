@@ -3,10 +3,11 @@
     python scripts/export_checkpoint_fp16.py /path/to/trained flashvideo/default_checkpoint
 
 Copies the models, the interpolation model and the processor (not `checkpoints/`, `runs/`, the training
-results, or the copies of the modelling code that `trust_remote_code` would use: with flashvideo installed they are
-not needed, and `flashvideo push` writes them afresh together with `auto_map`) and rewrites every `*.safetensors` file with its floating-point tensors in float16, which halves the
-size. The configs keep `dtype: float32`, so `from_pretrained` still builds float32 models (CPU inference) and
-upcasts the stored weights on load.
+results, or the copies of the modelling code that `trust_remote_code` would use: with flashvideo installed they
+are not needed, and `flashvideo push` writes them afresh together with `auto_map`) and rewrites every
+`*.safetensors` file with its floating-point tensors in float16, which halves the size. The configs keep
+`dtype: float32`, so `from_pretrained` still builds float32 models (CPU inference) and upcasts the stored weights
+on load.
 """
 
 import argparse
