@@ -35,11 +35,13 @@ OUTPUT_TYPES = ("np", "pil")
 
 @dataclass
 class StageStats:
-    """What one stage did: image tokens sampled by the model vs fed from elsewhere (inherited), and its time."""
+    """What one stage did: image tokens sampled by the model vs fed from elsewhere (inherited), the model calls
+    it made in sequence (a batched call counts once), and its time."""
 
     frames: int = 0
     tokens_sampled: int = 0
     tokens_inherited: int = 0
+    model_calls: int = 0
     seconds: float = 0.0
 
 
@@ -65,7 +67,7 @@ class FlashVideoPipelineOutput:
 
     Attributes:
         frames: uint8 array `[batch, frames, H, W, 3]` (`output_type="np"`) or one list of PIL images per prompt.
-        stats: tokens sampled vs inherited and seconds per stage, and overall frames per second.
+        stats: tokens sampled vs inherited, model calls and seconds per stage, and overall frames per second.
     """
 
     frames: np.ndarray | list
@@ -441,6 +443,7 @@ class FlashVideoPipeline(Pipeline):
             self._report_frame(callback, "key_frames", number - 1, frame)
         stats.key_frames.frames += len(frames) * len(prompts)
         stats.key_frames.tokens_sampled += sampler.counts.sampled
+        stats.key_frames.model_calls += sampler.counts.model_calls
         stats.key_frames.seconds += time.perf_counter() - started
         return torch.stack(frames, dim=1)
 
@@ -500,6 +503,7 @@ class FlashVideoPipeline(Pipeline):
         stats.interpolation.frames += batch * (num_key_frames - 1) * num_inserted
         stats.interpolation.tokens_sampled += sampler.counts.sampled
         stats.interpolation.tokens_inherited += sampler.counts.inherited
+        stats.interpolation.model_calls += sampler.counts.model_calls
         stats.interpolation.seconds += time.perf_counter() - started
         return video
 

@@ -3,10 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from flashvideo import FlashVideoConfig
 from flashvideo.evaluation.bench_decode import run_decode_benchmark, same_size_llama
-from flashvideo.evaluation.bench_video import random_pipeline
+from flashvideo.evaluation.bench_video import random_pipeline, run_video_benchmark
 from flashvideo.evaluation.evaluate import (
     INFERENCE_MODES, evaluate_pipeline, evaluation_set, results_markdown, select_modes,
 )  # fmt: skip
@@ -35,6 +36,35 @@ def test_decode_benchmark_writes_table_plot_and_json(tmp_path):
     assert (tmp_path / "decode_latency.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="positions"):
         run_decode_benchmark([], tmp_path)
+
+
+def test_video_benchmark_counts_the_sequential_calls_of_each_method(tmp_path):
+    from flashvideo import FlashVideoForCausalLM, FlashVideoPipeline
+    from flashvideo.image_tokenizer import build_vq_model
+    from flashvideo.processing_flashvideo import FlashVideoProcessor
+    from flashvideo.text_tokenizer import build_text_tokenizer
+
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, text_vocab_size=40,
+        image_vocab_size=60, max_frames=16, image_size=16, code_grid_size=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
+    tokenizer = build_text_tokenizer(["a red circle moving right"], vocab_size=40)
+    pipe = FlashVideoPipeline(
+        model=FlashVideoForCausalLM(config).eval(), processor=FlashVideoProcessor(tokenizer, vq, config),
+        device="cpu", show_progress=False,
+    )  # fmt: skip
+    report = run_video_benchmark(tmp_path, repeats=1, pipe=pipe).read_text()
+    rows = {row["method"][:4]: row for row in json.loads((tmp_path / "video_generation.json").read_text())}
+    tokens = 16 * config.tokens_per_frame
+    assert rows["(b) "]["model_calls"] == 16 * (1 + config.tokens_per_frame)  # prefix, then one call per token
+    assert rows["(c) "]["model_calls"] == tokens  # generate(): the prefix call samples the first token
+    assert rows["(d) "]["model_calls"] == tokens and rows["(d) "]["estimated"]
+    # Key frames 0, 5, 10, 15, then the three pairs' 4 inserted frames as one batch: far fewer calls than tokens.
+    assert rows["(a) "]["model_calls"] <= 4 * (1 + 16) + 1 + 4 * (1 + 16)
+    assert "fewer sequential calls × cheaper calls" in report and "(a) vs (c)" in report
+    assert (tmp_path / "video_generation.png").stat().st_size > 1000
 
 
 def test_evaluation_reports_every_mode(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import torch
 from transformers import pipeline
 
 from flashvideo import FlashVideoPipeline, ImageCodesOnlyLogitsProcessor, classify_tokens
+from flashvideo.pipeline_flashvideo import GenerationStats
 
 
 PROMPT = "a red circle moving right"
@@ -117,11 +118,13 @@ def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_confi
     b_codes = key_frames[0, 1].view(4, 4) - tiny_config.image_token_range[0]
     classes = classify_tokens(a_codes[None], b_codes[None], inherit_ratio=1.0, unstable_radius=1)
     recorder = FeedRecorder(tiny_pipeline.interpolation_model)
+    stats = GenerationStats()
     video = tiny_pipeline.interpolate(
-        [PROMPT], key_frames, num_inserted=2, redundant_free=True, inherit_ratio=1.0, unstable_radius=1,
-        generator=torch.Generator().manual_seed(0),
+        [PROMPT], key_frames, num_inserted=2, stats=stats, redundant_free=True, inherit_ratio=1.0,
+        unstable_radius=1, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     recorder.remove()
+    assert stats.interpolation.model_calls == len(recorder.calls)
     inheritable = classes.inheritable.flatten()
     for inserted in video[0, 1:-1]:
         assert torch.equal(inserted[inheritable], key_frames[0, 0][inheritable])
@@ -168,6 +171,8 @@ def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):
     expected = tiny_processor.decode_frames(tiny_processor.encode_frames(first))
     assert np.array_equal(out.frames[0, 0], expected)
     assert out.stats.key_frames.tokens_sampled == 2 * 16
+    # One call for [text][SN_1][first frame], then per sampled frame its prefix and one call per token.
+    assert out.stats.key_frames.model_calls == 1 + 2 * (1 + 16)
 
 
 @pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=0.8, top_k=10, top_p=0.9)])
