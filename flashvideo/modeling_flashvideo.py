@@ -166,8 +166,19 @@ class FlashVideoRetentionPositions(nn.Module):
 
     def __init__(self, config: FlashVideoConfig):
         super().__init__()
-        self.log_decay = nn.Buffer(retention_log_decay(config.num_attention_heads).float(), persistent=False)
-        self.angles = nn.Buffer(rotation_angles(config.head_dim).float(), persistent=False)
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.log_decay = nn.Buffer(retention_log_decay(self.num_heads).float(), persistent=False)
+        self.angles = nn.Buffer(rotation_angles(self.head_dim).float(), persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        # `.half()` would round γ_h = 1 − 2^(−5−h) enough to change the decay over thousands of positions: after a
+        # cast, both constants are recomputed from the config in at least float32 (`.double()` makes them exact).
+        if self.log_decay.dtype != torch.float32:
+            dtype = torch.promote_types(self.log_decay.dtype, torch.float32)
+            self.log_decay = retention_log_decay(self.num_heads).to(self.log_decay.device, dtype)
+            self.angles = rotation_angles(self.head_dim).to(self.angles.device, dtype)
+        return self
 
     @torch.no_grad()
     def forward(

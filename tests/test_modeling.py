@@ -26,6 +26,17 @@ def test_decay_and_angles_match_the_design():
     assert rotate_every_two(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-2.0, 1.0, -4.0, 3.0]
 
 
+def test_decay_and_angles_survive_a_cast_to_half_precision(tiny_config):
+    reference = FlashVideoForCausalLM(tiny_config).model.positions
+    for cast in (torch.nn.Module.half, torch.nn.Module.bfloat16):
+        positions = cast(FlashVideoForCausalLM(tiny_config)).model.positions
+        assert positions.log_decay.dtype == positions.angles.dtype == torch.float32
+        assert torch.equal(positions.log_decay, reference.log_decay)
+        assert torch.equal(positions.angles, reference.angles)
+    exact = FlashVideoForCausalLM(tiny_config).double().model.positions
+    assert torch.equal(exact.log_decay, retention_log_decay(tiny_config.num_attention_heads))
+
+
 @pytest.mark.parametrize("length", [16, 21])  # a multiple of chunk_size=8 and one that is not
 def test_parallel_recurrent_chunkwise_agree(tiny_config, length):
     model = float64_model(tiny_config, rms_norm_eps=1e-15)
