@@ -47,8 +47,10 @@ def _add_generate(subparsers) -> None:
     )
     generate.add_argument(
         "--redundant-free",
-        action="store_true",
-        help="inherit stable tokens from key frames when interpolating",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="inherit stable tokens from key frames when interpolating (default: on; --no-redundant-free samples "
+        "every inserted token)",
     )
     generate.add_argument(
         "--inherit-ratio", type=float, default=0.2, help="share of stable tokens inherited, in [0, 1]"

@@ -215,7 +215,7 @@ class FlashVideoPipeline(Pipeline):
         num_frames: int = 16,
         key_frame_spacing: int = 5,
         interpolate: bool = True,
-        redundant_free: bool = False,
+        redundant_free: bool = True,
         inherit_ratio: float = 0.2,
         unstable_radius: int = 1,
         temperature: float = 1.0,
@@ -238,6 +238,7 @@ class FlashVideoPipeline(Pipeline):
                 between each adjacent pair. 1 means no interpolation.
             interpolate: False generates every frame as a key frame (fully autoregressive).
             redundant_free: inherit a share of the stable tokens from key frame A instead of sampling them (§3.3).
+                On by default, as in the paper; False gives plain interpolation (every inserted token sampled).
             inherit_ratio: share of the stable tokens inherited, in [0, 1] (paper: 0.2 at 60 fps, 1 key frame/s).
             unstable_radius: code-grid radius around changed tokens that is always sampled, >= 0.
             temperature, top_k, top_p: sampling warpers, as in `generate()`; `do_sample=False` is greedy.

@@ -46,5 +46,8 @@ def test_console_script_help():
         [sys.executable, "-m", "flashvideo.cli", "generate", "--help"], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0
-    for option in ("--num-frames", "--key-frame-spacing", "--redundant-free", "--inherit-ratio", "--checkpoint"):
+    for option in (
+        "--num-frames", "--key-frame-spacing", "--redundant-free", "--no-redundant-free", "--inherit-ratio",
+        "--checkpoint",
+    ):  # fmt: skip
         assert option in result.stdout

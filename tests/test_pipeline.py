@@ -146,6 +146,20 @@ def test_redundant_free_counts_in_stats(tiny_pipeline, tiny_config):
     assert out.stats.frames_per_second > 0
 
 
+def test_redundant_free_interpolation_is_the_default(tiny_pipeline, monkeypatch):
+    """As in the paper: a plain call interpolates redundant-free, inheriting 20% of the stable tokens."""
+    received = {}
+    interpolate = tiny_pipeline.interpolate
+
+    def spy(*args, **kwargs):
+        received.update(kwargs)
+        return interpolate(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_pipeline, "interpolate", spy)
+    tiny_pipeline(PROMPT, num_frames=6, key_frame_spacing=5, generator=torch.Generator().manual_seed(0))
+    assert received["redundant_free"] is True and received["inherit_ratio"] == 0.2
+
+
 def test_inherit_ratio_zero_reproduces_plain_interpolation(tiny_pipeline, tiny_config):
     key_frames = _key_frames_with_a_moving_patch(tiny_config)
     plain = tiny_pipeline.interpolate([PROMPT], key_frames, 3, generator=torch.Generator().manual_seed(5))

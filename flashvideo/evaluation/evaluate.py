@@ -31,7 +31,7 @@ INFERENCE_MODES = {
     # Only the key-frame model: frames 0, 5, 10, 15 (its training layout), judged against the same true frames.
     "key frames only (every 5th frame)": dict(interpolate=False, frame_stride=5),
     "full autoregressive": dict(interpolate=False),
-    "key frames + interpolation": dict(key_frame_spacing=5),
+    "key frames + interpolation": dict(key_frame_spacing=5, redundant_free=False),
     "redundant-free, inherit 0.2": dict(key_frame_spacing=5, redundant_free=True, inherit_ratio=0.2),
     "redundant-free, inherit 0.5": dict(key_frame_spacing=5, redundant_free=True, inherit_ratio=0.5),
     "redundant-free, inherit 1.0": dict(key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0),
