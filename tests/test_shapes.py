@@ -259,3 +259,16 @@ def test_accuracy_counts_mistakes_and_checks_lengths():
         accuracy(clips[:1], labels)
     with pytest.raises(ValueError, match="clips"):
         accuracy([], [])
+
+
+def test_frame_stride_measures_speed_per_original_frame():
+    clip = render_clip("green", "square", "right", size=16)
+    key_frames = analyze_clip(clip[::5], frame_stride=5)
+    assert key_frames["direction"] == "right"
+    assert key_frames["velocity"] == pytest.approx(analyze_clip(clip)["velocity"], abs=0.05)
+    # Consecutive frames (2 px apart) shown as frames 8 apart: 0.25 px per frame, too slow to count as motion.
+    assert analyze_clip(clip[:4])["direction"] == "right"
+    assert analyze_clip(clip[:4], frame_stride=8)["direction"] is None
+    assert accuracy([clip[:4]], ["a green square moving right"], frame_stride=8)["direction"] == 0.0
+    with pytest.raises(ValueError, match="frame_stride"):
+        analyze_clip(clip, frame_stride=0)

@@ -108,7 +108,8 @@ def evaluate_pipeline(
     }
     for name, kwargs in tqdm((modes or INFERENCE_MODES).items(), desc="eval modes"):
         kwargs = dict(kwargs)
-        truth = videos[:, :: kwargs.pop("frame_stride", 1)]
+        frame_stride = kwargs.pop("frame_stride", 1)
+        truth = videos[:, ::frame_stride]
         generated, conditioned, seconds, tokens, frames = [], [], 0.0, 0, 0
         for start in range(0, num_samples, batch_size):
             batch = slice(start, start + batch_size)
@@ -131,7 +132,7 @@ def evaluate_pipeline(
                 frames += out.frames.shape[0] * out.frames.shape[1]
                 sink.append(out.frames)
         generated, conditioned = np.concatenate(generated), np.concatenate(conditioned)
-        scores = accuracy(generated, labels)
+        scores = accuracy(generated, labels, frame_stride=frame_stride)
         continuation_true, continuation_generated = (
             _as_unit_float(truth[:, 1:]),
             _as_unit_float(conditioned[:, 1:]),

@@ -54,12 +54,14 @@ _TRIANGLE_MAX_TOP_FRACTION = 0.37
 _MIN_SPEED = 0.3
 
 
-def analyze_clip(frames: Any) -> dict[str, Any]:
+def analyze_clip(frames: Any, frame_stride: int = 1) -> dict[str, Any]:
     """Recognise the color, shape and direction of the object in a Shapes-style clip.
 
     Args:
         frames: a clip ``[T, H, W, 3]`` (or ``[T, 3, H, W]``) as a NumPy array or torch tensor:
             ``uint8`` in ``[0, 255]`` or floating point in ``[0, 1]``.
+        frame_stride: how many frames of the original clip lie between two given frames (5 for the key frames
+            of a clip with key-frame spacing 5), so that velocities, and the minimum speed, are per original frame.
 
     Returns:
         ``dict(color, shape, direction)`` with names from the Shapes grammar, each ``None`` when
@@ -77,6 +79,8 @@ def analyze_clip(frames: Any) -> dict[str, Any]:
         >>> result["color"], result["shape"], result["direction"]
         ('blue', 'triangle', 'up')
     """
+    if not isinstance(frame_stride, int) or frame_stride < 1:
+        raise ValueError(f"frame_stride must be an integer >= 1, got {frame_stride!r}.")
     clip = _as_uint8_clip(frames)
     # A 3x3 median per frame removes pixel noise before thresholding while keeping straight edges
     # and corners of a 14+ px object in place.
@@ -97,7 +101,7 @@ def analyze_clip(frames: Any) -> dict[str, Any]:
         return result
     result["color"] = _classify_color(clip, brightness, blobs)
     result["shape"], result["fill_ratio"] = _classify_shape(blobs, brightness.shape[1:])
-    result["direction"], result["velocity"] = _classify_direction(blobs)
+    result["direction"], result["velocity"] = _classify_direction(blobs, frame_stride)
     return result
 
 
@@ -105,6 +109,7 @@ def accuracy(
     clips: Iterable[Any],
     labels: Iterable[Mapping[str, str] | str],
     *,
+    frame_stride: int = 1,
     progress: bool = False,
 ) -> dict[str, float]:
     """Per-attribute accuracy of :func:`analyze_clip` over many clips.
@@ -114,6 +119,7 @@ def accuracy(
             generator, or a 🤗 dataset column).
         labels: for each clip, a mapping with ``color``, ``shape`` and ``direction`` (e.g. rows of
             :func:`flashvideo.data.shapes_dataset`) or the prompt it was generated from.
+        frame_stride: as in :func:`analyze_clip`, for clips that keep every ``frame_stride``-th frame.
         progress: show a progress bar.
 
     Returns:
@@ -137,7 +143,7 @@ def accuracy(
         except StopIteration:
             raise ValueError("labels is shorter than clips; give one label per clip") from None
         truth = parse_prompt(label) if isinstance(label, str) else {key: label[key] for key in ATTRIBUTES}
-        predicted = analyze_clip(clip)
+        predicted = analyze_clip(clip, frame_stride=frame_stride)
         hits = [predicted[key] == truth[key] for key in ATTRIBUTES]
         for key, hit in zip(ATTRIBUTES, hits, strict=True):
             correct[key] += int(hit)
@@ -247,10 +253,12 @@ def _classify_shape(blobs: list[_Blob], frame_size: tuple[int, int]) -> tuple[st
     return ("circle" if fill < _CIRCLE_MAX_FILL else "square"), fill
 
 
-def _classify_direction(blobs: list[_Blob]) -> tuple[str | None, tuple[float, float] | None]:
+def _classify_direction(
+    blobs: list[_Blob], frame_stride: int = 1
+) -> tuple[str | None, tuple[float, float] | None]:
     if len(blobs) < 2:
         return None, None
-    times = np.asarray([blob.t for blob in blobs], dtype=np.float64)
+    times = np.asarray([blob.t * frame_stride for blob in blobs], dtype=np.float64)
     centroids = []
     for blob in blobs:
         rows, cols = np.nonzero(blob.mask)
