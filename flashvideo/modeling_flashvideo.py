@@ -376,7 +376,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
 
         A recurrent step at this model size is a few hundred small operators, so in eager mode its time is mostly
         per-operator overhead; compiled, the elementwise work is fused into a few kernels (on this project's CPU the
-        layer stack of the shipped checkpoint went from 2.9 to 0.8 ms per step, and whole clips got 1.4–2.0× faster:
+        layer stack of the shipped checkpoint went from 2.9 to 0.8 ms per step, and whole clips got 1.9–2.3× faster:
         `flashvideo bench video --compile`). Only length-1 inference calls take the compiled path, so prefill,
         chunkwise feeding and training are unchanged; outputs match the eager step to float rounding. The first
         call per batch size compiles (tens of seconds on a CPU; inductor needs a C++ compiler there).
