@@ -167,17 +167,26 @@ class FlashVideoRetentionPositions(nn.Module):
     def __init__(self, config: FlashVideoConfig):
         super().__init__()
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
-        self.log_decay = nn.Buffer(retention_log_decay(self.num_heads).float(), persistent=False)
-        self.angles = nn.Buffer(rotation_angles(self.head_dim).float(), persistent=False)
+        log_decay, angles = self.exact_constants()
+        self.log_decay = nn.Buffer(log_decay, persistent=False)
+        self.angles = nn.Buffer(angles, persistent=False)
+
+    def exact_constants(
+        self, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log γ_h and θ computed afresh from the config (in float64, then cast to `dtype`)."""
+        return (
+            retention_log_decay(self.num_heads).to(device, dtype),
+            rotation_angles(self.head_dim).to(device, dtype),
+        )
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
         # `.half()` would round γ_h = 1 − 2^(−5−h) enough to change the decay over thousands of positions: after a
-        # cast, both constants are recomputed from the config in at least float32 (`.double()` makes them exact).
+        # cast, both constants are recomputed in at least float32 (`.double()` makes them exact).
         if self.log_decay.dtype != torch.float32:
             dtype = torch.promote_types(self.log_decay.dtype, torch.float32)
-            self.log_decay = retention_log_decay(self.num_heads).to(self.log_decay.device, dtype)
-            self.angles = rotation_angles(self.head_dim).to(self.angles.device, dtype)
+            self.log_decay, self.angles = self.exact_constants(self.log_decay.device, dtype)
         return self
 
     @torch.no_grad()
@@ -304,8 +313,9 @@ class FlashVideoPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, FlashVideoRetentionPositions):
-            init.copy_(module.log_decay, retention_log_decay(self.config.num_attention_heads))
-            init.copy_(module.angles, rotation_angles(self.config.head_dim))
+            log_decay, angles = module.exact_constants(dtype=torch.float64)  # copy_ casts to the buffers' dtype
+            init.copy_(module.log_decay, log_decay)
+            init.copy_(module.angles, angles)
 
 
 class FlashVideoModel(FlashVideoPreTrainedModel):

@@ -50,7 +50,7 @@ cp -r "$WORK-2"/{config.json,generation_config.json,model.safetensors,processor_
   "$WORK-final"/
 cp -r "$WORK-3/interpolation" "$WORK-final"/
 
-# Phase 4: the interpolation model from that directory, on 2,048 new clips, 1,500 steps (one core, 65 minutes).
+# Phase 4: the interpolation model from that directory, on 2,048 new clips, 1,500 steps (one core, 80 minutes).
 OMP_NUM_THREADS=1 $PYTHON -m flashvideo.training --stage interpolation --model_name_or_path "$WORK-final" \
   --output_dir "$WORK-4" --num_clips 2048 --data_seed 5 --per_device_train_batch_size 6 --max_steps 1500 \
   --learning_rate 4e-4 --warmup_steps 30 --weight_decay 0.01 --save_steps 100 --logging_steps 10 \
