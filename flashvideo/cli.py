@@ -58,7 +58,10 @@ def _add_generate(subparsers) -> None:
     generate.add_argument(
         "--unstable-radius", type=int, default=1, help="code-grid radius kept around changed tokens"
     )
-    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument(
+        "--temperature", type=float, default=None,
+        help="sampling temperature (default: the checkpoint's generation_config, else 1.0)",
+    )  # fmt: skip
     generate.add_argument("--top-k", type=int, default=None)
     generate.add_argument("--top-p", type=float, default=None)
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -130,7 +133,10 @@ def _add_eval(subparsers) -> None:
         help="inference modes to evaluate (default: all): "
         + ", ".join(f"{key} = {name}" for key, name in MODE_KEYS.items()),
     )
-    evaluate.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
+    evaluate.add_argument(
+        "--temperature", type=float, default=None,
+        help="sampling temperature (default: the checkpoint's generation_config, else 1.0)",
+    )  # fmt: skip
     evaluate.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
     evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"

@@ -218,10 +218,10 @@ class FlashVideoPipeline(Pipeline):
         redundant_free: bool = True,
         inherit_ratio: float = 0.2,
         unstable_radius: int = 1,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        do_sample: bool = True,
+        do_sample: bool | None = None,
         generator: torch.Generator | None = None,
         first_frame: np.ndarray | None = None,
         output_type: str = "np",
@@ -241,7 +241,9 @@ class FlashVideoPipeline(Pipeline):
                 On by default, as in the paper; False gives plain interpolation (every inserted token sampled).
             inherit_ratio: share of the stable tokens inherited, in [0, 1] (paper: 0.2 at 60 fps, 1 key frame/s).
             unstable_radius: code-grid radius around changed tokens that is always sampled, >= 0.
-            temperature, top_k, top_p: sampling warpers, as in `generate()`; `do_sample=False` is greedy.
+            temperature, top_k, top_p, do_sample: sampling, as in `generate()`; `do_sample=False` is greedy. Each one
+                left at None comes, per stage, from that stage's model's `generation_config` (so a checkpoint's
+                `generation_config.json` sets its defaults), else temperature 1, no top-k / top-p, and sampling on.
             generator: a `torch.Generator` for reproducible sampling (else the global RNG, like `generate()`).
             first_frame: uint8 `[H, W, 3]` (or `[batch, H, W, 3]`) frame to condition on: fed, not sampled.
             output_type: "np" (uint8 `[batch, frames, H, W, 3]`) or "pil" (lists of PIL images).
@@ -289,20 +291,14 @@ class FlashVideoPipeline(Pipeline):
         self, num_frames, key_frame_spacing, interpolate, redundant_free, inherit_ratio, unstable_radius,
         temperature, top_k, top_p, do_sample, generator, first_frame, callback,
     ) -> None:  # fmt: skip
-        def is_int(value) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        def is_real(value) -> bool:
-            return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
         max_spacing = self.interpolation_model.config.max_frames - 1
-        if not is_int(key_frame_spacing) or not 1 <= key_frame_spacing <= max_spacing:
+        if not _is_int(key_frame_spacing) or not 1 <= key_frame_spacing <= max_spacing:
             raise ValueError(
                 f"key_frame_spacing must be an integer in [1, {max_spacing}] (the interpolation model's max_frames "
                 f"- 1), got {key_frame_spacing!r}."
             )
         most = self.max_num_frames(key_frame_spacing, bool(interpolate))
-        if not is_int(num_frames) or not 2 <= num_frames <= most:
+        if not _is_int(num_frames) or not 2 <= num_frames <= most:
             raise ValueError(
                 f"num_frames must be an integer in [2, {most}] for key_frame_spacing={key_frame_spacing}, got {num_frames!r}."
             )
@@ -312,19 +308,14 @@ class FlashVideoPipeline(Pipeline):
                 f"a key frame; got num_frames={num_frames}. Try num_frames="
                 f"{(num_frames - 1) // key_frame_spacing * key_frame_spacing + 1}."
             )
-        if not is_real(inherit_ratio) or not 0.0 <= float(inherit_ratio) <= 1.0:
+        if not _is_real(inherit_ratio) or not 0.0 <= float(inherit_ratio) <= 1.0:
             raise ValueError(f"inherit_ratio must be a number in [0, 1], got {inherit_ratio!r}.")
         grid = self.model.config.code_grid_size
-        if not is_int(unstable_radius) or not 0 <= unstable_radius <= grid:
+        if not _is_int(unstable_radius) or not 0 <= unstable_radius <= grid:
             raise ValueError(
                 f"unstable_radius must be an integer in [0, {grid}] (code_grid_size), got {unstable_radius!r}."
             )
-        if not is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-        if top_k is not None and (not is_int(top_k) or top_k < 1):
-            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}.")
-        if top_p is not None and (not is_real(top_p) or not 0.0 < float(top_p) <= 1.0):
-            raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}.")
+        _check_sampling(temperature, top_k, top_p, do_sample, source="")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         if callback is not None and not callable(callback):
@@ -389,9 +380,20 @@ class FlashVideoPipeline(Pipeline):
         return FlashVideoPipelineOutput(frames=frames, stats=stats)
 
     def _sampler(
-        self, model, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-        do_sample: bool = True, generator: torch.Generator | None = None,
+        self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+        do_sample: bool | None = None, generator: torch.Generator | None = None,
     ) -> FrameSampler:  # fmt: skip
+        """A sampler for `model`; what the call leaves at None comes from `model.generation_config`."""
+        config = model.generation_config
+        temperature, top_k, top_p, do_sample = (
+            _first_set(temperature, config.temperature, 1.0),
+            _first_set(top_k, config.top_k),
+            _first_set(top_p, config.top_p),
+            # Unlike generate(), sampling is on unless asked otherwise: greedy decoding gives one clip per prompt.
+            _first_set(do_sample, config.do_sample, True),
+        )
+        stage = "interpolation model" if model is self.interpolation_model and model is not self.model else "model"
+        _check_sampling(temperature, top_k, top_p, do_sample, source=f" (from the {stage}'s generation_config)")
         processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
         return FrameSampler(model, processor, do_sample=do_sample, generator=generator)
 
@@ -523,6 +525,31 @@ def has_interpolation_model(source: str | Path) -> bool:
     except (OSError, ValueError):  # not a repo id at all, or a repo that cannot be reached
         return False
     return found is not None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _first_set(*values):
+    """The first value that is not None (None if all are)."""
+    return next((value for value in values if value is not None), None)
+
+
+def _check_sampling(temperature, top_k, top_p, do_sample, source: str) -> None:
+    """Raise a ValueError naming the first invalid sampling setting; None (not set) is valid for each."""
+    if temperature is not None and (not _is_real(temperature) or not math.isfinite(temperature) or temperature <= 0):
+        raise ValueError(f"temperature must be None or a finite number > 0, got {temperature!r}{source}.")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}{source}.")
+    if top_p is not None and (not _is_real(top_p) or not 0.0 < float(top_p) <= 1.0):
+        raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}{source}.")
+    if do_sample is not None and not isinstance(do_sample, (bool, np.bool_)):
+        raise ValueError(f"do_sample must be None, True or False, got {do_sample!r}{source}.")
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

@@ -1,5 +1,6 @@
 """FlashVideoPipeline on a tiny random model: the exact sequences fed, interpolation order, redundant-free rules."""
 
+import copy
 import os
 import shutil
 
@@ -170,6 +171,34 @@ def test_inherit_ratio_zero_reproduces_plain_interpolation(tiny_pipeline, tiny_c
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_generation_config_supplies_the_sampling_defaults(tiny_model, tiny_processor):
+    """What a call leaves at None comes from each stage's model's generation_config; what it sets wins."""
+    interpolation_model = copy.deepcopy(tiny_model)
+    pipe = FlashVideoPipeline(
+        model=tiny_model, processor=tiny_processor, interpolation_model=interpolation_model, device="cpu",
+        show_progress=False,
+    )  # fmt: skip
+
+    def clip(seed: int, **kwargs) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        # Plain interpolation: redundant-free draws its inherited subset from the generator even when greedy.
+        return pipe(PROMPT, num_frames=6, redundant_free=False, generator=generator, **kwargs).frames[0]
+
+    key, inserted = [0, 5], slice(1, 5)
+    tiny_model.generation_config.do_sample = False  # the key-frame model's checkpoint asks for greedy decoding
+    first, second = clip(0), clip(1)
+    assert np.array_equal(first[key], second[key])
+    assert not np.array_equal(first[inserted], second[inserted])  # the interpolation model still samples
+    first, second = clip(0, do_sample=True), clip(1, do_sample=True)  # an argument overrides the config
+    assert not np.array_equal(first[key], second[key])
+    interpolation_model.generation_config.do_sample = False
+    assert np.array_equal(clip(0), clip(1))
+    interpolation_model.generation_config.temperature = 0.0
+    message = r"temperature must be .* got 0\.0 \(from the interpolation model's generation_config\)"
+    with pytest.raises(ValueError, match=message):
+        clip(0)
+
+
 def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
     kwargs = dict(num_frames=5, key_frame_spacing=4, redundant_free=True, inherit_ratio=0.5)
     eager = tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs)

@@ -29,6 +29,7 @@ PROMPT = "a red circle moving right"
         ({"temperature": 0.0}, "temperature"),
         ({"top_k": 0}, "top_k"),
         ({"top_p": 0.0}, "top_p"),
+        ({"do_sample": "yes"}, "do_sample"),
         ({"first_frame": np.zeros((8, 8, 3), dtype=np.uint8)}, "first_frame"),
         ({"first_frame": np.zeros((16, 16, 3), dtype=np.float32)}, "first_frame"),
         ({"output_type": "mp4"}, "output_type"),
