@@ -316,6 +316,8 @@ class FlashVideoPipeline(Pipeline):
                 f"unstable_radius must be an integer in [0, {grid}] (code_grid_size), got {unstable_radius!r}."
             )
         _check_sampling(temperature, top_k, top_p, do_sample, source="")
+        for model in (self.model, self.interpolation_model):  # the checkpoints' own settings, before any work
+            self._sampling_settings(model, temperature, top_k, top_p, do_sample)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         if callback is not None and not callable(callback):
@@ -384,18 +386,23 @@ class FlashVideoPipeline(Pipeline):
         do_sample: bool | None = None, generator: torch.Generator | None = None,
     ) -> FrameSampler:  # fmt: skip
         """A sampler for `model`; what the call leaves at None comes from `model.generation_config`."""
+        temperature, top_k, top_p, do_sample = self._sampling_settings(model, temperature, top_k, top_p, do_sample)
+        processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
+        return FrameSampler(model, processor, do_sample=do_sample, generator=generator)
+
+    def _sampling_settings(self, model, temperature, top_k, top_p, do_sample) -> tuple:
+        """(temperature, top_k, top_p, do_sample): the call's, else `model.generation_config`'s, else the defaults."""
         config = model.generation_config
-        temperature, top_k, top_p, do_sample = (
+        settings = (
             _first_set(temperature, config.temperature, 1.0),
             _first_set(top_k, config.top_k),
             _first_set(top_p, config.top_p),
             # Unlike generate(), sampling is on unless asked otherwise: greedy decoding gives one clip per prompt.
             _first_set(do_sample, config.do_sample, True),
         )
-        stage = "interpolation model" if model is self.interpolation_model and model is not self.model else "model"
-        _check_sampling(temperature, top_k, top_p, do_sample, source=f" (from the {stage}'s generation_config)")
-        processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
-        return FrameSampler(model, processor, do_sample=do_sample, generator=generator)
+        stage = "key-frame model" if model is self.model else "interpolation model"
+        _check_sampling(*settings, source=f" (from the {stage}'s generation_config)")
+        return settings
 
     def _report_frame(self, callback, stage: str, frame_index: int, ids: torch.Tensor) -> None:
         if callback is not None:

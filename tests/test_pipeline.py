@@ -170,7 +170,6 @@ def test_inherit_ratio_zero_reproduces_plain_interpolation(tiny_pipeline, tiny_c
     assert torch.equal(plain, zero)
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
 def test_generation_config_supplies_the_sampling_defaults(tiny_model, tiny_processor):
     """What a call leaves at None comes from each stage's model's generation_config; what it sets wins."""
     interpolation_model = copy.deepcopy(tiny_model)
@@ -199,6 +198,7 @@ def test_generation_config_supplies_the_sampling_defaults(tiny_model, tiny_proce
         clip(0)
 
 
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
 def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
     kwargs = dict(num_frames=5, key_frame_spacing=4, redundant_free=True, inherit_ratio=0.5)
     eager = tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs)
