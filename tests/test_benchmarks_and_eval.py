@@ -90,8 +90,11 @@ def test_evaluation_reports_every_mode(tmp_path, monkeypatch):
         for key in ("color_accuracy", "shape_accuracy", "direction_accuracy"):
             assert 0.0 <= row[key] <= 1.0
         assert row["conditioned_ssim"] <= 1.0 and row["tokens_per_second"] > 0
+        # both clips are prompted "moving left" (the set cycles colors first), so left holds the whole mean
+        assert row["direction_accuracy_by_prompt"] == {"left": row["direction_accuracy"]}
     assert 0 < results["vq_reconstruction_psnr"] < 100
     assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
+    assert "| mode | left |" in results_markdown(results, "random")
     assert "Sampling: top_k=5." in results_markdown(results, "random")
 
 

@@ -249,10 +249,17 @@ def test_analyzer_accepts_torch_channels_first_floats():
 
 
 def test_accuracy_counts_mistakes_and_checks_lengths():
-    clips = [render_clip("red", "circle", "right"), render_clip("blue", "square", "up")]
-    labels = ["a red circle moving right", {"color": "cyan", "shape": "square", "direction": "up"}]
+    clips = [render_clip("red", "circle", "right"), render_clip("blue", "square", "up"), render_clip("red", "circle", "left")]
+    labels = [
+        "a red circle moving right",
+        {"color": "cyan", "shape": "square", "direction": "up"},
+        "a red circle moving right",
+    ]
     result = accuracy(clips, labels)
-    assert result == {"color": 0.5, "shape": 1.0, "direction": 1.0, "all": 0.5, "num_clips": 2}
+    assert result == {
+        "color": 2 / 3, "shape": 1.0, "direction": 2 / 3, "all": 1 / 3, "num_clips": 3,
+        "direction_by_prompt": {"right": 0.5, "up": 1.0},
+    }  # fmt: skip
     with pytest.raises(ValueError, match="labels"):
         accuracy(clips, labels[:1])
     with pytest.raises(ValueError, match="labels"):

@@ -142,6 +142,7 @@ def evaluate_pipeline(
             "shape_accuracy": scores["shape"],
             "direction_accuracy": scores["direction"],
             "all_attributes_accuracy": scores["all"],
+            "direction_accuracy_by_prompt": scores["direction_by_prompt"],
             "conditioned_psnr": float(psnr(continuation_generated, continuation_true).clamp(max=100).mean()),
             "conditioned_ssim": float(ssim(continuation_generated, continuation_true).mean()),
             "tokens_per_second": tokens / seconds,
@@ -169,6 +170,17 @@ def results_markdown(results: dict, checkpoint: str) -> str:
             f"{row['all_attributes_accuracy']:.1%} | {row['conditioned_psnr']:.2f} | {row['conditioned_ssim']:.3f} | "
             f"{row['tokens_per_second']:.0f} | {row['frames_per_second']:.2f} |"
         )
+    by_prompt = {name: row["direction_accuracy_by_prompt"] for name, row in results["modes"].items()}
+    directions = sorted({direction for row in by_prompt.values() for direction in row})
+    lines += [
+        "",
+        "Direction accuracy per prompted direction:",
+        "",
+        "| mode | " + " | ".join(directions) + " |",
+        "|---|" + "---:|" * len(directions),
+    ]
+    for name, row in by_prompt.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[d]:.1%}" if d in row else "—" for d in directions) + " |")
     return "\n".join(lines) + "\n"
 
 

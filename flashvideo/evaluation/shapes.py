@@ -123,8 +123,10 @@ def accuracy(
         progress: show a progress bar.
 
     Returns:
-        ``{"color": a, "shape": b, "direction": c, "all": d, "num_clips": n}`` where ``all``
-        counts clips with every attribute right; accuracies are fractions in ``[0, 1]``.
+        ``{"color": a, "shape": b, "direction": c, "all": d, "num_clips": n, "direction_by_prompt": {...}}``
+        where ``all`` counts clips with every attribute right and ``direction_by_prompt`` maps each direction
+        that occurs in the labels to the direction accuracy among the clips labelled with it (a model that
+        confuses left and right shows it there, not in the mean); accuracies are fractions in ``[0, 1]``.
 
     Raises:
         ValueError: if there are no clips, or ``clips`` and ``labels`` differ in length.
@@ -136,6 +138,7 @@ def accuracy(
     """
     correct = dict.fromkeys((*ATTRIBUTES, "all"), 0)
     total = 0
+    by_direction: dict[str, list[int]] = {}  # prompted direction → [right, clips]
     label_iter = iter(labels)
     for clip in tqdm(clips, desc="Analyzing clips", unit="clip", disable=not progress):
         try:
@@ -149,12 +152,18 @@ def accuracy(
             correct[key] += int(hit)
         correct["all"] += int(all(hits))
         total += 1
+        tally = by_direction.setdefault(truth["direction"], [0, 0])
+        tally[0] += int(predicted["direction"] == truth["direction"])
+        tally[1] += 1
     if next(label_iter, None) is not None:
         raise ValueError("labels is longer than clips; give one label per clip")
     if total == 0:
         raise ValueError("clips is empty; give at least one clip")
-    result: dict[str, float] = {key: value / total for key, value in correct.items()}
+    result: dict[str, Any] = {key: value / total for key, value in correct.items()}
     result["num_clips"] = total
+    result["direction_by_prompt"] = {
+        direction: right / clips for direction, (right, clips) in sorted(by_direction.items())
+    }
     return result
 
 
