@@ -96,6 +96,9 @@ def test_evaluation_reports_every_mode(tmp_path, monkeypatch):
     assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
     assert "| mode | left |" in results_markdown(results, "random")
     assert "Sampling: top_k=5." in results_markdown(results, "random")
+    for row in results["modes"].values():  # results written before the per-direction breakdown still render
+        del row["direction_accuracy_by_prompt"]
+    assert "per prompted direction" not in results_markdown(results, "random")
 
 
 def test_evaluation_set_covers_every_color_direction_pair_and_is_judged_correct():

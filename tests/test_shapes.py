@@ -249,7 +249,11 @@ def test_analyzer_accepts_torch_channels_first_floats():
 
 
 def test_accuracy_counts_mistakes_and_checks_lengths():
-    clips = [render_clip("red", "circle", "right"), render_clip("blue", "square", "up"), render_clip("red", "circle", "left")]
+    clips = [
+        render_clip("red", "circle", "right"),
+        render_clip("blue", "square", "up"),
+        render_clip("red", "circle", "left"),
+    ]
     labels = [
         "a red circle moving right",
         {"color": "cyan", "shape": "square", "direction": "up"},

@@ -170,17 +170,20 @@ def results_markdown(results: dict, checkpoint: str) -> str:
             f"{row['all_attributes_accuracy']:.1%} | {row['conditioned_psnr']:.2f} | {row['conditioned_ssim']:.3f} | "
             f"{row['tokens_per_second']:.0f} | {row['frames_per_second']:.2f} |"
         )
-    by_prompt = {name: row["direction_accuracy_by_prompt"] for name, row in results["modes"].items()}
+    # .get: results written before the per-direction breakdown existed have none
+    by_prompt = {name: row.get("direction_accuracy_by_prompt", {}) for name, row in results["modes"].items()}
     directions = sorted({direction for row in by_prompt.values() for direction in row})
-    lines += [
-        "",
-        "Direction accuracy per prompted direction:",
-        "",
-        "| mode | " + " | ".join(directions) + " |",
-        "|---|" + "---:|" * len(directions),
-    ]
-    for name, row in by_prompt.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[d]:.1%}" if d in row else "—" for d in directions) + " |")
+    if directions:
+        lines += [
+            "",
+            "Direction accuracy per prompted direction:",
+            "",
+            "| mode | " + " | ".join(directions) + " |",
+            "|---|" + "---:|" * len(directions),
+        ]
+        for name, row in by_prompt.items():
+            cells = [f"{row[d]:.1%}" if d in row else "—" for d in directions]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
