@@ -9,14 +9,13 @@ totals differ from its table by a few clips.
 """
 
 import argparse
-import collections
 
 import numpy as np
 import torch
 
 from flashvideo.data.shapes import DIRECTIONS
 from flashvideo.evaluation.evaluate import evaluation_set
-from flashvideo.evaluation.shapes import analyze_clip
+from flashvideo.evaluation.shapes import accuracy
 from flashvideo.pipeline_flashvideo import FlashVideoPipeline
 
 KEY_FRAME_SPACING = 5
@@ -34,11 +33,12 @@ def main() -> None:
     pipe = FlashVideoPipeline.from_pretrained(args.checkpoint)
     pipe.show_progress = False
     grid, num_frames = pipe.model.config.code_grid_size, videos.shape[1]
-    right = {row: collections.Counter() for row in ("clip", "its key frames alone", "from true key frames")}
-    totals = collections.Counter(label["direction"] for label in labels)
+    clips, from_truth = [], []
     for start in range(0, args.num_samples, args.batch_size):
         batch = slice(start, start + args.batch_size)
-        clips = pipe(prompts[batch], num_frames=num_frames, generator=torch.Generator().manual_seed(start)).frames
+        clips.append(
+            pipe(prompts[batch], num_frames=num_frames, generator=torch.Generator().manual_seed(start)).frames
+        )
         true_key_frames = np.ascontiguousarray(videos[batch, ::KEY_FRAME_SPACING])
         count, num_key_frames = true_key_frames.shape[:2]
         codes = pipe.processor.encode_frames(true_key_frames.reshape(-1, *true_key_frames.shape[2:]))
@@ -47,21 +47,23 @@ def main() -> None:
             prompts[batch], ids, KEY_FRAME_SPACING - 1, redundant_free=True, inherit_ratio=0.2,
             generator=torch.Generator().manual_seed(start),
         )  # fmt: skip
-        filled = pipe.processor.decode_frames(pipe.processor.ids_to_codes(filled).reshape(count, -1, grid, grid))
-        for clip, from_truth, label in zip(clips, filled, labels[batch]):
-            direction = label["direction"]
-            judged = {
-                "clip": analyze_clip(clip),
-                "its key frames alone": analyze_clip(clip[::KEY_FRAME_SPACING], frame_stride=KEY_FRAME_SPACING),
-                "from true key frames": analyze_clip(from_truth),
-            }
-            for row, result in judged.items():
-                right[row][direction] += result["direction"] == direction
+        from_truth.append(
+            pipe.processor.decode_frames(pipe.processor.ids_to_codes(filled).reshape(count, -1, grid, grid))
+        )
+    clips = np.concatenate(clips)
+    rows = {
+        "clip": accuracy(clips, labels),
+        "its key frames alone": accuracy(clips[:, ::KEY_FRAME_SPACING], labels, frame_stride=KEY_FRAME_SPACING),
+        "from true key frames": accuracy(np.concatenate(from_truth), labels),
+    }
+    totals = {direction: sum(label["direction"] == direction for label in labels) for direction in DIRECTIONS}
     print("| direction right | " + " | ".join(DIRECTIONS) + " | all |")
     print("|---|" + "---:|" * (len(DIRECTIONS) + 1))
-    for row, counts in right.items():
-        cells = [f"{counts[d]}/{totals[d]}" for d in DIRECTIONS]
-        print(f"| {row} | " + " | ".join(cells) + f" | {sum(counts.values())}/{args.num_samples} |")
+    for row, scores in rows.items():
+        right = {d: round(scores["direction_by_prompt"].get(d, 0.0) * totals[d]) for d in DIRECTIONS}
+        cells = [f"{right[d]}/{totals[d]}" for d in DIRECTIONS]
+        cells.append(f"{round(scores['direction'] * args.num_samples)}/{args.num_samples}")
+        print(f"| {row} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

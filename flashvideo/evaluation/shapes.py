@@ -147,13 +147,13 @@ def accuracy(
             raise ValueError("labels is shorter than clips; give one label per clip") from None
         truth = parse_prompt(label) if isinstance(label, str) else {key: label[key] for key in ATTRIBUTES}
         predicted = analyze_clip(clip, frame_stride=frame_stride)
-        hits = [predicted[key] == truth[key] for key in ATTRIBUTES]
-        for key, hit in zip(ATTRIBUTES, hits, strict=True):
+        hits = {key: predicted[key] == truth[key] for key in ATTRIBUTES}
+        for key, hit in hits.items():
             correct[key] += int(hit)
-        correct["all"] += int(all(hits))
+        correct["all"] += int(all(hits.values()))
         total += 1
         tally = by_direction.setdefault(truth["direction"], [0, 0])
-        tally[0] += int(predicted["direction"] == truth["direction"])
+        tally[0] += int(hits["direction"])
         tally[1] += 1
     if next(label_iter, None) is not None:
         raise ValueError("labels is longer than clips; give one label per clip")
