@@ -336,7 +336,7 @@ def test_resume_latest_without_checkpoints_starts_afresh_and_bad_path_fails(toke
 # --------------------------------------------------------------------------------------------- data sources
 
 
-def test_video_folder_and_local_dataset_sources(tmp_path, datasets_cache):
+def test_video_folder_local_dataset_and_shapes_sources(tmp_path, datasets_cache):
     """`--video_folder` (PNG frame folders) and `--dataset_name` (a local data set, not the Hub) load."""
     from PIL import Image
 
@@ -371,6 +371,11 @@ def test_video_folder_and_local_dataset_sources(tmp_path, datasets_cache):
         len(local) == 3 and local[0]["video"].shape == (8, 16, 16, 3) and local[1]["text"] == clips[1]["text"]
     )
     np.testing.assert_array_equal(local[2]["video"], resize_and_center_crop(clips[2]["video"][::2], 16))
+
+    # Shapes with --speed_range: every clip at its own speed, inside the range.
+    varied = load_videos(DataArguments(num_clips=8, num_frames=11, speed_range=[0.5, 4.5]), image_size=64)
+    speeds = np.asarray(varied["speed"])
+    assert len(set(speeds)) == 8 and speeds.min() >= 0.5 and speeds.max() <= 4.5
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -417,6 +422,8 @@ def test_yaml_arguments(tmp_path):
         ("--report_to none tensorboard", "--report_to"),
         ("--num_key_frames 20", "--num_key_frames"),
         ("--interpolation_frames 15", "--interpolation_frames"),
+        ("--speed_range 3 1", "--speed_range"),
+        ("--speed_range 1 2 3", "--speed_range"),
         ("--video_folder /nonexistent/videos", "--video_folder"),
         ("--model_name_or_path x --hidden_size 64", "--hidden_size"),
         ("--max_step 3", "--max_step"),  # no abbreviations

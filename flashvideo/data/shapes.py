@@ -1,7 +1,8 @@
 """The procedural Shapes data set (DESIGN §6).
 
 Each clip shows one colored shape (circle, square or triangle) moving left, right, up or down at
-2 px per frame over a black background, with the prompt ``a {color} {shape} moving {direction}``.
+2 px per frame (or at a speed drawn per clip, see ``speed_range``) over a black background, with the
+prompt ``a {color} {shape} moving {direction}``.
 Everything is derived from a seed, so the same seed always gives the same data set; no file is
 downloaded.
 
@@ -46,7 +47,7 @@ DIRECTION_VECTORS: dict[str, tuple[int, int]] = {
     "up": (0, -1),
     "down": (0, 1),
 }
-SPEED = 2  # pixels per frame
+SPEED = 2  # pixels per frame, unless a speed range is asked for
 DEFAULT_NUM_FRAMES = 16
 DEFAULT_IMAGE_SIZE = 64
 FPS = 8
@@ -136,12 +137,17 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
 
 
 def start_range(
-    direction: str, size: int, *, num_frames: int = DEFAULT_NUM_FRAMES, image_size: int = DEFAULT_IMAGE_SIZE
+    direction: str,
+    size: int,
+    *,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    speed: float = SPEED,
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Inclusive ranges ``((x_min, x_max), (y_min, y_max))`` of valid top-left start positions.
 
     A start is valid when the object's bounding box stays fully inside the frame for all
-    ``num_frames`` frames while moving ``SPEED`` px per frame in ``direction``.
+    ``num_frames`` frames while moving ``speed`` px per frame in ``direction``.
 
     Raises:
         ValueError: if no such position exists (object plus travel longer than ``image_size``).
@@ -150,12 +156,15 @@ def start_range(
     _check_int("size", size, 2)
     _check_int("num_frames", num_frames, 1)
     _check_int("image_size", image_size, 8)
-    travel = SPEED * (num_frames - 1)
+    _check_speed("speed", speed)
+    travel = int(_offsets(speed, num_frames)[-1])
     free = image_size - size
     if free - travel < 0:
         raise ValueError(
-            f"num_frames={num_frames} is too many for image_size={image_size} and size={size}: an object "
-            f"moving {SPEED} px/frame needs num_frames <= {free // SPEED + 1} (or a larger image_size)"
+            f"num_frames={num_frames} is too many for image_size={image_size}, size={size} and speed={speed}: "
+            f"the object would travel {travel} px with {free} px free; accepted: speed <= "
+            f"{max_speed(size, num_frames=num_frames, image_size=image_size):.3g} px/frame at this length "
+            "(or fewer frames, or a larger image_size)"
         )
     dx, dy = DIRECTION_VECTORS[direction]
     # Moving towards negative coordinates means starting at least `travel` px from the low edge.
@@ -164,27 +173,47 @@ def start_range(
     return x_range, y_range
 
 
+def max_speed(size: int, *, num_frames: int = DEFAULT_NUM_FRAMES, image_size: int = DEFAULT_IMAGE_SIZE) -> float:
+    """The fastest speed (px/frame) at which a ``size`` px object stays inside the frame for ``num_frames``.
+
+    Example:
+        >>> max_speed(18)  # (64 - 18) px over 15 steps
+        3.066666666666667
+    """
+    _check_int("size", size, 2)
+    _check_int("num_frames", num_frames, 2)
+    _check_int("image_size", image_size, 8)
+    return (image_size - size) / (num_frames - 1)
+
+
 def sample_clip_params(
     rng: np.random.Generator | int,
     *,
     num_frames: int = DEFAULT_NUM_FRAMES,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    speed_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Draw the attributes of one clip: color, shape, direction, size and start position.
+    """Draw the attributes of one clip: color, shape, direction, size, speed and start position.
 
     Args:
         rng: a ``numpy.random.Generator`` (advanced in place) or an integer seed.
         num_frames: clip length, used to keep the object inside the frame.
         image_size: frame side in pixels.
+        speed_range: ``(low, high)`` px/frame to draw the speed from, uniformly; the top is lowered to
+            :func:`max_speed` for objects too large to travel that fast. ``None`` keeps :data:`SPEED` and
+            draws nothing for it, so the other attributes are those drawn without a range.
 
     Returns:
-        ``dict(color=str, shape=str, direction=str, size=int, start=(x, y))``, ready to pass as
-        keyword arguments to :func:`render_clip`.
+        ``dict(color=str, shape=str, direction=str, size=int, speed=float, start=(x, y))``, ready to pass
+        as keyword arguments to :func:`render_clip`.
+
+    Raises:
+        ValueError: if ``speed_range`` is not ``0 < low <= high``, or ``low`` is too fast for the drawn size.
 
     Example:
         >>> params = sample_clip_params(np.random.default_rng(0))
         >>> sorted(params)
-        ['color', 'direction', 'shape', 'size', 'start']
+        ['color', 'direction', 'shape', 'size', 'speed', 'start']
     """
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
@@ -193,11 +222,36 @@ def sample_clip_params(
     direction = DIRECTIONS[int(rng.integers(len(DIRECTIONS)))]
     low, high = size_range(image_size)
     size = int(rng.integers(low, high + 1))
+    speed = float(SPEED)
+    if speed_range is not None:
+        slowest, fastest = check_speed_range(speed_range)
+        fastest = min(fastest, max_speed(size, num_frames=num_frames, image_size=image_size))
+        if slowest > fastest:
+            raise ValueError(
+                f"speed_range={tuple(speed_range)} is too fast for a {size} px object over {num_frames} frames of "
+                f"{image_size} px; accepted: a low end <= {fastest:.3g} px/frame"
+            )
+        speed = float(rng.uniform(slowest, fastest))
     (x_min, x_max), (y_min, y_max) = start_range(
-        direction, size, num_frames=num_frames, image_size=image_size
+        direction, size, num_frames=num_frames, image_size=image_size, speed=speed
     )
     start = (int(rng.integers(x_min, x_max + 1)), int(rng.integers(y_min, y_max + 1)))
-    return {"color": color, "shape": shape, "direction": direction, "size": size, "start": start}
+    return {"color": color, "shape": shape, "direction": direction, "size": size, "speed": speed, "start": start}
+
+
+def check_speed_range(speed_range: Any) -> tuple[float, float]:
+    """Validate a ``(low, high)`` speed range in px/frame and return it as floats.
+
+    Raises:
+        ValueError: unless it is two numbers with ``0 < low <= high``.
+    """
+    try:
+        slowest, fastest = (float(v) for v in speed_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"speed_range must be two numbers (low, high) in px/frame, got {speed_range!r}") from None
+    if not 0 < slowest <= fastest or not np.isfinite(fastest):
+        raise ValueError(f"speed_range must satisfy 0 < low <= high (px/frame), got {speed_range!r}")
+    return slowest, fastest
 
 
 def render_clip(
@@ -209,6 +263,7 @@ def render_clip(
     start: tuple[int, int] | None = None,
     num_frames: int = DEFAULT_NUM_FRAMES,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    speed: float = SPEED,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Render one Shapes clip.
@@ -222,6 +277,7 @@ def render_clip(
             centres the motion path in the frame.
         num_frames: number of frames ``T``.
         image_size: frame side ``H = W``.
+        speed: pixels moved per frame (> 0); positions are rounded to whole pixels.
         out: optional zero-filled ``uint8 [T, H, W, 3]`` buffer to draw into (avoids an
             allocation when rendering many clips).
 
@@ -238,14 +294,15 @@ def render_clip(
     """
     rgb = _resolve_color(color)
     (x_min, x_max), (y_min, y_max) = start_range(
-        direction, size, num_frames=num_frames, image_size=image_size
+        direction, size, num_frames=num_frames, image_size=image_size, speed=speed
     )
     if start is None:
         start = ((x_min + x_max) // 2, (y_min + y_max) // 2)
     x0, y0 = (int(v) for v in start)
     if not (x_min <= x0 <= x_max and y_min <= y0 <= y_max):
         raise ValueError(
-            f"start={tuple(start)} lets a {size} px object moving {direction} leave the frame; accepted: "
+            f"start={tuple(start)} lets a {size} px object moving {direction} at {speed} px/frame leave the "
+            "frame; accepted: "
             f"x in [{x_min}, {x_max}], y in [{y_min}, {y_max}]"
         )
     shape_mask_ = shape_mask(shape, size)
@@ -259,8 +316,9 @@ def render_clip(
     ys, xs = np.nonzero(shape_mask_)
     dx, dy = DIRECTION_VECTORS[direction]
     t = np.arange(num_frames)[:, None]
-    rows = y0 + SPEED * dy * t + ys[None, :]
-    cols = x0 + SPEED * dx * t + xs[None, :]
+    offsets = _offsets(speed, num_frames)[:, None]
+    rows = y0 + dy * offsets + ys[None, :]
+    cols = x0 + dx * offsets + xs[None, :]
     out[np.broadcast_to(t, rows.shape), rows, cols] = rgb
     return out
 
@@ -269,7 +327,7 @@ def shapes_features(
     num_frames: int = DEFAULT_NUM_FRAMES, image_size: int = DEFAULT_IMAGE_SIZE
 ) -> datasets.Features:
     """The 🤗 ``Features`` of :func:`shapes_dataset`: ``video`` (``Array4D`` uint8 ``[T, H, W, 3]``),
-    ``text``, ``color``, ``shape`` and ``direction`` (strings).
+    ``text``, ``color``, ``shape`` and ``direction`` (strings), and ``speed`` (px/frame).
 
     Example:
         >>> shapes_features()["video"]
@@ -282,6 +340,7 @@ def shapes_features(
             "color": datasets.Value("string"),
             "shape": datasets.Value("string"),
             "direction": datasets.Value("string"),
+            "speed": datasets.Value("float32"),
         }
     )
 
@@ -291,11 +350,12 @@ def shapes_dataset(
     seed: int = 0,
     num_frames: int = DEFAULT_NUM_FRAMES,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    speed_range: tuple[float, float] | None = None,
 ) -> datasets.Dataset:
     """Build the procedural Shapes data set as an in-memory 🤗 ``datasets.Dataset``.
 
     Columns: ``video`` (uint8 ``[num_frames, image_size, image_size, 3]``), ``text`` (the prompt),
-    and the ground truth ``color``, ``shape`` and ``direction``. Clip ``i`` depends only on
+    the ground truth ``color``, ``shape`` and ``direction``, and the ``speed`` in px/frame. Clip ``i`` depends only on
     ``seed`` and ``i``'s position in the random stream, so the same arguments always give an
     identical data set (and the same ``_fingerprint``, so ``.map`` caches are reused).
 
@@ -309,21 +369,28 @@ def shapes_dataset(
         seed: random seed (>= 0).
         num_frames: frames per clip (>= 1; at most 24 at 64 px, so that objects stay inside the frame).
         image_size: frame side in pixels (>= 8).
+        speed_range: ``(low, high)`` px/frame: each clip's speed is drawn uniformly from it (see
+            :func:`sample_clip_params`), e.g. to teach frame interpolation gaps of many sizes. ``None`` (the
+            default) moves every object at :data:`SPEED`.
 
     Example:
         >>> ds = shapes_dataset(4, seed=1)
         >>> ds[0]["video"].dtype, ds.column_names
-        (dtype('uint8'), ['video', 'text', 'color', 'shape', 'direction'])
+        (dtype('uint8'), ['video', 'text', 'color', 'shape', 'direction', 'speed'])
     """
     _check_int("num_clips", num_clips, 1)
     _check_int("seed", seed, 0)
     _check_int("num_frames", num_frames, 1)
     _check_int("image_size", image_size, 8)
     # Fail early (before any rendering) when the largest object cannot travel the whole clip.
-    start_range("right", size_range(image_size)[1], num_frames=num_frames, image_size=image_size)
+    slowest = SPEED if speed_range is None else check_speed_range(speed_range)[0]
+    start_range("right", size_range(image_size)[1], num_frames=num_frames, image_size=image_size, speed=slowest)
 
     rng = np.random.default_rng(seed)
-    params = [sample_clip_params(rng, num_frames=num_frames, image_size=image_size) for _ in range(num_clips)]
+    params = [
+        sample_clip_params(rng, num_frames=num_frames, image_size=image_size, speed_range=speed_range)
+        for _ in range(num_clips)
+    ]
     features = shapes_features(num_frames, image_size)
     video_type = Array4DExtensionType(shape=(num_frames, image_size, image_size, 3), dtype="uint8")
 
@@ -349,20 +416,24 @@ def shapes_dataset(
             "color": strings("color"),
             "shape": strings("shape"),
             "direction": strings("direction"),
+            "speed": pa.array([p["speed"] for p in params], type=pa.float32()),
         }
     )
     info = datasets.DatasetInfo(
-        description=f"Procedural Shapes clips (FlashVideo DESIGN §6), seed={seed}",
+        description=f"Procedural Shapes clips (FlashVideo DESIGN §6), seed={seed}, speed_range={speed_range}",
         features=features,
     )
     # An explicit fingerprint skips hashing gigabytes of frames, and is stable across runs.
     fingerprint = datasets.fingerprint.Hasher.hash(
-        ("flashvideo-shapes", _SHAPES_VERSION, num_clips, seed, num_frames, image_size)
+        ("flashvideo-shapes", _SHAPES_VERSION, num_clips, seed, num_frames, image_size, speed_range)
     )
     dataset = datasets.Dataset(datasets.table.InMemoryTable(table), info=info, fingerprint=fingerprint)
     # dtype as a string: format kwargs must be JSON-serialisable for save_to_disk.
     dataset.set_format("numpy", columns=["video"], output_all_columns=True, dtype="uint8")
-    logger.info("Built %d Shapes clips (seed=%d, %d frames, %d px)", num_clips, seed, num_frames, image_size)
+    logger.info(
+        "Built %d Shapes clips (seed=%d, %d frames, %d px, speed %s px/frame)",
+        num_clips, seed, num_frames, image_size, SPEED if speed_range is None else tuple(speed_range),
+    )
     return dataset
 
 
@@ -371,7 +442,7 @@ def shapes_dataset(
 # offsets of Arrow lists cannot overflow.
 _CHUNK_BYTES = 1 << 26
 # Bump when the rendering changes, so fingerprints (and downstream caches) change with it.
-_SHAPES_VERSION = 1
+_SHAPES_VERSION = 2  # 2: the speed column
 
 
 def clips_per_chunk(clip_shape: tuple[int, ...]) -> int:
@@ -397,6 +468,18 @@ def _nested_offsets(shape: tuple[int, ...]) -> tuple[pa.Array, ...]:
         count //= dim
         result.append(pa.array(np.arange(count + 1, dtype=np.int32) * dim, type=pa.int32()))
     return tuple(result)
+
+
+def _offsets(speed: float, num_frames: int) -> np.ndarray:
+    """Whole-pixel distance travelled by each frame: ``round(speed * t)``, exact for integer speeds."""
+    return np.round(speed * np.arange(num_frames)).astype(np.int64)
+
+
+def _check_speed(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number > 0 (px/frame), got {value!r}")
+    if not 0 < value < np.inf:
+        raise ValueError(f"{name} must be a number > 0 (px/frame), got {value!r}")
 
 
 def _resolve_color(color: str | tuple[int, int, int]) -> np.ndarray:

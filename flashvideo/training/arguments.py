@@ -22,6 +22,8 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from ..data.shapes import check_speed_range
+
 STAGES = ("tokenizer", "keyframe", "interpolation")
 FORWARD_MODES = ("chunkwise", "parallel")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -227,6 +229,13 @@ class DataArguments:
             "unlike transformers' TrainingArguments.data_seed)."
         },
     )
+    speed_range: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Shapes: draw each clip's speed uniformly from LOW HIGH px/frame (e.g. '0.5 4.5' for the "
+            "interpolation stage to see key-frame gaps of many sizes); default: every clip at 2 px/frame.",
+        },
+    )
     video_folder: str | None = field(
         default=None,
         metadata={
@@ -305,6 +314,11 @@ class DataArguments:
             _fail("video_folder", "must be an existing folder", self.video_folder)
         _check_int(self, "num_clips", 1)
         _check_int(self, "data_seed", 0)
+        if self.speed_range is not None:
+            try:
+                self.speed_range = list(check_speed_range(self.speed_range))
+            except ValueError:
+                _fail("speed_range", "must be two numbers LOW HIGH with 0 < LOW <= HIGH (px/frame)", self.speed_range)
         _check_int(self, "max_train_samples", 1, optional=True)
         _check_int(self, "num_frames", 2)
         _check_int(self, "frame_stride", 1)

@@ -763,7 +763,10 @@ def load_videos(data_args: DataArguments, image_size: int) -> datasets.Dataset:
     else:
         try:
             dataset = shapes_dataset(
-                data_args.num_clips, seed=data_args.data_seed, num_frames=data_args.num_frames
+                data_args.num_clips,
+                seed=data_args.data_seed,
+                num_frames=data_args.num_frames,
+                speed_range=data_args.speed_range,
             )
         except ValueError as error:
             raise TrainingSetupError(f"Shapes: {error}") from None
@@ -787,10 +790,13 @@ def cache_on_disk(dataset: datasets.Dataset) -> datasets.Dataset:
         return dataset
     folder = Path(datasets.config.HF_DATASETS_CACHE) / "flashvideo"
     folder.mkdir(parents=True, exist_ok=True)
-    return dataset.flatten_indices(
+    # Written unformatted: the map inside flatten_indices would apply a format's dtype (uint8 for `video`) to
+    # every column, truncating e.g. Shapes' float `speed`. The format is put back on the result.
+    on_disk = dataset.with_format(None).flatten_indices(
         cache_file_name=str(folder / f"videos-{dataset._fingerprint}.arrow"),
         new_fingerprint=f"{dataset._fingerprint}-on-disk",
     )
+    return on_disk.with_format(**dataset.format)
 
 
 def standardize_videos(
