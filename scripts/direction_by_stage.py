@@ -1,5 +1,6 @@
 """Which stage loses direction: per-direction accuracy of a checkpoint's clips, its key frames alone, and its
-interpolation model filling in the true (VQ-encoded) key frames.
+interpolation model filling in the true (VQ-encoded) key frames; and, for the latter, how close each inserted
+frame's object is to where the object really is in that frame.
 
     python scripts/direction_by_stage.py flashvideo/default_checkpoint --num-samples 96 --seed 2000
 
@@ -15,10 +16,28 @@ import torch
 
 from flashvideo.data.shapes import DIRECTIONS
 from flashvideo.evaluation.evaluate import evaluation_set
-from flashvideo.evaluation.shapes import accuracy
+from flashvideo.evaluation.shapes import accuracy, analyze_clip
 from flashvideo.pipeline_flashvideo import FlashVideoPipeline
 
 KEY_FRAME_SPACING = 5
+NEAR_PX = 5  # an inserted object this close to the true one (centroids, in px) counts as in place
+
+
+def inserted_frame_placement(generated: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Over the inserted frames of `generated` clips: the fraction with a visible object, and among those the fraction
+    within NEAR_PX of the true object's centroid and the median distance to it."""
+    distances, num_inserted = [], 0
+    for clip, true_clip in zip(generated, truth):
+        found, expected = analyze_clip(clip)["centroids"], analyze_clip(true_clip)["centroids"]
+        inserted = [t for t in range(len(clip)) if t % KEY_FRAME_SPACING]
+        num_inserted += len(inserted)
+        distances += [float(np.hypot(*np.subtract(found[t], expected[t]))) for t in inserted if t in found]
+    distances = np.asarray(distances)
+    return {
+        "visible": len(distances) / num_inserted,
+        "near": float((distances <= NEAR_PX).mean()) if len(distances) else 0.0,
+        "median_px": float(np.median(distances)) if len(distances) else float("nan"),
+    }
 
 
 def main() -> None:
@@ -50,20 +69,25 @@ def main() -> None:
         from_truth.append(
             pipe.processor.decode_frames(pipe.processor.ids_to_codes(filled).reshape(count, -1, grid, grid))
         )
-    clips = np.concatenate(clips)
+    clips, from_truth = np.concatenate(clips), np.concatenate(from_truth)
     rows = {
         "clip": accuracy(clips, labels),
         "its key frames alone": accuracy(clips[:, ::KEY_FRAME_SPACING], labels, frame_stride=KEY_FRAME_SPACING),
-        "from true key frames": accuracy(np.concatenate(from_truth), labels),
+        "from true key frames": accuracy(from_truth, labels),
     }
     totals = {direction: sum(label["direction"] == direction for label in labels) for direction in DIRECTIONS}
-    print("| direction right | " + " | ".join(DIRECTIONS) + " | all |")
+    print("| direction right in | " + " | ".join(DIRECTIONS) + " | all |")
     print("|---|" + "---:|" * (len(DIRECTIONS) + 1))
     for row, scores in rows.items():
         right = {d: round(scores["direction_by_prompt"].get(d, 0.0) * totals[d]) for d in DIRECTIONS}
         cells = [f"{right[d]}/{totals[d]}" for d in DIRECTIONS]
         cells.append(f"{round(scores['direction'] * args.num_samples)}/{args.num_samples}")
         print(f"| {row} | " + " | ".join(cells) + " |")
+    placement = inserted_frame_placement(from_truth, videos)
+    print(
+        f"\nInserted frames, from true key frames: object visible in {placement['visible']:.0%}; of those, "
+        f"{placement['near']:.0%} within {NEAR_PX} px of the true object (median distance {placement['median_px']:.1f} px)."
+    )
 
 
 if __name__ == "__main__":

@@ -306,6 +306,15 @@ def test_analyzer_accepts_torch_channels_first_floats():
         analyze_clip(clip[0])
 
 
+def test_analyzer_centroids_follow_the_object_and_skip_empty_frames():
+    clip = render_clip("red", "square", "down", size=16, start=(10, 4))
+    clip[3] = 0  # the object vanishes from frame 3
+    centroids = analyze_clip(clip)["centroids"]
+    assert sorted(centroids) == [t for t in range(16) if t != 3]
+    for t, (x, y) in centroids.items():
+        assert (x, y) == pytest.approx((10 + 7.5, 4 + 2 * t + 7.5))  # the square's centre, 2 px lower per frame
+
+
 def test_accuracy_counts_mistakes_and_checks_lengths():
     clips = [
         render_clip("red", "circle", "right"),

@@ -67,8 +67,9 @@ def analyze_clip(frames: Any, frame_stride: int = 1) -> dict[str, Any]:
         ``dict(color, shape, direction)`` with names from the Shapes grammar, each ``None`` when
         it cannot be judged (no object visible; direction also when the object does not move or
         appears in fewer than two frames). Diagnostic entries come with them:
-        ``fill_ratio`` (float or ``None``), ``velocity`` (``(vx, vy)`` px/frame or ``None``) and
-        ``visible_frames`` (int).
+        ``fill_ratio`` (float or ``None``), ``velocity`` (``(vx, vy)`` px/frame or ``None``),
+        ``visible_frames`` (int) and ``centroids`` (``{frame index: (x, y)}`` of the object's blob in each frame
+        where one is visible, in pixels).
 
     Raises:
         ValueError: if ``frames`` is not a 4-D RGB clip.
@@ -96,6 +97,7 @@ def analyze_clip(frames: Any, frame_stride: int = 1) -> dict[str, Any]:
         "fill_ratio": None,
         "velocity": None,
         "visible_frames": len(blobs),
+        "centroids": {blob.t: blob.centroid() for blob in blobs},
     }
     if not blobs:
         return result
@@ -201,6 +203,11 @@ class _Blob:
     def __init__(self, t: int, top: int, left: int, mask: np.ndarray) -> None:
         self.t, self.top, self.left, self.mask = t, top, left, mask
 
+    def centroid(self) -> tuple[float, float]:
+        """``(x, y)`` of the blob's pixels in frame coordinates."""
+        rows, cols = np.nonzero(self.mask)
+        return float(self.left + cols.mean()), float(self.top + rows.mean())
+
 
 # 8-connectivity within a frame, none across frames: one `label` call serves the whole clip.
 _IN_FRAME = np.zeros((3, 3, 3), dtype=bool)
@@ -268,15 +275,11 @@ def _classify_direction(
     if len(blobs) < 2:
         return None, None
     times = np.asarray([blob.t * frame_stride for blob in blobs], dtype=np.float64)
-    centroids = []
-    for blob in blobs:
-        rows, cols = np.nonzero(blob.mask)
-        centroids.append((blob.top + rows.mean(), blob.left + cols.mean()))
-    centroids = np.asarray(centroids)  # (row, col) per visible frame
+    centroids = np.asarray([blob.centroid() for blob in blobs])  # (x, y) per visible frame
     centred = times - times.mean()
     denom = (centred**2).sum()
-    vy = float((centred * (centroids[:, 0] - centroids[:, 0].mean())).sum() / denom)
-    vx = float((centred * (centroids[:, 1] - centroids[:, 1].mean())).sum() / denom)
+    vx = float((centred * (centroids[:, 0] - centroids[:, 0].mean())).sum() / denom)
+    vy = float((centred * (centroids[:, 1] - centroids[:, 1].mean())).sum() / denom)
     if max(abs(vx), abs(vy)) < _MIN_SPEED:
         return None, (vx, vy)
     if abs(vx) >= abs(vy):
