@@ -61,6 +61,10 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
         num_attention_heads: retention heads H; must divide `hidden_size`.
         intermediate_size: width of the GLU feed-forward layer.
         value_dim: total value width H·d_v of multi-scale retention (default `2 * hidden_size`, as in RetNet).
+        decay_exponents: per-head e_h of the retention decay γ_h = 1 − 2^(−e_h), one per head. `None` (default):
+            RetNet's e_h = 5 + h. With few heads that default forgets quickly: for H = 4 the slowest head's
+            γ_h^n falls to 1/e after 256 positions, about one 64×64 frame of 16×16 codes, so a small model
+            barely sees the frames before the previous one. Larger exponents let it look further back.
         rms_norm_eps: epsilon of the RMSNorms (also the per-head retention norm).
         chunk_size: block length of the chunkwise form (training and long prefills).
         text_vocab_size / image_vocab_size: sizes of the text-token and image-code ranges.
@@ -86,6 +90,7 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     num_attention_heads: int = 4
     intermediate_size: int = 512
     value_dim: int | None = None
+    decay_exponents: list[float] | None = None
     hidden_act: str = "silu"
     rms_norm_eps: float = 1e-6
     chunk_size: int = 256
@@ -155,6 +160,16 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             raise ValueError(
                 "FlashVideoConfig.hidden_size / num_attention_heads (the key dimension per head) must be even for "
                 f"the rotation; got {self.hidden_size // self.num_attention_heads}."
+            )
+        exponents = self.decay_exponents
+        if exponents is not None and (
+            not isinstance(exponents, (list, tuple))
+            or len(exponents) != self.num_attention_heads
+            or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 52 for e in exponents)
+        ):
+            raise ValueError(
+                f"FlashVideoConfig.decay_exponents must be None or a list of num_attention_heads "
+                f"({self.num_attention_heads}) numbers in (0, 52] (γ_h = 1 − 2^(−e_h)), got {exponents!r}."
             )
         if self.image_size % self.code_grid_size:
             raise ValueError(

@@ -167,6 +167,7 @@ class FlashVideoRetentionPositions(nn.Module):
     def __init__(self, config: FlashVideoConfig):
         super().__init__()
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.decay_exponents = config.decay_exponents
         log_decay, angles = self.exact_constants()
         self.log_decay = nn.Buffer(log_decay, persistent=False)
         self.angles = nn.Buffer(angles, persistent=False)
@@ -176,13 +177,13 @@ class FlashVideoRetentionPositions(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """log γ_h and θ computed afresh from the config (in float64, then cast to `dtype`)."""
         return (
-            retention_log_decay(self.num_heads).to(device, dtype),
+            retention_log_decay(self.num_heads, self.decay_exponents).to(device, dtype),
             rotation_angles(self.head_dim).to(device, dtype),
         )
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        # `.half()` would round γ_h = 1 − 2^(−5−h) enough to change the decay over thousands of positions: after a
+        # `.half()` would round γ_h = 1 − 2^(−e_h) enough to change the decay over thousands of positions: after a
         # cast, both constants are recomputed in at least float32 (`.double()` makes them exact).
         if self.log_decay.dtype != torch.float32:
             dtype = torch.promote_types(self.log_decay.dtype, torch.float32)

@@ -9,19 +9,26 @@ state S_{-1}, decayed by γ^{n+1}) and the final state S_{L−1}, so a prompt pr
 the state token-by-token decoding would have left.
 
 Unlike torchscale we apply no per-row rescaling of the decay matrix: the per-head RMSNorm that follows removes
-any positive per-row factor anyway, the row sums are bounded by 1/(1−γ) ≤ 2^(4+H), and the functions below run
-in float32 (or float64) whatever the model dtype, which keeps half-precision models in range.
+any positive per-row factor anyway, the row sums are bounded by the length and by 1/(1−γ_h) = 2^(e_h), and the
+functions below run in float32 (or float64) whatever the model dtype, which keeps half-precision models in range.
 """
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 
-def retention_log_decay(num_heads: int) -> torch.Tensor:
-    """log γ_h with γ_h = 1 − 2^(−5−h), h = 0..H−1 (float64 for exactness; callers cast)."""
-    heads = torch.arange(num_heads, dtype=torch.float64)
-    return torch.log1p(-torch.pow(2.0, -5.0 - heads))
+def retention_log_decay(num_heads: int, exponents: Sequence[float] | None = None) -> torch.Tensor:
+    """log γ_h with γ_h = 1 − 2^(−e_h): RetNet's e_h = 5 + h, h = 0..H−1, unless `exponents` are given (float64 for
+    exactness; callers cast)."""
+    if exponents is None:
+        exponents = 5.0 + torch.arange(num_heads, dtype=torch.float64)
+    else:
+        exponents = torch.tensor(exponents, dtype=torch.float64)
+        if exponents.shape != (num_heads,):
+            raise ValueError(f"exponents must hold one number per head ({num_heads}), got {exponents.tolist()}.")
+    return torch.log1p(-torch.pow(2.0, -exponents))
 
 
 def rotation_angles(head_dim: int) -> torch.Tensor:

@@ -41,6 +41,9 @@ def test_explicit_layout_is_kept_and_round_trips(tmp_path):
         ({"vocab_size": 100}, "vocab_size"),
         ({"pad_token_id": 5, "serial_token_start": 3}, "pad_token_id"),
         ({"code_grid_size": 7}, "code_grid_size"),
+        ({"decay_exponents": [5, 6, 7]}, "decay_exponents"),  # 4 heads
+        ({"decay_exponents": [5, 6, 0, 8]}, "decay_exponents"),
+        ({"decay_exponents": [5, 6, 7, 60]}, "decay_exponents"),
     ],
 )
 def test_invalid_values_name_the_field(kwargs, field):

@@ -37,9 +37,28 @@ def test_decay_and_angles_survive_a_cast_to_half_precision(tiny_config):
     assert torch.equal(exact.log_decay, retention_log_decay(tiny_config.num_attention_heads))
 
 
+def test_decay_exponents_set_the_decay_and_survive_save_and_load(tiny_config, tmp_path):
+    exponents = [5.0, 9.5, 12.0, 20.0]  # tiny_config has 4 heads
+    model = FlashVideoForCausalLM(FlashVideoConfig(**{**tiny_config.to_dict(), "decay_exponents": exponents}))
+    expected = torch.log1p(-(2.0 ** -torch.tensor(exponents, dtype=torch.float64))).float()
+    assert torch.equal(model.model.positions.log_decay, expected)
+    model.save_pretrained(tmp_path)
+    loaded = FlashVideoForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.decay_exponents == exponents
+    assert torch.equal(loaded.model.positions.log_decay, expected)  # a non-persistent buffer, rebuilt on load
+    # Fine-tuning with another decay: same weights, the new decay.
+    retuned = FlashVideoForCausalLM.from_pretrained(tmp_path, decay_exponents=None)
+    assert torch.equal(retuned.model.positions.log_decay, retention_log_decay(tiny_config.num_attention_heads).float())
+    with pytest.raises(ValueError, match="one number per head"):
+        retention_log_decay(2, [5.0])
+
+
 @pytest.mark.parametrize("length", [16, 21])  # a multiple of chunk_size=8 and one that is not
-def test_parallel_recurrent_chunkwise_agree(tiny_config, length):
-    model = float64_model(tiny_config, rms_norm_eps=1e-15)
+@pytest.mark.parametrize("decay_exponents", [None, "slow"])
+def test_parallel_recurrent_chunkwise_agree(tiny_config, length, decay_exponents):
+    if decay_exponents == "slow":  # slower decays than RetNet's: longer memory, larger row sums
+        decay_exponents = [8.0 + 3 * h for h in range(tiny_config.num_attention_heads)]
+    model = float64_model(tiny_config, rms_norm_eps=1e-15, decay_exponents=decay_exponents)
     ids = torch.randint(3, tiny_config.vocab_size, (2, length), generator=torch.Generator().manual_seed(1))
     parallel, recurrent, chunkwise = (logits(model, ids, mode) for mode in ("parallel", "recurrent", "chunkwise"))
     assert (parallel - recurrent).abs().max() <= 1e-9

@@ -110,7 +110,7 @@ def subprocess_env(datasets_cache, **extra):
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkeypatch):
+def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkeypatch, capsys):
     # Tokenizer stage (fixture): the processor, its PSNR, TensorBoard curves.
     results = json.loads((tokenizer_dir / "train_results_tokenizer.json").read_text())
     assert results["train/global_step"] == 20 and results["eval/num_frames"] == 64
@@ -156,6 +156,18 @@ def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkey
     torch.testing.assert_close(
         output.model.lm_head.weight.detach(), keyframe_weights["lm_head.weight"], rtol=0, atol=1e-4
     )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    # The retention decay can change when fine-tuning (no weight changes shape); the new one is saved.
+    retuned = tmp_path / "retuned"
+    argv = lm_args("keyframe", retuned, f"--max_steps 1 --decay_exponents 5 7 9 11 {slow}", output_dir, fresh=False)
+    output = train(*parse_args(argv))
+    assert output.model.config.decay_exponents == [5, 7, 9, 11]
+    assert FlashVideoForCausalLM.from_pretrained(retuned).config.decay_exponents == [5, 7, 9, 11]
+    AcceleratorState._reset_state(reset_partial_state=True)
+    capsys.readouterr()
+    argv = lm_args("keyframe", retuned, "--max_steps 1 --decay_exponents 5 6 --model_name_or_path", output_dir, fresh=False)
+    assert main(argv) == 1
+    assert "--decay_exponents" in capsys.readouterr().err  # 2 exponents for 4 heads
     AcceleratorState._reset_state(reset_partial_state=True)
     # Sizes cannot be given for a model that already exists.
     assert main(lm_args("keyframe", finetuned, "--max_steps 1 --model_name_or_path", output_dir)) == 2
@@ -424,6 +436,7 @@ def test_yaml_arguments(tmp_path):
         ("--interpolation_frames 15", "--interpolation_frames"),
         ("--speed_range 3 1", "--speed_range"),
         ("--speed_range 1 2 3", "--speed_range"),
+        ("--decay_exponents 5 0 7 8", "--decay_exponents"),
         ("--video_folder /nonexistent/videos", "--video_folder"),
         ("--model_name_or_path x --hidden_size 64", "--hidden_size"),
         ("--max_step 3", "--max_step"),  # no abbreviations

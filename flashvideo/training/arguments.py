@@ -119,6 +119,15 @@ class ModelArguments:
     chunk_size: int | None = field(
         default=None, metadata={"help": "Fresh model: chunk length of the chunkwise form."}
     )
+    decay_exponents: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Retention decay γ_h = 1 − 2^(−e_h), one e_h per head (default: RetNet's 5 + h). Unlike the "
+            "sizes above it may also be given when fine-tuning: it changes no weight shape, only how far back "
+            "each head sees, and the model is then trained with (and saved with) the new decay.",
+            "nargs": "+",
+        },
+    )
 
     # Vocabulary layout and frame geometry, fixed by the tokenizer stage (None: the FlashVideoConfig default).
     image_size: int | None = field(
@@ -173,6 +182,11 @@ class ModelArguments:
         for name in ("vq_embed_dim", "vq_layers_per_block", "vq_norm_num_groups"):
             _check_int(self, name, 1)
         _check_float(self, "vq_dead_code_threshold", 0.0)
+        exponents = self.decay_exponents
+        if exponents is not None and (
+            not exponents or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 52 for e in exponents)
+        ):
+            _fail("decay_exponents", "must be numbers in (0, 52], one per retention head", exponents)
         channels = self.vq_block_out_channels
         if channels is not None and (
             not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)

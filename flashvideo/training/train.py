@@ -589,7 +589,7 @@ def setup_lm_stage(
     # ---- model: fine-tuned from a checkpoint, or fresh with the processor's layout
     set_seed(args.seed)
     if source is not None:
-        model = load_lm(source, stage_name)
+        model = load_lm(source, stage_name, model_args.decay_exponents)
         mismatched = {
             name: (getattr(model.config, name), value)
             for name, value in layout.to_dict().items()
@@ -603,7 +603,9 @@ def setup_lm_stage(
             )
     else:
         try:
-            config = FlashVideoConfig(**layout.to_dict(), **model_args.architecture_overrides())
+            config = FlashVideoConfig(
+                **layout.to_dict(), **model_args.architecture_overrides(), decay_exponents=model_args.decay_exponents
+            )
         except ValueError as error:
             raise TrainingSetupError(f"Invalid model size arguments: {error}") from None
         model = FlashVideoForCausalLM(config)
@@ -682,16 +684,32 @@ def load_processor(source: str, argument: str) -> FlashVideoProcessor:
         ) from None
 
 
-def load_lm(source: str, stage: str) -> FlashVideoForCausalLM:
-    """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any."""
+def load_lm(source: str, stage: str, decay_exponents: list[float] | None = None) -> FlashVideoForCausalLM:
+    """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any;
+    `decay_exponents` (if given) replace the retention decay it was trained with."""
+    subfolder = {}
     if stage == "interpolation":
         if has_interpolation_model(source):
-            return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
-        logger.warning(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
+            subfolder = {"subfolder": INTERPOLATION_SUBFOLDER}
+        else:
+            logger.warning(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
     try:
-        return FlashVideoForCausalLM.from_pretrained(source)
+        config = FlashVideoConfig.from_pretrained(source, **subfolder)
+        if decay_exponents is not None:
+            config = with_decay_exponents(config, decay_exponents)
+        return FlashVideoForCausalLM.from_pretrained(source, config=config, **subfolder)
     except OSError as error:
         raise TrainingSetupError(f"Cannot load a FlashVideo model from {source}: {error}") from None
+
+
+def with_decay_exponents(config: FlashVideoConfig, decay_exponents: list[float]) -> FlashVideoConfig:
+    """The config with another retention decay, checked against its number of heads."""
+    try:  # rebuilt rather than updated in place, so that the config's own checks run
+        config = FlashVideoConfig(**{**config.to_dict(), "decay_exponents": decay_exponents})
+    except ValueError as error:
+        raise TrainingSetupError(f"--decay_exponents: {error}") from None
+    logger.warning(f"Fine-tuning with the retention decay exponents {decay_exponents} (γ_h = 1 − 2^(−e_h))")
+    return config
 
 
 def check_layout_overrides(model_args: ModelArguments, layout: SequenceLayout, source: str) -> None:
