@@ -43,6 +43,12 @@ class VocabularyLayout:
         return self.serial_token_start + int(frame_number) - 1
 
 
+def is_decay_exponent(value: object) -> bool:
+    """Whether `value` can be a retention decay exponent e_h (γ_h = 1 − 2^(−e_h)): a number in (0, 52]; beyond 52,
+    γ_h rounds to 1 even in float64."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value <= 52
+
+
 class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     r"""
     Configuration of a FlashVideo (RetNet) text-to-video model.
@@ -165,7 +171,7 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
         if exponents is not None and (
             not isinstance(exponents, (list, tuple))
             or len(exponents) != self.num_attention_heads
-            or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 52 for e in exponents)
+            or not all(map(is_decay_exponent, exponents))
         ):
             raise ValueError(
                 f"FlashVideoConfig.decay_exponents must be None or a list of num_attention_heads "

@@ -22,6 +22,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from ..configuration_flashvideo import is_decay_exponent
 from ..data.shapes import check_speed_range
 
 STAGES = ("tokenizer", "keyframe", "interpolation")
@@ -183,9 +184,7 @@ class ModelArguments:
             _check_int(self, name, 1)
         _check_float(self, "vq_dead_code_threshold", 0.0)
         exponents = self.decay_exponents
-        if exponents is not None and (
-            not exponents or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 52 for e in exponents)
-        ):
+        if exponents is not None and not (exponents and all(map(is_decay_exponent, exponents))):
             _fail("decay_exponents", "must be numbers in (0, 52], one per retention head", exponents)
         channels = self.vq_block_out_channels
         if channels is not None and (
