@@ -89,7 +89,7 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     """
 
     model_type = "flashvideo"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
 
     hidden_size: int = 256
     num_hidden_layers: int = 4

@@ -103,9 +103,9 @@ class FrameSampler:
     def feed(self, ids: torch.LongTensor) -> torch.FloatTensor:
         """Run `ids` `[batch, length]` through the model in one call; returns the last position's logits."""
         ids = ids.to(self.model.device)
-        output = self.model(ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        output = self.model(ids, cache=self.cache, use_cache=True, logits_to_keep=1)
         self.counts.model_calls += 1
-        self.cache = output.past_key_values
+        self.cache = output.cache
         return output.logits[:, -1, :].to(dtype=torch.float32)
 
     def _next_token(self, logits: torch.FloatTensor) -> torch.LongTensor:

@@ -19,6 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.utils import logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_flashvideo import FlashVideoConfig
 from .retention import (
@@ -48,8 +49,8 @@ class RetNetCache(Cache):
 
     ```python
     >>> cache = RetNetCache(num_layers=model.config.num_hidden_layers)
-    >>> out = model(prompt_ids, past_key_values=cache, use_cache=True)     # parallel/chunkwise prefill
-    >>> out = model(next_token_ids, past_key_values=cache, use_cache=True)  # one recurrent step
+    >>> out = model(prompt_ids, cache=cache, use_cache=True)     # parallel/chunkwise prefill
+    >>> out = model(next_token_ids, cache=cache, use_cache=True)  # one recurrent step
     >>> cache.get_seq_length(), cache.nbytes
     ```
     """
@@ -91,6 +92,13 @@ class RetNetCache(Cache):
         return False
 
     @property
+    def is_linear(self) -> list[bool]:
+        # generate() reads "linear" as "counts no tokens" and then feeds the whole sequence again when it continues
+        # from a returned cache. RetNetCache does count them (new positions come from `get_seq_length()`), so it asks
+        # to have the tokens it has already seen sliced off, like a key/value cache.
+        return [False] * self.num_layers
+
+    @property
     def nbytes(self) -> int:
         """Memory held by the states, in bytes; independent of how many tokens were processed."""
         return sum(state.numel() * state.element_size() for state in self.states if state is not None)
@@ -108,7 +116,7 @@ class RetNetCache(Cache):
     def check_batch_size(self, batch_size: int) -> None:
         if self.batch_size not in (-1, batch_size):
             raise ValueError(
-                f"past_key_values holds a RetNetCache for batch size {self.batch_size}, but the inputs have batch "
+                f"cache holds a RetNetCache for batch size {self.batch_size}, but the inputs have batch "
                 f"size {batch_size}; pass the cache returned for this batch or a new RetNetCache."
             )
 
@@ -426,11 +434,12 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             return "recurrent"
         return "parallel" if length <= self.config.chunk_size else "chunkwise"
 
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: RetNetCache | None = None,
+        cache: RetNetCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -443,7 +452,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             input_ids: `[batch, length]` token ids.
             attention_mask: `[batch, past + length]` (or `[batch, length]`) with 0 at padding; padded tokens are
                 excluded from the recurrent state, so a left-padded sample gives its unpadded result.
-            past_key_values: a `RetNetCache` to continue from; created here when `use_cache` and none is given.
+            cache: a `RetNetCache` to continue from; created here when `use_cache` and none is given
+                (`past_key_values`, its name before transformers 5.24, is still accepted with a warning).
             forward_mode: "parallel" (O(L²), one call), "chunkwise" (blocks of `config.chunk_size`),
                 "recurrent" (token by token) or "auto" (recurrent for one token, else parallel up to a chunk and
                 chunkwise beyond). All give the same outputs and leave the same state.
@@ -461,16 +471,16 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, length = inputs_embeds.shape[:2]
 
-        if past_key_values is not None and not isinstance(past_key_values, RetNetCache):
+        if cache is not None and not isinstance(cache, RetNetCache):
             raise ValueError(
-                f"past_key_values must be a RetNetCache (FlashVideo keeps a recurrent state, not keys and values), "
-                f"got {type(past_key_values).__name__}."
+                f"cache must be a RetNetCache (FlashVideo keeps a recurrent state, not keys and values), "
+                f"got {type(cache).__name__}."
             )
-        if use_cache and past_key_values is None:
-            past_key_values = RetNetCache(self.config.num_hidden_layers)
-        if past_key_values is not None:
-            past_key_values.check_batch_size(batch_size)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = RetNetCache(self.config.num_hidden_layers)
+        if cache is not None:
+            cache.check_batch_size(batch_size)
+        past_length = cache.get_seq_length() if cache is not None else 0
 
         padding_mask = None
         if attention_mask is not None:
@@ -489,7 +499,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         forward_mode = self._resolve_forward_mode(forward_mode, length)
         positions = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
         past_states = [
-            past_key_values.get_state(layer_idx) if past_key_values is not None else None
+            cache.get_state(layer_idx) if cache is not None else None
             for layer_idx in range(self.config.num_hidden_layers)
         ]
         run_layers = self._run_layers
@@ -498,14 +508,14 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         hidden_states, states, all_hidden_states = run_layers(
             inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states)
         )
-        if past_key_values is not None:
+        if cache is not None:
             for layer_idx, state in enumerate(states):
-                past_key_values.set_state(layer_idx, state)
-            past_key_values.advance(length)
+                cache.set_state(layer_idx, state)
+            cache.advance(length)
 
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache if use_cache else None,
             hidden_states=all_hidden_states,
         )
         return output if return_dict else output.to_tuple()
@@ -546,21 +556,22 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
         """Compile the decoder's recurrent step; see `FlashVideoModel.compile_recurrent_step`."""
         self.model.compile_recurrent_step(**compile_kwargs)
 
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, **kwargs):
-        if past_key_values is not None and not isinstance(past_key_values, RetNetCache):
+    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, **kwargs):
+        if cache is not None and not isinstance(cache, RetNetCache):
             raise ValueError(
-                f"FlashVideo generates with a RetNetCache; got past_key_values of type "
-                f"{type(past_key_values).__name__} (cache_implementation options do not apply to retention)."
+                f"FlashVideo generates with a RetNetCache; got a cache of type "
+                f"{type(cache).__name__} (cache_implementation options do not apply to retention)."
             )
         return super().prepare_inputs_for_generation(
-            input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs
+            input_ids, cache=cache, attention_mask=attention_mask, **kwargs
         )
 
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: RetNetCache | None = None,
+        cache: RetNetCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -582,7 +593,7 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
@@ -601,7 +612,7 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
         )
         return output if return_dict else output.to_tuple()

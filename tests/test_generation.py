@@ -65,10 +65,10 @@ def test_continue_from_returned_cache(tiny_model, prompt):
         prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8, eos_token_id=None,
         return_dict_in_generate=True,
     )  # fmt: skip
-    cache = first.past_key_values
+    cache = first.cache
     assert isinstance(cache, RetNetCache)
     continued = tiny_model.generate(
-        first.sequences, attention_mask=torch.ones_like(first.sequences), past_key_values=cache,
+        first.sequences, attention_mask=torch.ones_like(first.sequences), cache=cache,
         do_sample=False, max_new_tokens=8, eos_token_id=None,
     )  # fmt: skip
     assert torch.equal(continued, whole)
@@ -99,7 +99,7 @@ def test_generate_refuses_a_foreign_cache(tiny_model, prompt):
     from transformers import DynamicCache
 
     with pytest.raises(ValueError, match="RetNetCache"):
-        tiny_model.generate(prompt, past_key_values=DynamicCache(), max_new_tokens=2)
+        tiny_model.generate(prompt, cache=DynamicCache(), max_new_tokens=2)
 
 
 requires_cxx = pytest.mark.skipif(
@@ -123,8 +123,17 @@ def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
     # every decode step took the compiled path, the prefill did not
     assert step_lengths == [1] * 11
     with torch.no_grad():
-        cache = tiny_model(prompt, use_cache=True).past_key_values
+        cache = tiny_model(prompt, use_cache=True).cache
         eager_logits = tiny_model.lm_head(tiny_model.model._run_layers(
             tiny_model.model.embed_tokens(prompt[:, :1]), torch.tensor([6]), None, cache.states, "recurrent", False
         )[0])  # fmt: skip
-        assert torch.allclose(tiny_model(prompt[:, :1], past_key_values=cache).logits, eager_logits, atol=1e-5)
+        assert torch.allclose(tiny_model(prompt[:, :1], cache=cache).logits, eager_logits, atol=1e-5)
+
+
+def test_past_key_values_is_still_accepted_as_the_cache(tiny_model, prompt):
+    # transformers 5.24 renamed the argument to `cache`; callers written before keep working until 5.40.
+    cache = RetNetCache(tiny_model.config.num_hidden_layers)
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        old_name = tiny_model(prompt, past_key_values=cache, use_cache=True)
+    assert old_name.cache is cache and cache.get_seq_length() == prompt.shape[1]
+    assert torch.allclose(old_name.logits, tiny_model(prompt).logits, atol=1e-6)

@@ -85,13 +85,13 @@ def test_prefill_leaves_the_recurrent_state(tiny_config, prefill_mode):
     ids = torch.randint(3, 90, (2, 19), generator=torch.Generator().manual_seed(3))
     prefilled, stepped = RetNetCache(tiny_config.num_hidden_layers), RetNetCache(tiny_config.num_hidden_layers)
     with torch.no_grad():
-        model(ids, past_key_values=prefilled, use_cache=True, forward_mode=prefill_mode)
+        model(ids, cache=prefilled, use_cache=True, forward_mode=prefill_mode)
         for n in range(ids.shape[1]):
-            model(ids[:, n : n + 1], past_key_values=stepped, use_cache=True)
+            model(ids[:, n : n + 1], cache=stepped, use_cache=True)
         # and the next token sees the same thing from either cache
         nxt = torch.tensor([[5], [6]])
-        from_prefill = model(nxt, past_key_values=prefilled, use_cache=True).logits
-        from_steps = model(nxt, past_key_values=stepped, use_cache=True).logits
+        from_prefill = model(nxt, cache=prefilled, use_cache=True).logits
+        from_steps = model(nxt, cache=stepped, use_cache=True).logits
     assert prefilled.get_seq_length() == stepped.get_seq_length() == 20
     for a, b in zip(prefilled.states, stepped.states):
         assert (a - b).abs().max() < 1e-10
@@ -103,8 +103,8 @@ def test_prefill_continuing_from_a_cache_matches_one_pass(tiny_config):
     ids = torch.randint(3, 90, (1, 30), generator=torch.Generator().manual_seed(4))
     cache = RetNetCache(tiny_config.num_hidden_layers)
     with torch.no_grad():
-        first = model(ids[:, :13], past_key_values=cache, use_cache=True).logits
-        second = model(ids[:, 13:], past_key_values=cache, use_cache=True, forward_mode="chunkwise").logits
+        first = model(ids[:, :13], cache=cache, use_cache=True).logits
+        second = model(ids[:, 13:], cache=cache, use_cache=True, forward_mode="chunkwise").logits
     whole = logits(model, ids, "parallel")
     assert (torch.cat([first, second], dim=1) - whole).abs().max() < 1e-10
 
@@ -114,7 +114,7 @@ def test_cache_memory_does_not_grow(tiny_model, tiny_config):
     token = torch.tensor([[7]])
     with torch.no_grad():
         for n in range(3000):
-            tiny_model(token, past_key_values=cache, use_cache=True)
+            tiny_model(token, cache=cache, use_cache=True)
             if n + 1 == 100:
                 bytes_at_100 = cache.nbytes
     assert cache.get_seq_length() == 3000
@@ -171,13 +171,13 @@ def test_bad_input_gets_a_clear_error(tiny_model, tiny_config):
     with pytest.raises(ValueError, match="forward_mode"):
         tiny_model(torch.tensor([[1, 2]]), forward_mode="sideways")
     cache = RetNetCache(tiny_config.num_hidden_layers)
-    tiny_model(torch.tensor([[4, 5], [6, 7]]), past_key_values=cache, use_cache=True)
+    tiny_model(torch.tensor([[4, 5], [6, 7]]), cache=cache, use_cache=True)
     with pytest.raises(ValueError, match="batch size 2"):
-        tiny_model(torch.tensor([[4]]), past_key_values=cache, use_cache=True)
+        tiny_model(torch.tensor([[4]]), cache=cache, use_cache=True)
     with pytest.raises(ValueError, match="RetNetCache"):
         from transformers import DynamicCache
 
-        tiny_model(torch.tensor([[4]]), past_key_values=DynamicCache(), use_cache=True)
+        tiny_model(torch.tensor([[4]]), cache=DynamicCache(), use_cache=True)
     with pytest.raises(ValueError, match="attention_mask"):
         tiny_model(torch.tensor([[4, 5]]), attention_mask=torch.ones(2, 2))
     with pytest.raises(ValueError, match="cannot remove tokens"):
@@ -187,7 +187,7 @@ def test_bad_input_gets_a_clear_error(tiny_model, tiny_config):
 
 def test_cache_reorder_and_reset(tiny_model, tiny_config):
     cache = RetNetCache(tiny_config.num_hidden_layers)
-    tiny_model(torch.tensor([[4, 5], [6, 7], [8, 9]]), past_key_values=cache, use_cache=True)
+    tiny_model(torch.tensor([[4, 5], [6, 7], [8, 9]]), cache=cache, use_cache=True)
     before = [state.clone() for state in cache.states]
     cache.reorder_cache(torch.tensor([2, 0, 0]))
     assert torch.equal(cache.states[0][0], before[0][2]) and torch.equal(cache.states[1][2], before[1][0])

@@ -233,7 +233,7 @@ def test_same_tokens_as_generate(tiny_pipeline, tiny_processor, tiny_config, sam
     )  # fmt: skip
     second_prompt = torch.cat([first.sequences, torch.tensor([tiny_processor.keyframe_prefix(PROMPT, 2)])], dim=1)
     second = model.generate(
-        second_prompt, past_key_values=first.past_key_values, max_new_tokens=tokens, logits_processor=restrict,
+        second_prompt, cache=first.cache, max_new_tokens=tokens, logits_processor=restrict,
         eos_token_id=None, **sampling,
     )  # fmt: skip
     theirs = torch.stack([first.sequences[0, -tokens:], second[0, -tokens:]])

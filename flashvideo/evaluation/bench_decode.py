@@ -78,7 +78,7 @@ def measure_decode(
         for start in range(0, position, prefill_chunk):
             model(
                 prompt[:, start : start + prefill_chunk],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -87,7 +87,7 @@ def measure_decode(
     for step in range(steps + 3):
         for position in positions:
             started = time.perf_counter()
-            logits = model(tokens[position], past_key_values=caches[position], use_cache=True).logits
+            logits = model(tokens[position], cache=caches[position], use_cache=True).logits
             tokens[position] = logits[:, -1:].argmax(-1)
             if step >= 3:  # the first calls at a new size warm up allocator and kernels
                 timings[position].append(time.perf_counter() - started)

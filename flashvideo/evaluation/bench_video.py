@@ -112,7 +112,7 @@ def llama_clip_with_cache(
     for number in range(1, num_frames + 1):
         sequence = torch.cat([sequence, torch.tensor([processor.keyframe_prefix(PROMPT, number)])], dim=1)
         sequence = llama.generate(
-            sequence, attention_mask=torch.ones_like(sequence), past_key_values=cache, max_new_tokens=tokens,
+            sequence, attention_mask=torch.ones_like(sequence), cache=cache, max_new_tokens=tokens,
             min_new_tokens=tokens, do_sample=True, logits_processor=restrict, eos_token_id=None, pad_token_id=0,
             compile_config=compile_config,
         )  # fmt: skip
@@ -141,12 +141,12 @@ def profile_decode_step(model: FlashVideoForCausalLM, steps: int = 64) -> list[t
 
     with torch.inference_mode():
         out = model(torch.randint(3, model.config.vocab_size, (1, 300)), use_cache=True)
-        cache, token = out.past_key_values, torch.tensor([[5]])
+        cache, token = out.cache, torch.tensor([[5]])
         for _ in range(8):
-            model(token, past_key_values=cache, use_cache=True)
+            model(token, cache=cache, use_cache=True)
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             for _ in range(steps):
-                model(token, past_key_values=cache, use_cache=True)
+                model(token, cache=cache, use_cache=True)
     events = profiler.key_averages()
     total = sum(event.self_cpu_time_total for event in events)
     top = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:10]
