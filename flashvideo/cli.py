@@ -64,6 +64,11 @@ def _add_generate(subparsers) -> None:
     )  # fmt: skip
     generate.add_argument("--top-k", type=int, default=None)
     generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument(
+        "--guidance-scale", type=float, default=None,
+        help="classifier-free guidance for the key frames, >= 1 (default: the checkpoint's generation_config, else 1)",
+    )  # fmt: skip
+    generate.add_argument("--negative-prompt", default=None, help="text of the unconditional stream (default: none)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument(
         "--fps", type=float, default=8.0, help="frames per second of the written clip (default 8)"
@@ -139,6 +144,10 @@ def _add_eval(subparsers) -> None:
     )  # fmt: skip
     evaluate.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
     evaluate.add_argument(
+        "--guidance-scale", type=float, default=None,
+        help="classifier-free guidance for the key frames, >= 1 (default: the checkpoint's generation_config, else 1)",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"
     )
 
@@ -212,7 +221,8 @@ def _run_generate(args: argparse.Namespace) -> None:
         args.prompt, args.output, checkpoint=args.checkpoint, device=args.device, fps=args.fps, seed=args.seed,
         num_frames=args.num_frames, key_frame_spacing=args.key_frame_spacing, interpolate=not args.no_interpolation,
         redundant_free=args.redundant_free, inherit_ratio=args.inherit_ratio, unstable_radius=args.unstable_radius,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt,
     )  # fmt: skip
     sys.stdout.write(f"wrote {args.output}\n" + _stats_summary(result.stats))
 
@@ -331,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sampling = {
             name: value
-            for name, value in (("temperature", args.temperature), ("top_k", args.top_k))
+            for name, value in (
+                ("temperature", args.temperature), ("top_k", args.top_k), ("guidance_scale", args.guidance_scale)
+            )  # fmt: skip
             if value is not None
         }
         path = run_evaluation(

@@ -5,6 +5,11 @@ with logits restricted to the image-code range. Tokens known in advance (a given
 an interpolation pair, inherited tokens of redundant-free interpolation) are fed in runs, one parallel or
 chunkwise call per run. Sampling applies the same processors, in the same order, as `model.generate()`, so both
 give the same tokens for the same seed.
+
+With classifier-free guidance a second, unconditional stream (its own prefix, e.g. without the text, then the same
+image codes) runs beside the conditional one, and tokens are sampled from
+`log p(x | uncond) + guidance_scale * (log p(x | text) - log p(x | uncond))`, as transformers'
+`UnbatchedClassifierFreeGuidanceLogitsProcessor` computes it.
 """
 
 from dataclasses import dataclass
@@ -80,6 +85,8 @@ class FrameSampler:
     >>> sampler = FrameSampler(model, build_logits_processor(model.config.image_token_range, top_k=100))
     >>> logits = sampler.feed(prefix_ids)                 # [text][SN_1], one call
     >>> frame = sampler.sample_frame(logits, model.config.tokens_per_frame)
+    >>> guided = FrameSampler(model, processor_list, guidance_scale=3.0)
+    >>> logits = guided.feed(prefix_ids, unconditional_ids=serial_number_ids)  # [text][SN_1] and [SN_1]
     ```
     """
 
@@ -89,24 +96,44 @@ class FrameSampler:
         logits_processor: LogitsProcessorList,
         do_sample: bool = True,
         generator: torch.Generator | None = None,
+        guidance_scale: float = 1.0,
     ):
         self.model = model
         self.logits_processor = logits_processor
         self.do_sample = do_sample
         self.generator = generator
+        self.guidance_scale = guidance_scale
         # Created by the model on the first call, so that it is always the model's own RetNetCache class (a
         # checkpoint loaded with trust_remote_code brings its own copy of the modelling code).
         self.cache: RetNetCache | None = None
+        self.unconditional_cache: RetNetCache | None = None
         self.counts = TokenCounts()
 
-    @torch.inference_mode()
-    def feed(self, ids: torch.LongTensor) -> torch.FloatTensor:
-        """Run `ids` `[batch, length]` through the model in one call; returns the last position's logits."""
-        ids = ids.to(self.model.device)
-        output = self.model(ids, cache=self.cache, use_cache=True, logits_to_keep=1)
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    def _run(self, ids: torch.LongTensor, cache: RetNetCache | None) -> tuple[torch.FloatTensor, RetNetCache]:
+        output = self.model(ids.to(self.model.device), cache=cache, use_cache=True, logits_to_keep=1)
         self.counts.model_calls += 1
-        self.cache = output.cache
-        return output.logits[:, -1, :].to(dtype=torch.float32)
+        return output.logits[:, -1, :].to(dtype=torch.float32), output.cache
+
+    @torch.inference_mode()
+    def feed(
+        self, ids: torch.LongTensor, unconditional_ids: torch.LongTensor | None = None
+    ) -> torch.FloatTensor:
+        """Run `ids` `[batch, length]` through the model in one call; returns the last position's logits.
+
+        With guidance the unconditional stream is fed `unconditional_ids` (its own prefix; its length may differ)
+        or, when None, the same `ids` (image codes, sampled or fixed), and the guided log-probabilities are returned.
+        """
+        logits, self.cache = self._run(ids, self.cache)
+        if not self.guided:
+            return logits
+        fed = ids if unconditional_ids is None else unconditional_ids
+        unconditional, self.unconditional_cache = self._run(fed, self.unconditional_cache)
+        conditional, unconditional = logits.log_softmax(dim=-1), unconditional.log_softmax(dim=-1)
+        return unconditional + self.guidance_scale * (conditional - unconditional)
 
     def _next_token(self, logits: torch.FloatTensor) -> torch.LongTensor:
         # Each processor called directly: LogitsProcessorList.__call__ inspects every processor's signature on

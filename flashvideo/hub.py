@@ -155,6 +155,20 @@ def _results_table(results: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- model card
 
 
+def _decay_text(config: Any) -> str:
+    exponents = config.decay_exponents or [5 + head for head in range(config.num_attention_heads)]
+    return "decay γ_h = 1 − 2^(−e_h), e_h = " + ", ".join(f"{exponent:g}" for exponent in exponents)
+
+
+def _interpolation_text(config: Any | None) -> str:
+    if config is None:
+        return "- a separate interpolation model under `interpolation/`"
+    return (
+        f"- a separate interpolation model under `interpolation/`: {config.num_hidden_layers} layers, hidden size "
+        f"{config.hidden_size}, {config.num_attention_heads} retention heads ({_decay_text(config)})"
+    )
+
+
 def build_model_card(
     repo_id: str,
     config: Any,
@@ -162,9 +176,11 @@ def build_model_card(
     datasets: list[str] | tuple[str, ...] = (SHAPES_DATASET,),
     tags: list[str] | tuple[str, ...] = (),
     has_interpolation_model: bool = True,
+    interpolation_config: Any | None = None,
 ) -> ModelCard:
     """The README.md of a FlashVideo Hub repo: metadata (pipeline tag, library, tags, data sets, metrics,
-    `eval_results`) and a body with usage, layout, model details and the evaluation table."""
+    `eval_results`) and a body with usage, layout, model details and the evaluation table. `config` is the
+    key-frame model's; `interpolation_config`, when given, the interpolation model's."""
     model_name = repo_id.split("/")[-1]
     all_tags = list(dict.fromkeys([*TAGS, *tags]))
     card_data = ModelCardData(
@@ -184,10 +200,10 @@ def build_model_card(
     details = [
         (
             f"- RetNet decoder: {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
-            f"{config.num_attention_heads} retention heads, vocabulary {config.vocab_size} tokens"
+            f"{config.num_attention_heads} retention heads ({_decay_text(config)}), vocabulary {config.vocab_size} tokens"
         ),
         f"- {geometry}; serial numbers `<SN_1>` … `<SN_{config.max_frames}>`",
-        "- a separate interpolation model under `interpolation/`"
+        _interpolation_text(interpolation_config)
         if has_interpolation_model
         else "- the key-frame model also interpolates (no `interpolation/` folder)",
         f"- written by flashvideo {_flashvideo_version()}",
@@ -313,6 +329,7 @@ def write_hub_folder(
     card = build_model_card(
         repo_id, config, eval_results, datasets=datasets, tags=tags,
         has_interpolation_model=pipe.interpolation_model is not pipe.model,
+        interpolation_config=pipe.interpolation_model.config,
     )  # fmt: skip
     card.save(folder / "README.md")
     if eval_results_path is not None:

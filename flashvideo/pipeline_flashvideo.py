@@ -222,6 +222,8 @@ class FlashVideoPipeline(Pipeline):
         top_k: int | None = None,
         top_p: float | None = None,
         do_sample: bool | None = None,
+        guidance_scale: float | None = None,
+        negative_prompt: str | None = None,
         generator: torch.Generator | None = None,
         first_frame: np.ndarray | None = None,
         output_type: str = "np",
@@ -244,6 +246,12 @@ class FlashVideoPipeline(Pipeline):
             temperature, top_k, top_p, do_sample: sampling, as in `generate()`; `do_sample=False` is greedy. Each one
                 left at None comes, per stage, from that stage's model's `generation_config` (so a checkpoint's
                 `generation_config.json` sets its defaults), else temperature 1, no top-k / top-p, and sampling on.
+            guidance_scale: classifier-free guidance for the key frames, >= 1 (1: off). Above 1, each key-frame token
+                is sampled from `log p(x | uncond) + guidance_scale * (log p(x | prompt) - log p(x | uncond))`, where
+                the unconditional stream sees `negative_prompt` (or no text) before each serial number; it doubles
+                the key-frame model's calls. None: the key-frame model's `generation_config.guidance_scale`, else 1.
+            negative_prompt: the text of the unconditional stream (None or "": no text, as in training with
+                `--proportion_empty_prompts`). Used only when guidance is on.
             generator: a `torch.Generator` for reproducible sampling (else the global RNG, like `generate()`).
             first_frame: uint8 `[H, W, 3]` (or `[batch, H, W, 3]`) frame to condition on: fed, not sampled.
             output_type: "np" (uint8 `[batch, frames, H, W, 3]`) or "pil" (lists of PIL images).
@@ -256,8 +264,8 @@ class FlashVideoPipeline(Pipeline):
         params = dict(
             num_frames=num_frames, key_frame_spacing=key_frame_spacing, interpolate=interpolate,
             redundant_free=redundant_free, inherit_ratio=inherit_ratio, unstable_radius=unstable_radius,
-            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator,
-            first_frame=first_frame, callback=callback,
+            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, generator=generator, first_frame=first_frame, callback=callback,
         )  # fmt: skip
         prompts = self._check_prompts(prompt)
         self._check_arguments(**params)
@@ -289,7 +297,7 @@ class FlashVideoPipeline(Pipeline):
 
     def _check_arguments(
         self, num_frames, key_frame_spacing, interpolate, redundant_free, inherit_ratio, unstable_radius,
-        temperature, top_k, top_p, do_sample, generator, first_frame, callback,
+        temperature, top_k, top_p, do_sample, guidance_scale, negative_prompt, generator, first_frame, callback,
     ) -> None:  # fmt: skip
         max_spacing = self.interpolation_model.config.max_frames - 1
         if not _is_int(key_frame_spacing) or not 1 <= key_frame_spacing <= max_spacing:
@@ -318,6 +326,10 @@ class FlashVideoPipeline(Pipeline):
         _check_sampling(temperature, top_k, top_p, do_sample, source="")
         for model in (self.model, self.interpolation_model):  # the checkpoints' own settings, before any work
             self._sampling_settings(model, temperature, top_k, top_p, do_sample)
+        _check_guidance_scale(guidance_scale, source="")
+        self._guidance_scale(guidance_scale)
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}.")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         if callback is not None and not callable(callback):
@@ -383,12 +395,18 @@ class FlashVideoPipeline(Pipeline):
 
     def _sampler(
         self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-        do_sample: bool | None = None, generator: torch.Generator | None = None,
+        do_sample: bool | None = None, generator: torch.Generator | None = None, guidance_scale: float = 1.0,
     ) -> FrameSampler:  # fmt: skip
         """A sampler for `model`; what the call leaves at None comes from `model.generation_config`."""
         temperature, top_k, top_p, do_sample = self._sampling_settings(model, temperature, top_k, top_p, do_sample)
         processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
-        return FrameSampler(model, processor, do_sample=do_sample, generator=generator)
+        return FrameSampler(model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale)
+
+    def _guidance_scale(self, guidance_scale: float | None) -> float:
+        """The call's guidance scale, else the key-frame model's `generation_config.guidance_scale`, else 1 (off)."""
+        configured = getattr(self.model.generation_config, "guidance_scale", None)
+        _check_guidance_scale(configured, source=" (from the key-frame model's generation_config)")
+        return float(_first_set(guidance_scale, configured, 1.0))
 
     def _sampling_settings(self, model, temperature, top_k, top_p, do_sample) -> tuple:
         """(temperature, top_k, top_p, do_sample): the call's, else `model.generation_config`'s, else the defaults."""
@@ -412,7 +430,8 @@ class FlashVideoPipeline(Pipeline):
 
     def _generate_group(
         self, prompts, first_frame_ids, stats: GenerationStats, num_frames, key_frame_spacing, interpolate,
-        redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample, generator, callback,
+        redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample, guidance_scale,
+        negative_prompt, generator, callback,
     ) -> torch.Tensor:  # fmt: skip
         """Token ids `[batch, num_frames, tokens_per_frame]` for prompts of equal token length."""
         sampling = dict(
@@ -421,8 +440,9 @@ class FlashVideoPipeline(Pipeline):
         spacing = key_frame_spacing if interpolate else 1
         num_key_frames = (num_frames - 1) // spacing + 1
         key_frames = self.generate_key_frames(
-            prompts, num_key_frames, first_frame_ids, stats, callback, **sampling
-        )
+            prompts, num_key_frames, first_frame_ids, stats, callback, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, **sampling,
+        )  # fmt: skip
         if spacing == 1:
             return key_frames
         return self.interpolate(
@@ -432,23 +452,34 @@ class FlashVideoPipeline(Pipeline):
 
     def generate_key_frames(
         self, prompts: list[str], num_key_frames: int, first_frame_ids: torch.Tensor | None = None,
-        stats: GenerationStats | None = None, callback=None, **sampling,
+        stats: GenerationStats | None = None, callback=None, guidance_scale: float | None = None,
+        negative_prompt: str | None = None, **sampling,
     ) -> torch.Tensor:  # fmt: skip
-        """Key-frame ids `[batch, num_key_frames, tokens_per_frame]`: `[text][SN_i]` fed, frame i sampled."""
+        """Key-frame ids `[batch, num_key_frames, tokens_per_frame]`: `[text][SN_i]` fed, frame i sampled (with
+        guidance, `[negative_prompt][SN_i]` fed to the unconditional stream)."""
         stats = stats or GenerationStats()
         started = time.perf_counter()
-        sampler = self._sampler(self.model, **sampling)
+        sampler = self._sampler(self.model, guidance_scale=self._guidance_scale(guidance_scale), **sampling)
+        negative_ids = self.processor.encode_text(negative_prompt) if negative_prompt else []
         tokens_per_frame = self.model.config.tokens_per_frame
         frames = []
         for number in tqdm(range(1, num_key_frames + 1), desc="key frames", disable=not self.show_progress):
             prefix = torch.tensor([self.processor.keyframe_prefix(text, number) for text in prompts])
+            unconditional = None
+            if sampler.guided:
+                serial = self.processor.layout.serial_token_id(number)
+                unconditional = torch.tensor([negative_ids + [serial]] * len(prompts))
             if number == 1 and first_frame_ids is not None:
                 # The given first frame is fed with its prefix, in one call, not sampled.
-                sampler.feed(torch.cat([prefix, first_frame_ids.cpu()], dim=1))
+                given = first_frame_ids.cpu()
+                sampler.feed(
+                    torch.cat([prefix, given], dim=1),
+                    None if unconditional is None else torch.cat([unconditional, given], dim=1),
+                )
                 frame = first_frame_ids.to(self.device)
                 stats.key_frames.tokens_inherited += frame.numel()
             else:
-                frame = sampler.sample_frame(sampler.feed(prefix), tokens_per_frame)
+                frame = sampler.sample_frame(sampler.feed(prefix, unconditional), tokens_per_frame)
             frames.append(frame)
             self._report_frame(callback, "key_frames", number - 1, frame)
         stats.key_frames.frames += len(frames) * len(prompts)
@@ -545,6 +576,13 @@ def _is_real(value) -> bool:
 def _first_set(*values):
     """The first value that is not None (None if all are)."""
     return next((value for value in values if value is not None), None)
+
+
+def _check_guidance_scale(guidance_scale, source: str) -> None:
+    if guidance_scale is not None and (
+        not _is_real(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 1
+    ):
+        raise ValueError(f"guidance_scale must be None or a finite number >= 1 (1: off), got {guidance_scale!r}{source}.")
 
 
 def _check_sampling(temperature, top_k, top_p, do_sample, source: str) -> None:

@@ -183,12 +183,14 @@ def _tiny_pipeline() -> FlashVideoPipeline:
     from flashvideo.processing_flashvideo import FlashVideoProcessor
     from flashvideo.text_tokenizer import build_text_tokenizer
 
-    config = FlashVideoConfig(
+    sizes = dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, chunk_size=8,
         text_vocab_size=40, image_vocab_size=60, max_frames=6, image_size=16, code_grid_size=4,
     )  # fmt: skip
+    config = FlashVideoConfig(**sizes)
     torch.manual_seed(0)
-    model, interpolation_model = FlashVideoForCausalLM(config).eval(), FlashVideoForCausalLM(config).eval()
+    model = FlashVideoForCausalLM(config).eval()
+    interpolation_model = FlashVideoForCausalLM(FlashVideoConfig(**sizes, decay_exponents=[5, 6, 8, 10])).eval()
     vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
     processor = FlashVideoProcessor(build_text_tokenizer(PROMPTS, vocab_size=40), vq, config)
     return FlashVideoPipeline(
@@ -312,6 +314,9 @@ def test_model_card_metadata_and_body(pushed):
     assert "pip install ." in card.text and "pip install flashvideo" not in card.text  # the PyPI name is taken
     assert f'FlashVideoPipeline.from_pretrained("{REPO_ID}")' in card.text
     assert f'pipeline("text-to-video", model="{REPO_ID}", trust_remote_code=True)' in card.text
+    assert "4 retention heads (decay γ_h = 1 − 2^(−e_h), e_h = 5, 6, 7, 8)" in card.text  # RetNet's default
+    assert "interpolation model under `interpolation/`: 2 layers, hidden size 32, 4 retention heads (decay" in card.text
+    assert "e_h = 5, 6, 8, 10)" in card.text
     row = "| redundant-free, inherit 0.2 | 75.0% | 50.0% | 100.0% | 50.0% | 19.00 | 0.700 | 2500 | 20.00 |"
     assert row in card.text
     assert json.loads(pushed["hub"].files(REPO_ID)["eval_results.json"].read_text()) == EVAL_RESULTS

@@ -272,3 +272,62 @@ def test_hub_ready_save_declares_the_custom_pipeline(tiny_pipeline, tmp_path):
     pipe = pipeline("text-to-video", model=str(tmp_path), trust_remote_code=True, device="cpu")
     assert type(pipe).__name__ == "FlashVideoPipeline"
     assert pipe(PROMPT, num_frames=2, key_frame_spacing=1).frames.shape == (1, 2, 16, 16, 3)
+
+
+def test_guidance_feeds_an_unconditional_stream_beside_the_prompt(tiny_pipeline, tiny_processor, tiny_config):
+    tokens = tiny_config.tokens_per_frame
+    recorder = FeedRecorder(tiny_pipeline.model)
+    out = tiny_pipeline(
+        PROMPT, num_frames=2, interpolate=False, guidance_scale=3.0, negative_prompt="a blue square",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    recorder.remove()
+    calls = [c[0].tolist() for c in recorder.calls]
+    assert len(calls) == 2 * 2 * (1 + tokens)  # every call of the unguided loop, twice
+    text, negative = tiny_processor.encode_text(PROMPT), tiny_processor.encode_text("a blue square")
+    for frame in range(2):
+        block = calls[frame * 2 * (1 + tokens) : (frame + 1) * 2 * (1 + tokens)]
+        serial = tiny_config.serial_token_id(frame + 1)
+        assert block[0] == text + [serial] and block[1] == negative + [serial]
+        assert all(block[i] == block[i + 1] for i in range(2, len(block), 2))  # the same codes, to both streams
+    assert out.stats.key_frames.model_calls == 2 * 2 * (1 + tokens)
+
+
+def test_guided_greedy_frame_is_the_argmax_of_the_guided_log_probabilities(tiny_pipeline, tiny_processor, tiny_config):
+    scale, tokens = 2.5, tiny_config.tokens_per_frame
+    ours = tiny_pipeline.generate_key_frames([PROMPT], 1, guidance_scale=scale, do_sample=False)[0, 0]
+    model, (low, high) = tiny_pipeline.model, tiny_config.image_token_range
+    streams = [torch.tensor([tiny_processor.keyframe_prefix(PROMPT, 1)]), torch.tensor([[tiny_config.serial_token_id(1)]])]
+    caches, expected = [None, None], []
+    with torch.no_grad():
+        for _ in range(tokens):
+            log_probs = []
+            for index, ids in enumerate(streams):
+                output = model(ids, cache=caches[index], use_cache=True)
+                caches[index] = output.cache
+                log_probs.append(output.logits[0, -1].float().log_softmax(-1))
+            conditional, unconditional = log_probs
+            guided = unconditional + scale * (conditional - unconditional)
+            token = low + int(guided[low:high].argmax())
+            expected.append(token)
+            streams = [torch.tensor([[token]])] * 2
+    assert ours.tolist() == expected
+    unguided = tiny_pipeline.generate_key_frames([PROMPT], 1, do_sample=False)[0, 0]
+    assert not torch.equal(ours, unguided)  # a random model's text does change its logits
+
+
+def test_guidance_scale_comes_from_the_generation_config(tiny_pipeline):
+    def key_frames(**kwargs):
+        return tiny_pipeline.generate_key_frames([PROMPT], 1, do_sample=False, **kwargs)
+
+    unguided, guided = key_frames(), key_frames(guidance_scale=2.0)
+    config = tiny_pipeline.model.generation_config
+    config.guidance_scale = 2.0
+    try:
+        assert torch.equal(key_frames(), guided)
+        assert torch.equal(key_frames(guidance_scale=1.0), unguided)  # the call's value wins
+        config.guidance_scale = 0.5
+        with pytest.raises(ValueError, match=r"guidance_scale .* \(from the key-frame model's generation_config\)"):
+            tiny_pipeline(PROMPT, num_frames=6)
+    finally:
+        config.guidance_scale = None

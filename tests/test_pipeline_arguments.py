@@ -34,6 +34,9 @@ PROMPT = "a red circle moving right"
         ({"first_frame": np.zeros((16, 16, 3), dtype=np.float32)}, "first_frame"),
         ({"output_type": "mp4"}, "output_type"),
         ({"generator": 3}, "generator"),
+        ({"guidance_scale": 0.5}, "guidance_scale"),
+        ({"guidance_scale": float("nan")}, "guidance_scale"),
+        ({"negative_prompt": 3}, "negative_prompt"),
     ],
 )
 def test_bad_arguments_name_the_parameter(tiny_pipeline, kwargs, parameter):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flashvideo.configuration_flashvideo import FlashVideoConfig
-from flashvideo.data.tokenized import interpolation_windows, keyframe_indices, tokenize_video_dataset
+from flashvideo.data.tokenized import drop_prompts, interpolation_windows, keyframe_indices, tokenize_video_dataset
 from flashvideo.image_tokenizer import build_vq_model
 from flashvideo.processing_flashvideo import FlashVideoProcessor
 from flashvideo.text_tokenizer import build_text_tokenizer
@@ -147,3 +147,24 @@ def test_bad_arguments(processor):
     floats = datasets.Dataset.from_dict({"video": (make_videos(1) / 255.0).tolist(), "text": TEXTS[:1]})
     with pytest.raises(ValueError, match=r"uint8 pixels \(integers in \[0, 255\]\), got dtype float"):
         tokenize_video_dataset(floats, processor)
+
+
+def test_drop_prompts_removes_the_caption_of_a_seeded_share(processor):
+    codes = torch.randint(0, 64, (4, 2, 2), generator=torch.Generator().manual_seed(0))
+    samples = [processor.build_keyframe_sample(TEXTS[i % 3], codes) for i in range(60)]
+    dataset = datasets.Dataset.from_list(samples)
+    start, end = processor.layout.text_token_range
+    dropped = drop_prompts(dataset, 0.25, seed=3, text_token_range=(start, end))
+    stripped = [i for i in range(len(dataset)) if dropped[i] != dataset[i]]
+    assert 5 <= len(stripped) <= 25  # about a quarter of 60
+    frame_ids = processor.codes_to_ids(codes).reshape(4, -1).tolist()
+    for i in stripped:
+        sample = dropped[i]
+        serials = [processor.layout.serial_token_id(k + 1) for k in range(4)]
+        assert sample["input_ids"] == sum(([serial] + ids for serial, ids in zip(serials, frame_ids)), [])
+        assert sample["labels"] == sum(([-100] + ids for ids in frame_ids), [])
+    again = drop_prompts(dataset, 0.25, seed=3, text_token_range=(start, end))
+    assert [i for i in range(len(dataset)) if again[i] != dataset[i]] == stripped  # a resumed run sees the same data
+    assert drop_prompts(dataset, 0.0, seed=3, text_token_range=(start, end)) is dataset
+    with pytest.raises(ValueError, match=r"proportion must be a number in \[0, 1\]"):
+        drop_prompts(dataset, 1.5, seed=3, text_token_range=(start, end))

@@ -7,6 +7,7 @@ Everything runs for real on tiny models: Shapes clips resized to 16 px, a 16 px 
 2-layer RetNet of width 32.
 """
 
+import importlib
 import json
 import os
 import shutil
@@ -29,9 +30,12 @@ from safetensors.torch import load_file
 import flashvideo
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoPipeline, FlashVideoProcessor
 from flashvideo.data.shapes import shapes_dataset
+from flashvideo.data.tokenized import drop_prompts
 from flashvideo.data.video_folders import resize_and_center_crop
 from flashvideo.training import DataArguments, main, parse_args, train
 from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs, load_videos
+
+train_module = importlib.import_module("flashvideo.training.train")  # the module, not the `train` function
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,9 +162,19 @@ def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkey
     )
     AcceleratorState._reset_state(reset_partial_state=True)
     # The retention decay can change when fine-tuning (no weight changes shape); the new one is saved.
+    # Also with every caption dropped (--proportion_empty_prompts), which is what the run trains on.
     retuned = tmp_path / "retuned"
-    argv = lm_args("keyframe", retuned, f"--max_steps 1 --decay_exponents 5 7 9 11 {slow}", output_dir, fresh=False)
+    seen = []
+    monkeypatch.setattr(
+        train_module, "drop_prompts", lambda *args: seen.append(drop_prompts(*args)) or seen[-1], raising=True
+    )
+    argv = lm_args(
+        "keyframe", retuned, f"--max_steps 1 --proportion_empty_prompts 1 --decay_exponents 5 7 9 11 {slow}",
+        output_dir, fresh=False,
+    )  # fmt: skip
     output = train(*parse_args(argv))
+    start, end = output.model.config.text_token_range
+    assert seen and all(not start <= token < end for ids in seen[0]["input_ids"] for token in ids)
     assert output.model.config.decay_exponents == [5, 7, 9, 11]
     assert FlashVideoForCausalLM.from_pretrained(retuned).config.decay_exponents == [5, 7, 9, 11]
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -437,6 +451,7 @@ def test_yaml_arguments(tmp_path):
         ("--speed_range 3 1", "--speed_range"),
         ("--speed_range 1 2 3", "--speed_range"),
         ("--decay_exponents 5 0 7 8", "--decay_exponents"),
+        ("--proportion_empty_prompts 1.5", "--proportion_empty_prompts"),
         ("--video_folder /nonexistent/videos", "--video_folder"),
         ("--model_name_or_path x --hidden_size 64", "--hidden_size"),
         ("--max_step 3", "--max_step"),  # no abbreviations

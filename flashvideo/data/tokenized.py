@@ -285,3 +285,42 @@ def _is_int(value: Any) -> bool:
 
 
 __all__ = ["interpolation_windows", "keyframe_indices", "tokenize_video_dataset"]
+
+
+def drop_prompts(
+    dataset: datasets.Dataset, proportion: float, seed: int, text_token_range: tuple[int, int]
+) -> datasets.Dataset:
+    """
+    Remove the caption tokens from a `proportion` of the tokenized samples, for classifier-free guidance.
+
+    A model trained this way also learns the unconditional distribution (serial numbers and image codes
+    only), which the pipeline's `guidance_scale` contrasts with the conditional one. Which samples lose their
+    text is drawn once from `seed`, so a resumed run sees the same data.
+
+    Example:
+
+    ```python
+    >>> train = drop_prompts(train, 0.1, seed=0, text_token_range=processor.layout.text_token_range)
+    ```
+    """
+    if isinstance(proportion, bool) or not isinstance(proportion, (int, float)) or not 0.0 <= proportion <= 1.0:
+        raise ValueError(f"proportion must be a number in [0, 1], got {proportion!r}.")
+    if proportion == 0 or len(dataset) == 0:
+        return dataset
+    dropped = np.random.default_rng(seed).random(len(dataset)) < proportion
+    start, end = text_token_range
+
+    def strip_text(sample: dict[str, list[int]], index: int) -> dict[str, list[int]]:
+        if not dropped[index]:
+            return sample
+        ids = np.asarray(sample["input_ids"])
+        keep = (ids < start) | (ids >= end)
+        return {"input_ids": ids[keep].tolist(), "labels": np.asarray(sample["labels"])[keep].tolist()}
+
+    logger.info(f"drop_prompts: {int(dropped.sum())} of {len(dataset)} samples without their caption")
+    return dataset.map(
+        strip_text,
+        with_indices=True,
+        new_fingerprint=Hasher.hash(["flashvideo.drop_prompts/1", dataset._fingerprint, proportion, seed, start, end]),
+        desc="dropping prompts",
+    )

@@ -311,6 +311,14 @@ class DataArguments:
         default=True,
         metadata={"help": "Interpolation stage: also put the loss on the codes of the two given key frames."},
     )
+    proportion_empty_prompts: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the training samples whose caption is removed (drawn once from --seed), so that the "
+            "model also learns the unconditional distribution that classifier-free guidance (the pipeline's "
+            "guidance_scale) needs. 0 (default): every sample keeps its caption.",
+        },
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Worker processes for the tokenizing Dataset.map."}
     )
@@ -337,6 +345,9 @@ class DataArguments:
         _check_int(self, "frame_stride", 1)
         _check_int(self, "num_key_frames", 1)
         _check_int(self, "interpolation_frames", 1)
+        value = self.proportion_empty_prompts
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            _fail("proportion_empty_prompts", "must be a number in [0, 1]", value)
         _check_int(self, "preprocessing_num_workers", 1, optional=True)
         _check_int(self, "tokenize_batch_size", 1)
         if self.num_key_frames > self.num_frames:

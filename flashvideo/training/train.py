@@ -53,7 +53,7 @@ from transformers import get_scheduler
 
 from ..configuration_flashvideo import FlashVideoConfig
 from ..data.shapes import DEFAULT_IMAGE_SIZE, shapes_dataset
-from ..data.tokenized import tokenize_video_dataset
+from ..data.tokenized import drop_prompts, tokenize_video_dataset
 from ..data.video_folders import load_video_folder, resize_and_center_crop
 from ..image_tokenizer import build_vq_model, frames_to_model_input
 from ..modeling_flashvideo import FlashVideoForCausalLM
@@ -583,6 +583,7 @@ def setup_lm_stage(
         except ValueError as error:
             raise TrainingSetupError(f"Cannot cut {stage_name} samples from the data set: {error}") from None
         processor.to("cpu")
+        tokenized = drop_prompts(tokenized, data_args.proportion_empty_prompts, args.seed, layout.text_token_range)
     lengths = {len(ids) for ids in tokenized[: min(len(tokenized), 64)]["input_ids"]}
     logger.info(f"{len(tokenized)} {stage_name} samples of {sorted(lengths)} tokens (first 64 samples)")
 
