@@ -85,7 +85,7 @@ class FrameSampler:
     >>> sampler = FrameSampler(model, build_logits_processor(model.config.image_token_range, top_k=100))
     >>> logits = sampler.feed(prefix_ids)                 # [text][SN_1], one call
     >>> frame = sampler.sample_frame(logits, model.config.tokens_per_frame)
-    >>> guided = FrameSampler(model, processor_list, guidance_scale=3.0)
+    >>> guided = FrameSampler(model, build_logits_processor(model.config.image_token_range), guidance_scale=3.0)
     >>> logits = guided.feed(prefix_ids, unconditional_ids=serial_number_ids)  # [text][SN_1] and [SN_1]
     ```
     """
@@ -122,7 +122,8 @@ class FrameSampler:
     def feed(
         self, ids: torch.LongTensor, unconditional_ids: torch.LongTensor | None = None
     ) -> torch.FloatTensor:
-        """Run `ids` `[batch, length]` through the model in one call; returns the last position's logits.
+        """Run `ids` `[batch, length]` through the model in one call (two with guidance); returns the last
+        position's logits.
 
         With guidance the unconditional stream is fed `unconditional_ids` (its own prefix; its length may differ)
         or, when None, the same `ids` (image codes, sampled or fixed), and the guided log-probabilities are returned.
