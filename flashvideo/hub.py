@@ -34,6 +34,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .retention import retnet_decay_exponents
+
 
 PIPELINE_TAG = "text-to-video"
 LIBRARY_NAME = "transformers"
@@ -156,7 +158,7 @@ def _results_table(results: dict[str, Any]) -> str:
 
 
 def _decay_text(config: Any) -> str:
-    exponents = config.decay_exponents or [5 + head for head in range(config.num_attention_heads)]
+    exponents = config.decay_exponents or retnet_decay_exponents(config.num_attention_heads)
     return "decay γ_h = 1 − 2^(−e_h), e_h = " + ", ".join(f"{exponent:g}" for exponent in exponents)
 
 

@@ -326,7 +326,6 @@ class FlashVideoPipeline(Pipeline):
         _check_sampling(temperature, top_k, top_p, do_sample, source="")
         for model in (self.model, self.interpolation_model):  # the checkpoints' own settings, before any work
             self._sampling_settings(model, temperature, top_k, top_p, do_sample)
-        _check_guidance_scale(guidance_scale, source="")
         self._guidance_scale(guidance_scale)
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}.")
@@ -403,7 +402,9 @@ class FlashVideoPipeline(Pipeline):
         return FrameSampler(model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale)
 
     def _guidance_scale(self, guidance_scale: float | None) -> float:
-        """The call's guidance scale, else the key-frame model's `generation_config.guidance_scale`, else 1 (off)."""
+        """The call's guidance scale, else the key-frame model's `generation_config.guidance_scale`, else 1 (off);
+        both are checked."""
+        _check_guidance_scale(guidance_scale, source="")
         configured = getattr(self.model.generation_config, "guidance_scale", None)
         _check_guidance_scale(configured, source=" (from the key-frame model's generation_config)")
         return float(_first_set(guidance_scale, configured, 1.0))

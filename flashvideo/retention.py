@@ -19,15 +19,17 @@ from collections.abc import Sequence
 import torch
 
 
+def retnet_decay_exponents(num_heads: int) -> list[float]:
+    """RetNet's decay exponents e_h = 5 + h, h = 0..H−1 (γ_h = 1 − 2^(−e_h))."""
+    return [5.0 + head for head in range(num_heads)]
+
+
 def retention_log_decay(num_heads: int, exponents: Sequence[float] | None = None) -> torch.Tensor:
     """log γ_h with γ_h = 1 − 2^(−e_h): RetNet's e_h = 5 + h, h = 0..H−1, unless `exponents` are given (float64 for
     exactness; callers cast)."""
-    if exponents is None:
-        exponents = 5.0 + torch.arange(num_heads, dtype=torch.float64)
-    else:
-        exponents = torch.tensor(exponents, dtype=torch.float64)
-        if exponents.shape != (num_heads,):
-            raise ValueError(f"exponents must hold one number per head ({num_heads}), got {exponents.tolist()}.")
+    exponents = torch.tensor(retnet_decay_exponents(num_heads) if exponents is None else exponents, dtype=torch.float64)
+    if exponents.shape != (num_heads,):
+        raise ValueError(f"exponents must hold one number per head ({num_heads}), got {exponents.tolist()}.")
     return torch.log1p(-torch.pow(2.0, -exponents))
 
 

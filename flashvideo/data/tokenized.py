@@ -287,6 +287,11 @@ def _is_int(value: Any) -> bool:
 __all__ = ["interpolation_windows", "keyframe_indices", "tokenize_video_dataset"]
 
 
+def is_proportion(value: Any) -> bool:
+    """Whether `value` is a number in [0, 1]."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
+
+
 def drop_prompts(
     dataset: datasets.Dataset, proportion: float, seed: int, text_token_range: tuple[int, int]
 ) -> datasets.Dataset:
@@ -303,7 +308,7 @@ def drop_prompts(
     >>> train = drop_prompts(train, 0.1, seed=0, text_token_range=processor.layout.text_token_range)
     ```
     """
-    if isinstance(proportion, bool) or not isinstance(proportion, (int, float)) or not 0.0 <= proportion <= 1.0:
+    if not is_proportion(proportion):
         raise ValueError(f"proportion must be a number in [0, 1], got {proportion!r}.")
     if proportion == 0 or len(dataset) == 0:
         return dataset

@@ -23,6 +23,7 @@ from typing import Literal
 from transformers import HfArgumentParser
 
 from ..configuration_flashvideo import is_decay_exponent
+from ..data.tokenized import is_proportion
 from ..data.shapes import check_speed_range
 
 STAGES = ("tokenizer", "keyframe", "interpolation")
@@ -345,9 +346,8 @@ class DataArguments:
         _check_int(self, "frame_stride", 1)
         _check_int(self, "num_key_frames", 1)
         _check_int(self, "interpolation_frames", 1)
-        value = self.proportion_empty_prompts
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            _fail("proportion_empty_prompts", "must be a number in [0, 1]", value)
+        if not is_proportion(self.proportion_empty_prompts):
+            _fail("proportion_empty_prompts", "must be a number in [0, 1]", self.proportion_empty_prompts)
         _check_int(self, "preprocessing_num_workers", 1, optional=True)
         _check_int(self, "tokenize_batch_size", 1)
         if self.num_key_frames > self.num_frames:
