@@ -71,6 +71,12 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             RetNet's e_h = 5 + h. With few heads that default forgets quickly: for H = 4 the slowest head's
             γ_h^n falls to 1/e after 256 positions, about one 64×64 frame of 16×16 codes, so a small model
             barely sees the frames before the previous one. Larger exponents let it look further back.
+        code_position_embeddings: add a learned embedding of each token's place in its frame to the token
+            embeddings: how many image codes of the current frame (the tokens after the latest serial number)
+            precede the next token, 0 … code_grid_size², i.e. which cell of the code grid the token predicts.
+            Retention's decay and rotation only say how far apart two tokens are, so without it the model learns
+            the grid column by counting back from the serial number. The table starts at zero, so switching it
+            on for a trained model leaves its outputs unchanged until it is fine-tuned.
         rms_norm_eps: epsilon of the RMSNorms (also the per-head retention norm).
         chunk_size: block length of the chunkwise form (training and long prefills).
         text_vocab_size / image_vocab_size: sizes of the text-token and image-code ranges.
@@ -97,6 +103,7 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     intermediate_size: int = 512
     value_dim: int | None = None
     decay_exponents: list[float] | None = None
+    code_position_embeddings: bool = False
     hidden_act: str = "silu"
     rms_norm_eps: float = 1e-6
     chunk_size: int = 256
@@ -166,6 +173,10 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             raise ValueError(
                 "FlashVideoConfig.hidden_size / num_attention_heads (the key dimension per head) must be even for "
                 f"the rotation; got {self.hidden_size // self.num_attention_heads}."
+            )
+        if not isinstance(self.code_position_embeddings, bool):
+            raise ValueError(
+                f"FlashVideoConfig.code_position_embeddings must be True or False, got {self.code_position_embeddings!r}."
             )
         exponents = self.decay_exponents
         if exponents is not None and (

@@ -157,9 +157,13 @@ def _results_table(results: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- model card
 
 
-def _decay_text(config: Any) -> str:
+def _positions_text(config: Any) -> str:
+    """How the model tells positions apart: its retention decays, and code position embeddings if it has them."""
     exponents = config.decay_exponents or retnet_decay_exponents(config.num_attention_heads)
-    return "decay γ_h = 1 − 2^(−e_h), e_h = " + ", ".join(f"{exponent:g}" for exponent in exponents)
+    text = "decay γ_h = 1 − 2^(−e_h), e_h = " + ", ".join(f"{exponent:g}" for exponent in exponents)
+    if getattr(config, "code_position_embeddings", False):
+        text += "; learned code position embeddings"
+    return text
 
 
 def _interpolation_text(config: Any | None) -> str:
@@ -167,7 +171,7 @@ def _interpolation_text(config: Any | None) -> str:
         return "- a separate interpolation model under `interpolation/`"
     return (
         f"- a separate interpolation model under `interpolation/`: {config.num_hidden_layers} layers, hidden size "
-        f"{config.hidden_size}, {config.num_attention_heads} retention heads ({_decay_text(config)})"
+        f"{config.hidden_size}, {config.num_attention_heads} retention heads ({_positions_text(config)})"
     )
 
 
@@ -202,7 +206,7 @@ def build_model_card(
     details = [
         (
             f"- RetNet decoder: {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
-            f"{config.num_attention_heads} retention heads ({_decay_text(config)}), vocabulary {config.vocab_size} tokens"
+            f"{config.num_attention_heads} retention heads ({_positions_text(config)}), vocabulary {config.vocab_size} tokens"
         ),
         f"- {geometry}; serial numbers `<SN_1>` … `<SN_{config.max_frames}>`",
         _interpolation_text(interpolation_config)

@@ -42,8 +42,9 @@ class RetNetCache(Cache):
     """Recurrent state of every retention layer, for O(1)-per-token decoding with `generate()`.
 
     Unlike a key/value cache it holds one `[batch, heads, d_k, d_v]` state per layer whatever the sequence
-    length, plus a token counter (positions of new tokens come from `get_seq_length()`). States are kept in
-    float32 (or float64) even for half-precision models.
+    length, plus a token counter (positions of new tokens come from `get_seq_length()`) and, for models with code
+    position embeddings, each row's place in its current frame. States are kept in float32 (or float64) even for
+    half-precision models.
 
     Example:
 
@@ -62,6 +63,8 @@ class RetNetCache(Cache):
         super().__init__(layers=[])
         self.num_layers = num_layers
         self.states: list[torch.Tensor | None] = [None] * num_layers
+        # [batch] place of the last token in its frame (see FlashVideoCodePositions); None without code positions.
+        self.frame_places: torch.Tensor | None = None
         self._seen_tokens = 0
 
     def __len__(self) -> int:
@@ -121,10 +124,14 @@ class RetNetCache(Cache):
             )
 
     def _map_states(self, fn) -> None:
+        """Apply a per-row operation (reorder, repeat, select) to everything the cache holds per batch row."""
         self.states = [None if state is None else fn(state) for state in self.states]
+        if self.frame_places is not None:
+            self.frame_places = fn(self.frame_places)
 
     def reset(self) -> None:
         self.states = [None] * self.num_layers
+        self.frame_places = None
         self._seen_tokens = 0
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -204,6 +211,40 @@ class FlashVideoRetentionPositions(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         phase = positions[:, None].to(compute_dtype) * self.angles.to(compute_dtype)[None, :]
         return phase.cos(), phase.sin(), self.log_decay.to(compute_dtype)
+
+
+class FlashVideoCodePositions(nn.Module):
+    """Learned embedding of each token's place in its frame (`config.code_position_embeddings`).
+
+    A token's place is its distance to the latest serial-number token: 0 on `<SN_i>` itself, which predicts the
+    frame's first code, up to code_grid_size² on the frame's last code. So the embedding tells each position which
+    grid cell (row, column) comes next. Positions before any serial number (the caption, padding) and beyond a frame
+    get none. The places are read from the token ids; the last one is carried across calls in the `RetNetCache`.
+    """
+
+    def __init__(self, config: FlashVideoConfig):
+        super().__init__()
+        self.serial_token_range = config.serial_token_range
+        self.tokens_per_frame = config.tokens_per_frame
+        self.weight = nn.Parameter(torch.zeros(config.tokens_per_frame + 1, config.hidden_size))
+
+    def places(self, input_ids: torch.Tensor, past_places: torch.Tensor | None) -> torch.Tensor:
+        """`[batch, length]` distance of each token to the latest serial number (-1: none yet), continuing the
+        `[batch]` `past_places` of the tokens before (None: no tokens before)."""
+        start, end = self.serial_token_range
+        index = torch.arange(input_ids.shape[1], device=input_ids.device)
+        is_serial = (input_ids >= start) & (input_ids < end)
+        latest_serial = torch.where(is_serial, index, -1).cummax(dim=1).values
+        places = torch.where(latest_serial >= 0, index - latest_serial, -1)
+        if past_places is not None:
+            continued = past_places[:, None] + 1 + index
+            places = torch.where((latest_serial < 0) & (past_places[:, None] >= 0), continued, places)
+        return places
+
+    def forward(self, places: torch.Tensor) -> torch.Tensor:
+        in_frame = (places >= 0) & (places <= self.tokens_per_frame)
+        embeddings = nn.functional.embedding(places.clamp(0, self.tokens_per_frame), self.weight)
+        return embeddings * in_frame[..., None].to(embeddings.dtype)
 
 
 class FlashVideoMultiScaleRetention(nn.Module):
@@ -325,6 +366,8 @@ class FlashVideoPreTrainedModel(PreTrainedModel):
             log_decay, angles = module.exact_constants(dtype=torch.float64)  # copy_ casts to the buffers' dtype
             init.copy_(module.log_decay, log_decay)
             init.copy_(module.angles, angles)
+        elif isinstance(module, FlashVideoCodePositions):
+            init.zeros_(module.weight)
 
 
 class FlashVideoModel(FlashVideoPreTrainedModel):
@@ -346,6 +389,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.positions = FlashVideoRetentionPositions(config)
+        self.code_positions = FlashVideoCodePositions(config) if config.code_position_embeddings else None
         self.layers = nn.ModuleList(
             [FlashVideoDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
@@ -469,6 +513,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         if input_ids is not None:
             self._check_input_ids(input_ids)
             inputs_embeds = self.embed_tokens(input_ids)
+        elif self.code_positions is not None:
+            raise ValueError(
+                "This model adds code position embeddings (config.code_position_embeddings), which are read from the "
+                "serial-number tokens: pass input_ids rather than inputs_embeds."
+            )
         batch_size, length = inputs_embeds.shape[:2]
 
         if cache is not None and not isinstance(cache, RetNetCache):
@@ -496,6 +545,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             current = attention_mask[:, -length:].bool()
             padding_mask = None if bool(current.all()) else current
 
+        places = None
+        if self.code_positions is not None:
+            places = self.code_positions.places(input_ids, cache.frame_places if cache is not None else None)
+            inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
+
         forward_mode = self._resolve_forward_mode(forward_mode, length)
         positions = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
         past_states = [
@@ -511,6 +565,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         if cache is not None:
             for layer_idx, state in enumerate(states):
                 cache.set_state(layer_idx, state)
+            if places is not None:
+                cache.frame_places = places[:, -1]
             cache.advance(length)
 
         output = BaseModelOutputWithPast(

@@ -44,6 +44,7 @@ def test_explicit_layout_is_kept_and_round_trips(tmp_path):
         ({"decay_exponents": [5, 6, 7]}, "decay_exponents"),  # 4 heads
         ({"decay_exponents": [5, 6, 0, 8]}, "decay_exponents"),
         ({"decay_exponents": [5, 6, 7, 60]}, "decay_exponents"),
+        ({"code_position_embeddings": "yes"}, "code_position_embeddings"),
     ],
 )
 def test_invalid_values_name_the_field(kwargs, field):

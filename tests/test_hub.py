@@ -190,7 +190,9 @@ def _tiny_pipeline() -> FlashVideoPipeline:
     config = FlashVideoConfig(**sizes)
     torch.manual_seed(0)
     model = FlashVideoForCausalLM(config).eval()
-    interpolation_model = FlashVideoForCausalLM(FlashVideoConfig(**sizes, decay_exponents=[5, 6, 8, 10])).eval()
+    interpolation_model = FlashVideoForCausalLM(
+        FlashVideoConfig(**sizes, decay_exponents=[5, 6, 8, 10], code_position_embeddings=True)
+    ).eval()
     vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
     processor = FlashVideoProcessor(build_text_tokenizer(PROMPTS, vocab_size=40), vq, config)
     return FlashVideoPipeline(
@@ -316,7 +318,7 @@ def test_model_card_metadata_and_body(pushed):
     assert f'pipeline("text-to-video", model="{REPO_ID}", trust_remote_code=True)' in card.text
     assert "4 retention heads (decay γ_h = 1 − 2^(−e_h), e_h = 5, 6, 7, 8)" in card.text  # RetNet's default
     assert "interpolation model under `interpolation/`: 2 layers, hidden size 32, 4 retention heads (decay" in card.text
-    assert "e_h = 5, 6, 8, 10)" in card.text
+    assert "e_h = 5, 6, 8, 10; learned code position embeddings)" in card.text
     row = "| redundant-free, inherit 0.2 | 75.0% | 50.0% | 100.0% | 50.0% | 19.00 | 0.700 | 2500 | 20.00 |"
     assert row in card.text
     assert json.loads(pushed["hub"].files(REPO_ID)["eval_results.json"].read_text()) == EVAL_RESULTS

@@ -193,3 +193,103 @@ def test_cache_reorder_and_reset(tiny_model, tiny_config):
     assert torch.equal(cache.states[0][0], before[0][2]) and torch.equal(cache.states[1][2], before[1][0])
     cache.reset()
     assert cache.get_seq_length() == 0 and cache.nbytes == 0 and cache.batch_size == -1
+
+
+def frames_sequence(config, lengths, batch_size=1, seed=5):
+    """`[caption (3 tokens)][SN_1][codes]…`: one frame per entry of `lengths` (codes in that frame)."""
+    generator = torch.Generator().manual_seed(seed)
+    parts = [torch.randint(*config.text_token_range, (batch_size, 3), generator=generator)]
+    for number, length in enumerate(lengths, start=1):
+        parts.append(torch.full((batch_size, 1), config.serial_token_id(number)))
+        parts.append(torch.randint(*config.image_token_range, (batch_size, length), generator=generator))
+    return torch.cat(parts, dim=1)
+
+
+def code_position_model(config):
+    """A float64 model with code position embeddings set to random values (they start at zero)."""
+    model = float64_model(config, code_position_embeddings=True)
+    with torch.no_grad():
+        model.model.code_positions.weight.normal_(generator=torch.Generator().manual_seed(6))
+    return model
+
+
+def test_code_positions_count_from_the_latest_serial_number(tiny_config):
+    model = code_position_model(tiny_config)  # 4×4 grid: 16 codes per frame
+    code_positions = model.model.code_positions
+    ids = frames_sequence(tiny_config, [16, 3])
+    caption, frame = [-1, -1, -1], list(range(17))
+    assert code_positions.places(ids, None)[0].tolist() == caption + frame + [0, 1, 2, 3]
+    # A call continuing a frame counts on from the place its cache carries.
+    assert code_positions.places(ids[:, 10:], torch.tensor([6]))[0].tolist() == list(range(7, 17)) + [0, 1, 2, 3]
+    assert code_positions.places(ids[:, :2], torch.tensor([-1]))[0].tolist() == [-1, -1]
+    # One embedding per place 0…16; none for the caption, nor past the end of a frame.
+    embeddings = code_positions(torch.tensor([[-1, 0, 16, 17]]))
+    assert torch.equal(embeddings[0, 1], code_positions.weight[0])
+    assert torch.equal(embeddings[0, 2], code_positions.weight[16])
+    assert not embeddings[0, 0].any() and not embeddings[0, 3].any()
+
+
+def test_code_positions_agree_across_forms_and_split_calls(tiny_config):
+    model = code_position_model(tiny_config)
+    ids = frames_sequence(tiny_config, [16, 16, 5], batch_size=2)  # 42 tokens: several chunks of 8
+    parallel, recurrent, chunkwise = (logits(model, ids, mode) for mode in ("parallel", "recurrent", "chunkwise"))
+    assert (parallel - recurrent).abs().max() <= 1e-9
+    assert (chunkwise - parallel).abs().max() <= 1e-6
+    # The embeddings change the outputs (and so are in use), and a cache carries each row's place: a prefill
+    # that stops inside a frame, then token-by-token steps, gives the one-pass result.
+    without = float64_model(tiny_config)
+    assert (logits(without, ids, "parallel") - parallel).abs().max() > 1e-3
+    cache = RetNetCache(tiny_config.num_hidden_layers)
+    with torch.no_grad():
+        pieces = [model(ids[:, :11], cache=cache, use_cache=True).logits]
+        pieces += [model(ids[:, n : n + 1], cache=cache, use_cache=True).logits for n in range(11, ids.shape[1])]
+    assert cache.frame_places.tolist() == [5, 5]
+    assert (torch.cat(pieces, dim=1) - parallel).abs().max() < 1e-10
+
+
+def test_code_positions_follow_reordered_and_selected_cache_rows(tiny_config):
+    model = code_position_model(tiny_config)
+    cache = RetNetCache(tiny_config.num_hidden_layers)
+    ids = frames_sequence(tiny_config, [4], batch_size=3)
+    ids[1, 4:] = tiny_config.serial_token_id(2)  # rows at places 4, 0 and 4
+    ids[2, 3:] = tiny_config.text_token_start  # and no serial number
+    model(ids, cache=cache, use_cache=True)
+    assert cache.frame_places.tolist() == [4, 0, -1]
+    cache.reorder_cache(torch.tensor([2, 0, 1]))
+    assert cache.frame_places.tolist() == [-1, 4, 0]
+    cache.batch_repeat_interleave(2)
+    assert cache.frame_places.tolist() == [-1, -1, 4, 4, 0, 0]
+    cache.batch_select_indices(torch.tensor([1, 4]))
+    assert cache.frame_places.tolist() == [-1, 0]
+    cache.reset()
+    assert cache.frame_places is None
+
+
+def test_generate_with_code_positions_same_with_and_without_cache(tiny_config):
+    model = code_position_model(tiny_config)
+    prompt = frames_sequence(tiny_config, [2], batch_size=2)
+    kwargs = dict(max_new_tokens=20, eos_token_id=None, attention_mask=torch.ones_like(prompt))
+    for strategy in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
+        cached = model.generate(prompt, **strategy, **kwargs)
+        assert torch.equal(cached, model.generate(prompt, use_cache=False, **strategy, **kwargs))
+
+
+def test_code_positions_start_at_zero_and_learn(tiny_config, tmp_path):
+    """Switched on for a trained model, the new table starts at zero (same outputs), and training moves it."""
+    trained = float64_model(tiny_config)
+    trained.save_pretrained(tmp_path)
+    config = FlashVideoConfig(**{**tiny_config.to_dict(), "code_position_embeddings": True})
+    extended = FlashVideoForCausalLM.from_pretrained(tmp_path, config=config).double()
+    assert not extended.model.code_positions.weight.any()
+    ids = frames_sequence(tiny_config, [16, 4])
+    reloaded_without = FlashVideoForCausalLM.from_pretrained(tmp_path).double().eval()  # the same loading path
+    assert torch.equal(logits(extended.eval(), ids, "parallel"), logits(reloaded_without, ids, "parallel"))
+    extended(ids, labels=ids).loss.backward()
+    gradient = extended.model.code_positions.weight.grad
+    assert gradient[:16].abs().sum(dim=1).min() > 0  # places 0…15 precede a code in this sequence
+    with pytest.raises(ValueError, match="input_ids rather than inputs_embeds"):
+        extended(inputs_embeds=torch.zeros(1, 3, tiny_config.hidden_size, dtype=torch.float64))
+    extended.save_pretrained(tmp_path / "extended")
+    reloaded = FlashVideoForCausalLM.from_pretrained(tmp_path / "extended").double()
+    assert reloaded.config.code_position_embeddings
+    assert torch.equal(reloaded.model.code_positions.weight, extended.model.code_positions.weight)

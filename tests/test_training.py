@@ -161,22 +161,26 @@ def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkey
         output.model.lm_head.weight.detach(), keyframe_weights["lm_head.weight"], rtol=0, atol=1e-4
     )
     AcceleratorState._reset_state(reset_partial_state=True)
-    # The retention decay can change when fine-tuning (no weight changes shape); the new one is saved.
-    # Also with every caption dropped (--proportion_empty_prompts), which is what the run trains on.
+    # The retention decay can change when fine-tuning (no weight changes shape), and code position embeddings can
+    # be added (a new table, from zero); both are saved. Also with every caption dropped
+    # (--proportion_empty_prompts), which is what the run trains on.
     retuned = tmp_path / "retuned"
     seen = []
     monkeypatch.setattr(
         train_module, "drop_prompts", lambda *args: seen.append(drop_prompts(*args)) or seen[-1], raising=True
     )
     argv = lm_args(
-        "keyframe", retuned, f"--max_steps 1 --proportion_empty_prompts 1 --decay_exponents 5 7 9 11 {slow}",
+        "keyframe", retuned,
+        f"--max_steps 2 --proportion_empty_prompts 1 --decay_exponents 5 7 9 11 --code_position_embeddings {slow}",
         output_dir, fresh=False,
     )  # fmt: skip
     output = train(*parse_args(argv))
     start, end = output.model.config.text_token_range
     assert seen and all(not start <= token < end for ids in seen[0]["input_ids"] for token in ids)
     assert output.model.config.decay_exponents == [5, 7, 9, 11]
-    assert FlashVideoForCausalLM.from_pretrained(retuned).config.decay_exponents == [5, 7, 9, 11]
+    reloaded = FlashVideoForCausalLM.from_pretrained(retuned)
+    assert reloaded.config.decay_exponents == [5, 7, 9, 11] and reloaded.config.code_position_embeddings
+    assert reloaded.model.code_positions.weight.any()  # trained from zero (the first step has learning rate 0)
     AcceleratorState._reset_state(reset_partial_state=True)
     capsys.readouterr()
     argv = lm_args("keyframe", retuned, "--max_steps 1 --decay_exponents 5 6 --model_name_or_path", output_dir, fresh=False)

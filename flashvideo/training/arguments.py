@@ -130,6 +130,15 @@ class ModelArguments:
             "nargs": "+",
         },
     )
+    code_position_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Add a learned embedding of each token's place in its frame's code grid (FlashVideoConfig."
+            "code_position_embeddings). Unset: a fresh model has none and a fine-tuned one keeps what it has. May "
+            "be given when fine-tuning: the new table starts at zero, so training starts from the checkpoint's "
+            "outputs."
+        },
+    )
 
     # Vocabulary layout and frame geometry, fixed by the tokenizer stage (None: the FlashVideoConfig default).
     image_size: int | None = field(
@@ -215,6 +224,12 @@ class ModelArguments:
         return {
             name: getattr(self, name) for name in self.architecture_overrides_names() if getattr(self, name)
         }
+
+    def config_overrides(self) -> dict[str, object]:
+        """The FlashVideoConfig keyword arguments that change no weight of a trained model, so may also be given
+        when fine-tuning (`decay_exponents`, `code_position_embeddings`)."""
+        values = {"decay_exponents": self.decay_exponents, "code_position_embeddings": self.code_position_embeddings or None}
+        return {name: value for name, value in values.items() if value is not None}
 
     def layout_overrides(self) -> dict[str, int]:
         """The layout values given, as FlashVideoConfig kwargs (codebook_size -> image_vocab_size)."""

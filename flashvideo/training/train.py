@@ -590,7 +590,7 @@ def setup_lm_stage(
     # ---- model: fine-tuned from a checkpoint, or fresh with the processor's layout
     set_seed(args.seed)
     if source is not None:
-        model = load_lm(source, stage_name, model_args.decay_exponents)
+        model = load_lm(source, stage_name, model_args.config_overrides())
         mismatched = {
             name: (getattr(model.config, name), value)
             for name, value in layout.to_dict().items()
@@ -605,7 +605,7 @@ def setup_lm_stage(
     else:
         try:
             config = FlashVideoConfig(
-                **layout.to_dict(), **model_args.architecture_overrides(), decay_exponents=model_args.decay_exponents
+                **layout.to_dict(), **model_args.architecture_overrides(), **model_args.config_overrides()
             )
         except ValueError as error:
             raise TrainingSetupError(f"Invalid model size arguments: {error}") from None
@@ -685,9 +685,9 @@ def load_processor(source: str, argument: str) -> FlashVideoProcessor:
         ) from None
 
 
-def load_lm(source: str, stage: str, decay_exponents: list[float] | None = None) -> FlashVideoForCausalLM:
+def load_lm(source: str, stage: str, config_overrides: dict[str, object] | None = None) -> FlashVideoForCausalLM:
     """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any;
-    `decay_exponents` (if given) replace the retention decay it was trained with."""
+    `config_overrides` (`ModelArguments.config_overrides()`) replace config values it was trained with."""
     subfolder = {}
     if stage == "interpolation":
         if has_interpolation_model(source):
@@ -696,20 +696,23 @@ def load_lm(source: str, stage: str, decay_exponents: list[float] | None = None)
             logger.warning(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
     try:
         config = FlashVideoConfig.from_pretrained(source, **subfolder)
-        if decay_exponents is not None:
-            config = with_decay_exponents(config, decay_exponents)
+        if config_overrides:
+            config = with_config_overrides(config, config_overrides)
         return FlashVideoForCausalLM.from_pretrained(source, config=config, **subfolder)
     except OSError as error:
         raise TrainingSetupError(f"Cannot load a FlashVideo model from {source}: {error}") from None
 
 
-def with_decay_exponents(config: FlashVideoConfig, decay_exponents: list[float]) -> FlashVideoConfig:
-    """The config with another retention decay, checked against its number of heads."""
+def with_config_overrides(config: FlashVideoConfig, overrides: dict[str, object]) -> FlashVideoConfig:
+    """The config with other values for the given fields, checked as a new config would be."""
     try:  # rebuilt rather than updated in place, so that the config's own checks run
-        config = FlashVideoConfig(**{**config.to_dict(), "decay_exponents": decay_exponents})
+        config = FlashVideoConfig(**{**config.to_dict(), **overrides})
     except ValueError as error:
-        raise TrainingSetupError(f"--decay_exponents: {error}") from None
-    logger.warning(f"Fine-tuning with the retention decay exponents {decay_exponents} (γ_h = 1 − 2^(−e_h))")
+        raise TrainingSetupError(f"{' '.join('--' + name for name in overrides)}: {error}") from None
+    if "decay_exponents" in overrides:
+        logger.warning(f"Fine-tuning with the retention decay exponents {config.decay_exponents} (γ_h = 1 − 2^(−e_h))")
+    if "code_position_embeddings" in overrides:
+        logger.warning(f"Fine-tuning with code_position_embeddings={config.code_position_embeddings}")
     return config
 
 
