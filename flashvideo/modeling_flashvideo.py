@@ -232,8 +232,11 @@ class FlashVideoCodePositions(nn.Module):
         """`[batch, length]` distance of each token to the latest serial number (-1: none yet), continuing the
         `[batch]` `past_places` of the tokens before (None: no tokens before)."""
         start, end = self.serial_token_range
-        index = torch.arange(input_ids.shape[1], device=input_ids.device)
         is_serial = (input_ids >= start) & (input_ids < end)
+        if input_ids.shape[1] == 1 and past_places is not None:
+            # The decode step, in as few operators as possible: one place on from the last (-1 stays -1), or 0.
+            return torch.where(is_serial, 0, (past_places + (past_places >= 0))[:, None])
+        index = torch.arange(input_ids.shape[1], device=input_ids.device)
         latest_serial = torch.where(is_serial, index, -1).cummax(dim=1).values
         places = torch.where(latest_serial >= 0, index - latest_serial, -1)
         if past_places is not None:
@@ -242,9 +245,10 @@ class FlashVideoCodePositions(nn.Module):
         return places
 
     def forward(self, places: torch.Tensor) -> torch.Tensor:
-        in_frame = (places >= 0) & (places <= self.tokens_per_frame)
-        embeddings = nn.functional.embedding(places.clamp(0, self.tokens_per_frame), self.weight)
-        return embeddings * in_frame[..., None].to(embeddings.dtype)
+        # Places outside a frame (-1 or past its last code) index an appended zero row.
+        outside = self.tokens_per_frame + 1
+        index = torch.where((places >= 0) & (places < outside), places, outside)
+        return nn.functional.embedding(index, nn.functional.pad(self.weight, (0, 0, 0, 1)))
 
 
 class FlashVideoMultiScaleRetention(nn.Module):

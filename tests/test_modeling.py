@@ -239,12 +239,16 @@ def test_code_positions_agree_across_forms_and_split_calls(tiny_config):
     # that stops inside a frame, then token-by-token steps, gives the one-pass result.
     without = float64_model(tiny_config)
     assert (logits(without, ids, "parallel") - parallel).abs().max() > 1e-3
-    cache = RetNetCache(tiny_config.num_hidden_layers)
-    with torch.no_grad():
-        pieces = [model(ids[:, :11], cache=cache, use_cache=True).logits]
-        pieces += [model(ids[:, n : n + 1], cache=cache, use_cache=True).logits for n in range(11, ids.shape[1])]
-    assert cache.frame_places.tolist() == [5, 5]
-    assert (torch.cat(pieces, dim=1) - parallel).abs().max() < 1e-10
+    for prefill_length in (2, 11):  # inside the caption (no place yet), inside the first frame
+        cache = RetNetCache(tiny_config.num_hidden_layers)
+        with torch.no_grad():
+            pieces = [model(ids[:, :prefill_length], cache=cache, use_cache=True).logits]
+            pieces += [
+                model(ids[:, n : n + 1], cache=cache, use_cache=True).logits
+                for n in range(prefill_length, ids.shape[1])
+            ]
+        assert cache.frame_places.tolist() == [5, 5]
+        assert (torch.cat(pieces, dim=1) - parallel).abs().max() < 1e-10
 
 
 def test_code_positions_follow_reordered_and_selected_cache_rows(tiny_config):
