@@ -176,7 +176,8 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             )
         if not isinstance(self.code_position_embeddings, bool):
             raise ValueError(
-                f"FlashVideoConfig.code_position_embeddings must be True or False, got {self.code_position_embeddings!r}."
+                "FlashVideoConfig.code_position_embeddings must be True or False, got "
+                f"{self.code_position_embeddings!r}."
             )
         exponents = self.decay_exponents
         if exponents is not None and (

@@ -206,7 +206,8 @@ def build_model_card(
     details = [
         (
             f"- RetNet decoder: {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
-            f"{config.num_attention_heads} retention heads ({_positions_text(config)}), vocabulary {config.vocab_size} tokens"
+            f"{config.num_attention_heads} retention heads ({_positions_text(config)}), "
+            f"vocabulary {config.vocab_size} tokens"
         ),
         f"- {geometry}; serial numbers `<SN_1>` … `<SN_{config.max_frames}>`",
         _interpolation_text(interpolation_config)

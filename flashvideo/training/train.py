@@ -710,7 +710,9 @@ def with_config_overrides(config: FlashVideoConfig, overrides: dict[str, object]
     except ValueError as error:
         raise TrainingSetupError(f"{' '.join('--' + name for name in overrides)}: {error}") from None
     if "decay_exponents" in overrides:
-        logger.warning(f"Fine-tuning with the retention decay exponents {config.decay_exponents} (γ_h = 1 − 2^(−e_h))")
+        logger.warning(
+            f"Fine-tuning with the retention decay exponents {config.decay_exponents} (γ_h = 1 − 2^(−e_h))"
+        )
     if "code_position_embeddings" in overrides:
         logger.warning(f"Fine-tuning with code_position_embeddings={config.code_position_embeddings}")
     return config
