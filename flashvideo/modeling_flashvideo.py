@@ -245,10 +245,11 @@ class FlashVideoCodePositions(nn.Module):
         return places
 
     def forward(self, places: torch.Tensor) -> torch.Tensor:
-        # Places outside a frame (-1 or past its last code) index an appended zero row.
-        outside = self.tokens_per_frame + 1
-        index = torch.where((places >= 0) & (places < outside), places, outside)
-        return nn.functional.embedding(index, nn.functional.pad(self.weight, (0, 0, 0, 1)))
+        # Places outside a frame (-1 or past its last code) get zeros; a mask is cheaper per decode step than
+        # padding the table with a zero row on every call.
+        in_frame = (places >= 0) & (places <= self.tokens_per_frame)
+        embeddings = nn.functional.embedding(places.clamp(0, self.tokens_per_frame), self.weight)
+        return embeddings * in_frame.unsqueeze(-1)
 
 
 class FlashVideoMultiScaleRetention(nn.Module):

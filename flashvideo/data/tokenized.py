@@ -284,9 +284,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["interpolation_windows", "keyframe_indices", "tokenize_video_dataset"]
-
-
 def is_proportion(value: Any) -> bool:
     """Whether `value` is a number in [0, 1]."""
     return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
@@ -329,3 +326,6 @@ def drop_prompts(
         new_fingerprint=Hasher.hash(["flashvideo.drop_prompts/1", dataset._fingerprint, proportion, seed, start, end]),
         desc="dropping prompts",
     )
+
+
+__all__ = ["drop_prompts", "interpolation_windows", "is_proportion", "keyframe_indices", "tokenize_video_dataset"]

@@ -228,10 +228,12 @@ class ModelArguments:
     def config_overrides(self) -> dict[str, object]:
         """The FlashVideoConfig keyword arguments that change no weight of a trained model, so may also be given
         when fine-tuning (`decay_exponents`, `code_position_embeddings`)."""
-        values = {"decay_exponents": self.decay_exponents}
+        overrides = {}
+        if self.decay_exponents is not None:
+            overrides["decay_exponents"] = self.decay_exponents
         if self.code_position_embeddings:  # a flag: unset means "as the checkpoint has it"
-            values["code_position_embeddings"] = True
-        return {name: value for name, value in values.items() if value is not None}
+            overrides["code_position_embeddings"] = True
+        return overrides
 
     def layout_overrides(self) -> dict[str, int]:
         """The layout values given, as FlashVideoConfig kwargs (codebook_size -> image_vocab_size)."""
