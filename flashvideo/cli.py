@@ -148,6 +148,12 @@ def _add_eval(subparsers) -> None:
         help="classifier-free guidance for the key frames, >= 1 (default: the checkpoint's generation_config, else 1)",
     )  # fmt: skip
     evaluate.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step (torch.compile; about twice as fast for large sets, needs a C++ compiler on a "
+        "CPU; the speeds then include the compilation)",
+    )
+    evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"
     )
 
@@ -353,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             modes=args.modes,
             sampling=sampling,
+            compile=args.compile,
         )
         sys.stdout.write(path.read_text())
     elif args.command == "demo":

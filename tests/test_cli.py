@@ -1,12 +1,17 @@
-"""`flashvideo generate` writes a real, readable clip."""
+"""`flashvideo generate` writes a real, readable clip; `flashvideo eval` writes its results."""
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from flashvideo import FlashVideoConfig
 from flashvideo.cli import main
+from flashvideo.evaluation.bench_video import random_pipeline
 from flashvideo.video_io import read_video
 
 
@@ -51,3 +56,19 @@ def test_console_script_help():
         "--checkpoint",
     ):  # fmt: skip
         assert option in result.stdout
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_eval_writes_results_with_compiled_decoding(tmp_path, capsys):
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, code_grid_size=4,
+        image_vocab_size=64,
+    )  # fmt: skip
+    random_pipeline(config).save_pretrained(tmp_path / "checkpoint")
+    output_dir = tmp_path / "eval"
+    assert main(["eval", "--model", str(tmp_path / "checkpoint"), "--num-samples", "2", "--modes", "keyframes",
+                 "--top-k", "5", "--compile", "--output-dir", str(output_dir)]) == 0  # fmt: skip
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert results["compiled"] is True and results["sampling"] == {"top_k": 5} and results["num_samples"] == 2
+    assert list(results["modes"]) == ["key frames only (every 5th frame)"]
+    assert "Decode step compiled" in capsys.readouterr().out
