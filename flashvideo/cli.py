@@ -150,8 +150,8 @@ def _add_eval(subparsers) -> None:
     evaluate.add_argument(
         "--compile",
         action="store_true",
-        help="compile the decode step (torch.compile; about twice as fast for large sets, needs a C++ compiler on a "
-        "CPU; the speeds then include the compilation)",
+        help="compile the decode step (torch.compile; the same clips, needs a C++ compiler on a CPU; the speeds then "
+        "include the compilation)",
     )
     evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"

@@ -201,8 +201,8 @@ def run_evaluation(
     Evaluate `checkpoint` and write `eval_results.json` and `eval_results.md` under `output_dir`.
 
     `modes` are short keys of `MODE_KEYS` (default: every mode); `sampling` as in `evaluate_pipeline`. `compile`
-    compiles the decode step of both models (`FlashVideoPipeline.compile_recurrent_step`): large evaluations run about
-    twice as fast on a CPU, and the speeds measured include the compilation on the first batch of each shape.
+    compiles the decode step of both models (`FlashVideoPipeline.compile_recurrent_step`); the clips are the same, and
+    the speeds measured include the compilation on the first batch of each shape.
     """
     selected = select_modes(modes)
     pipe = FlashVideoPipeline.from_pretrained(checkpoint)
