@@ -60,3 +60,16 @@ def tiny_pipeline(tiny_model, tiny_processor):
     from flashvideo import FlashVideoPipeline
 
     return FlashVideoPipeline(model=tiny_model, processor=tiny_processor, device="cpu", show_progress=False)
+
+
+@pytest.fixture
+def shapes_sized_pipeline():
+    """A random-weight pipeline for 64×64 Shapes clips (4×4 codes of 16 px), as the evaluation needs."""
+    from flashvideo import FlashVideoConfig
+    from flashvideo.evaluation.bench_video import random_pipeline
+
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, code_grid_size=4,
+        image_vocab_size=64,
+    )  # fmt: skip
+    return random_pipeline(config)

@@ -7,7 +7,7 @@ import torch
 
 from flashvideo import FlashVideoConfig
 from flashvideo.evaluation.bench_decode import run_decode_benchmark, same_size_llama
-from flashvideo.evaluation.bench_video import random_pipeline, run_video_benchmark
+from flashvideo.evaluation.bench_video import run_video_benchmark
 from flashvideo.evaluation.evaluate import (
     INFERENCE_MODES, evaluate_pipeline, evaluation_set, results_markdown, select_modes,
 )  # fmt: skip
@@ -67,12 +67,8 @@ def test_video_benchmark_counts_the_sequential_calls_of_each_method(tmp_path):
     assert (tmp_path / "video_generation.png").stat().st_size > 1000
 
 
-def test_evaluation_reports_every_mode(tmp_path, monkeypatch):
-    config = FlashVideoConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, code_grid_size=4,
-        image_vocab_size=64,
-    )  # fmt: skip
-    pipe = random_pipeline(config)
+def test_evaluation_reports_every_mode(shapes_sized_pipeline, monkeypatch):
+    pipe = shapes_sized_pipeline
     frames_asked, call = [], type(pipe).__call__
 
     def recording_call(self, *args, **kwargs):
