@@ -8,6 +8,7 @@ The retention math lives in `retention.py`; this file holds the layers, the `Ret
 recurrent state through `generate()`, and the 🤗 model classes.
 """
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -28,6 +29,7 @@ from .retention import (
     parallel_retention,
     recurrent_retention,
     retention_log_decay,
+    retention_state_at,
     rotation_angles,
 )
 
@@ -38,6 +40,22 @@ ForwardMode = Literal["auto", "parallel", "chunkwise", "recurrent"]
 FORWARD_MODES = ("auto", "parallel", "chunkwise", "recurrent")
 
 
+@dataclass
+class RetNetCallRecord:
+    """What rolling the cache back into one model call needs: the states before it and the call's own keys and
+    values (after rotation, scaling and padding), per layer, plus where every row stood before it."""
+
+    seen_tokens: int  # tokens counted before the call
+    length: int
+    states: list[torch.Tensor | None]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    log_decay: torch.Tensor
+    row_positions: torch.Tensor | None  # [batch] positions before the call (None: every row at `seen_tokens`)
+    frame_places: torch.Tensor | None  # [batch] places before the call
+    places: torch.Tensor | None  # [batch, length] places of the call's tokens
+
+
 class RetNetCache(Cache):
     """Recurrent state of every retention layer, for O(1)-per-token decoding with `generate()`.
 
@@ -46,6 +64,13 @@ class RetNetCache(Cache):
     position embeddings, each row's place in its current frame. States are kept in float32 (or float64) even for
     half-precision models.
 
+    It can also roll back: it keeps, for its last calls (at least the last one, and as many before it as fit in
+    `max_rollback_tokens`), the states before each call and the call's keys and values, and rebuilds the exact state
+    at any position inside them (S_a = γ^a S_0 + Σ_{m<a} γ^(a−1−m) k_mᵀ v_m per head, see
+    `retention.retention_state_at`). `crop(-n)` removes the last n tokens, as transformers' assisted decoding asks;
+    `rewind(kept)` keeps the first `kept[b]` tokens of the last call per row, after which rows stand at different
+    positions (`row_positions`), which the model then follows.
+
     Example:
 
     ```python
@@ -53,18 +78,27 @@ class RetNetCache(Cache):
     >>> out = model(prompt_ids, cache=cache, use_cache=True)     # parallel/chunkwise prefill
     >>> out = model(next_token_ids, cache=cache, use_cache=True)  # one recurrent step
     >>> cache.get_seq_length(), cache.nbytes
+    >>> out = model(draft_ids, cache=cache, use_cache=True)       # 8 drafts verified in one call
+    >>> cache.crop(-5)                                            # only the first 3 were accepted
     ```
     """
 
     is_compileable = False
 
-    def __init__(self, num_layers: int):
+    def __init__(self, num_layers: int, max_rollback_tokens: int = 64):
         # The base class manages key/value layers; ours are plain state tensors, so it gets an empty list.
         super().__init__(layers=[])
+        if max_rollback_tokens < 0:
+            raise ValueError(f"max_rollback_tokens must be >= 0, got {max_rollback_tokens}.")
         self.num_layers = num_layers
+        self.max_rollback_tokens = max_rollback_tokens
         self.states: list[torch.Tensor | None] = [None] * num_layers
         # [batch] place of the last token in its frame (see FlashVideoCodePositions); None without code positions.
         self.frame_places: torch.Tensor | None = None
+        # [batch] position of each row's next token once rows have advanced by different amounts; None: all at
+        # `get_seq_length()`.
+        self.row_positions: torch.Tensor | None = None
+        self.records: list[RetNetCallRecord] = []
         self._seen_tokens = 0
 
     def __len__(self) -> int:
@@ -92,7 +126,13 @@ class RetNetCache(Cache):
 
     @property
     def is_croppable(self) -> bool:
-        return False
+        # Within the recorded calls; `crop` says so when asked for more.
+        return True
+
+    @property
+    def rollback_tokens(self) -> int:
+        """How many of the last tokens `crop` can remove."""
+        return sum(record.length for record in self.records)
 
     @property
     def is_linear(self) -> list[bool]:
@@ -112,9 +152,82 @@ class RetNetCache(Cache):
     def set_state(self, layer_idx: int, state: torch.Tensor) -> None:
         self.states[layer_idx] = state
 
-    def advance(self, num_tokens: int) -> None:
-        """Count `num_tokens` more processed tokens (called once per forward, after every layer has run)."""
-        self._seen_tokens += num_tokens
+    def positions(self, length: int, device: torch.device) -> torch.Tensor:
+        """Positions of the next `length` tokens: `[length]`, or `[batch, length]` when rows stand apart."""
+        offsets = torch.arange(length, device=device)
+        if self.row_positions is None:
+            return offsets + self._seen_tokens
+        return self.row_positions[:, None] + offsets
+
+    def update(
+        self,
+        states: list[torch.Tensor],
+        keys_and_values: list[tuple[torch.Tensor, torch.Tensor]],
+        log_decay: torch.Tensor,
+        places: torch.Tensor | None,
+        length: int,
+    ) -> None:
+        """Take the states after a call of `length` tokens, and record what rolling back into it needs."""
+        self.records.append(
+            RetNetCallRecord(
+                seen_tokens=self._seen_tokens, length=length, states=self.states,
+                keys=[kv[0] for kv in keys_and_values], values=[kv[1] for kv in keys_and_values],
+                log_decay=log_decay, row_positions=self.row_positions, frame_places=self.frame_places, places=places,
+            )  # fmt: skip
+        )
+        while len(self.records) > 1 and self.rollback_tokens > self.max_rollback_tokens:
+            self.records.pop(0)
+        self.states = list(states)
+        if places is not None:
+            self.frame_places = places[:, -1]
+        if self.row_positions is not None:
+            self.row_positions = self.row_positions + length
+        self._seen_tokens += length
+
+    def activate_past_recording(self) -> None:
+        """Called by assisted decoding before it starts; the calls are always recorded (see `max_rollback_tokens`)."""
+
+    def rewind(self, kept: int | torch.Tensor) -> None:
+        """Keep only the first `kept` tokens of the last call (an int, or a `[batch]` tensor: per row), as if the
+        rest had never been fed. The state is rebuilt exactly from the call's keys and values."""
+        if not self.records:
+            raise ValueError("rewind needs a recorded call: the cache has seen no call it can roll back into.")
+        record = self.records[-1]
+        batch = self.batch_size
+        if isinstance(kept, int):
+            if not 0 <= kept <= record.length:
+                raise ValueError(f"kept must be in [0, {record.length}] (the last call's length), got {kept}.")
+            kept_rows = torch.full((batch,), kept, dtype=torch.long)
+        else:
+            kept_rows = kept.to(dtype=torch.long)
+            low, high = torch.stack(torch.aminmax(kept_rows)).tolist()
+            if kept_rows.shape != (batch,) or low < 0 or high > record.length:
+                raise ValueError(
+                    f"kept must hold one count per row ({batch}) in [0, {record.length}] (the last call's length), "
+                    f"got {kept_rows.tolist()}."
+                )
+            if low == high:  # every row keeps the same: positions stay uniform
+                kept = low
+        device = record.keys[0].device
+        kept_rows = kept_rows.to(device)
+        self.states = [
+            retention_state_at(keys, values, record.log_decay, kept_rows, state)
+            for keys, values, state in zip(record.keys, record.values, record.states)
+        ]
+        if record.places is not None:
+            last = record.places.gather(1, (kept_rows - 1).clamp(min=0)[:, None])[:, 0]
+            before = record.frame_places if record.frame_places is not None else torch.full_like(last, -1)
+            self.frame_places = torch.where(kept_rows > 0, last, before)
+        before = record.row_positions if record.row_positions is not None else record.seen_tokens
+        if isinstance(kept, int):
+            self._seen_tokens = record.seen_tokens + kept
+            self.row_positions = None if record.row_positions is None else record.row_positions + kept
+        else:
+            self._seen_tokens = record.seen_tokens + record.length
+            self.row_positions = before + kept_rows
+        if isinstance(kept, int):
+            # What is left of the call stays recorded, so that a later rewind or crop can go further back inside it.
+            record.length = kept
 
     def check_batch_size(self, batch_size: int) -> None:
         if self.batch_size not in (-1, batch_size):
@@ -128,10 +241,15 @@ class RetNetCache(Cache):
         self.states = [None if state is None else fn(state) for state in self.states]
         if self.frame_places is not None:
             self.frame_places = fn(self.frame_places)
+        if self.row_positions is not None:
+            self.row_positions = fn(self.row_positions)
+        self.records = []  # no rollback across a change of rows
 
     def reset(self) -> None:
         self.states = [None] * self.num_layers
         self.frame_places = None
+        self.row_positions = None
+        self.records = []
         self._seen_tokens = 0
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -144,13 +262,29 @@ class RetNetCache(Cache):
         self._map_states(lambda state: state[indices])
 
     def crop(self, tokens_to_remove: int) -> None:
-        """Only `crop(0)` is possible: a recurrent state has no per-token entries to remove."""
-        if tokens_to_remove != 0:
+        """Remove the last `-tokens_to_remove` tokens (transformers ≥ 5.24 passes a negative count; a positive value
+        is the length to keep, as transformers before 5.24 passed it; 0 removes nothing).
+
+        Possible within the recorded calls (`rollback_tokens`); beyond, a ValueError says how far it can go.
+        """
+        target = self._seen_tokens + tokens_to_remove if tokens_to_remove <= 0 else tokens_to_remove
+        if target == self._seen_tokens:
+            return
+        if self.row_positions is not None:
+            raise ValueError("crop needs every row at the same position; after a per-row rewind use rewind().")
+        oldest = self._seen_tokens - self.rollback_tokens
+        if not oldest <= target <= self._seen_tokens:
             raise ValueError(
-                f"RetNetCache cannot remove tokens (asked for crop({tokens_to_remove}) with {self._seen_tokens} tokens "
-                "seen): the recurrent state has no per-token entries. Features that roll the cache back, such as "
-                "assisted decoding, are not supported."
+                f"RetNetCache can roll back over its last {self.rollback_tokens} tokens (to a length in [{oldest}, "
+                f"{self._seen_tokens}]), asked for crop({tokens_to_remove}) with {self._seen_tokens} tokens seen. "
+                "Raise max_rollback_tokens to keep more calls."
             )
+        while self.records[-1].seen_tokens > target:
+            record = self.records.pop()
+            self.states, self.frame_places = record.states, record.frame_places
+            self._seen_tokens = record.seen_tokens
+        if target < self._seen_tokens:
+            self.rewind(target - self.records[-1].seen_tokens)
 
 
 class FlashVideoRMSNorm(nn.Module):
@@ -209,7 +343,9 @@ class FlashVideoRetentionPositions(nn.Module):
     def forward(
         self, positions: torch.Tensor, compute_dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        phase = positions[:, None].to(compute_dtype) * self.angles.to(compute_dtype)[None, :]
+        phase = positions[..., None].to(compute_dtype) * self.angles.to(compute_dtype)
+        if phase.dim() == 3:  # [batch, length, d_k] per-row positions: broadcast over heads
+            phase = phase[:, None]
         return phase.cos(), phase.sin(), self.log_decay.to(compute_dtype)
 
 
@@ -283,7 +419,9 @@ class FlashVideoMultiScaleRetention(nn.Module):
         padding_mask: torch.Tensor | None,
         past_state: torch.Tensor | None,
         forward_mode: ForwardMode,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Returns the output, the state after the last token, and the keys and values fed to retention (what a
+        `RetNetCache` keeps to roll back inside this call)."""
         cos, sin, log_decay = rotation_and_decay
         compute_dtype = cos.dtype
         q = self._split_heads(self.q_proj(hidden_states), self.head_dim).to(compute_dtype)
@@ -307,7 +445,7 @@ class FlashVideoMultiScaleRetention(nn.Module):
         output = self.head_norm(output)  # [batch, heads, length, d_v]
         output = output.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         gate = nn.functional.silu(self.g_proj(hidden_states))
-        return self.o_proj(gate * output.to(gate.dtype)), state
+        return self.o_proj(gate * output.to(gate.dtype)), state, (k, v)
 
 
 class FlashVideoGLU(nn.Module):
@@ -342,13 +480,13 @@ class FlashVideoDecoderLayer(GradientCheckpointingLayer):
         padding_mask: torch.Tensor | None = None,
         past_state: torch.Tensor | None = None,
         forward_mode: ForwardMode = "parallel",
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        retained, state = self.retention(
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        retained, state, keys_and_values = self.retention(
             self.retention_norm(hidden_states), rotation_and_decay, padding_mask, past_state, forward_mode
         )
         hidden_states = hidden_states + retained
         hidden_states = hidden_states + self.ffn(self.ffn_norm(hidden_states))
-        return hidden_states, state
+        return hidden_states, state, keys_and_values
 
 
 class FlashVideoPreTrainedModel(PreTrainedModel):
@@ -357,7 +495,9 @@ class FlashVideoPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["FlashVideoDecoderLayer"]
-    _is_stateful = True
+    # transformers reads `_is_stateful` as "its cache cannot be rolled back" and then refuses assisted decoding.
+    # RetNetCache can roll back over its last calls (`crop`), so prompt lookup and assistant models work.
+    _is_stateful = False
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -417,16 +557,19 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         past_states: list[torch.Tensor | None],
         forward_mode: ForwardMode,
         output_hidden_states: bool,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
-        """Every layer and the final norm, on tensors only (no cache object), so that it can be compiled."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None]:
+        """Every layer and the final norm, on tensors only (no cache object), so that it can be compiled.
+
+        Returns the hidden states, each layer's final state and its keys and values, log γ, and the hidden states
+        of every layer when asked."""
         compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
         rotation_and_decay = self.positions(positions, compute_dtype)
         all_hidden_states = () if output_hidden_states else None
-        states = []
+        states, keys_and_values = [], []
         for layer, past_state in zip(self.layers, past_states):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states, state = layer(
+            hidden_states, state, layer_keys_and_values = layer(
                 hidden_states,
                 rotation_and_decay,
                 padding_mask=padding_mask,
@@ -434,10 +577,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
                 forward_mode=forward_mode,
             )
             states.append(state)
+            keys_and_values.append(layer_keys_and_values)
         hidden_states = self.norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        return hidden_states, states, all_hidden_states
+        return hidden_states, states, keys_and_values, rotation_and_decay[2], all_hidden_states
 
     def compile_recurrent_step(self, **compile_kwargs) -> None:
         """Compile the decode step (one token through every layer in recurrent form) with `torch.compile`.
@@ -556,7 +700,10 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
 
         forward_mode = self._resolve_forward_mode(forward_mode, length)
-        positions = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
+        if cache is not None:
+            positions = cache.positions(length, inputs_embeds.device)
+        else:
+            positions = torch.arange(length, device=inputs_embeds.device)
         past_states = [
             cache.get_state(layer_idx) if cache is not None else None
             for layer_idx in range(self.config.num_hidden_layers)
@@ -564,15 +711,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         run_layers = self._run_layers
         if self._compiled_run_layers is not None and forward_mode == "recurrent" and length == 1 and not self.training:
             run_layers = self._compiled_run_layers
-        hidden_states, states, all_hidden_states = run_layers(
+        hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
             inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states)
         )
         if cache is not None:
-            for layer_idx, state in enumerate(states):
-                cache.set_state(layer_idx, state)
-            if places is not None:
-                cache.frame_places = places[:, -1]
-            cache.advance(length)
+            cache.update(states, keys_and_values, log_decay, places, length)
 
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
@@ -616,6 +759,18 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
     def compile_recurrent_step(self, **compile_kwargs) -> None:
         """Compile the decoder's recurrent step; see `FlashVideoModel.compile_recurrent_step`."""
         self.model.compile_recurrent_step(**compile_kwargs)
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
+        # generate() would make a DynamicCache; a RetNetCache made here, before the first call, is also what assisted
+        # decoding needs (it checks for a cache up front and asks it to record the past).
+        if model_kwargs.get("cache") is None and generation_config.use_cache is not False:
+            if generation_config.cache_implementation is not None:
+                raise ValueError(
+                    f"cache_implementation={generation_config.cache_implementation!r} does not apply to FlashVideo, "
+                    "which generates with a RetNetCache (a recurrent state, not keys and values)."
+                )
+            model_kwargs["cache"] = RetNetCache(self.config.num_hidden_layers)
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, **kwargs):
         if cache is not None and not isinstance(cache, RetNetCache):

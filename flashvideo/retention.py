@@ -136,3 +136,35 @@ def recurrent_retention(
         state = gamma * state + k[..., n, :, None] * v[..., n, None, :]
         outputs.append(q[..., n : n + 1, :] @ state)
     return torch.cat(outputs, dim=-2), state
+
+
+def retention_state_at(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    lengths: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The state after the first `lengths[b]` tokens of a call, per row b, from the call's own keys and values.
+
+    S_a = γ^a S_{-1} + Σ_{m<a} γ^(a−1−m) k_mᵀ v_m per head: the parallel form's final-state formula on the prefix.
+    This is how a recurrent state is rolled back after speculative verification without re-feeding anything.
+    `lengths` is a `[batch]` integer tensor with values in `[0, length]`; a row with length 0 keeps `initial_state`.
+
+    Example:
+
+    ```python
+    >>> _, final = parallel_retention(q, k, v, log_decay, state)
+    >>> prefix = retention_state_at(k, v, log_decay, torch.tensor([3]), state)  # as if only 3 tokens had been fed
+    ```
+    """
+    positions = torch.arange(k.shape[-2], device=k.device)
+    lengths = lengths.to(k.device)
+    to_end = (lengths[:, None] - 1 - positions[None, :]).to(log_decay.dtype)  # [batch, length]
+    kept = positions[None, :] < lengths[:, None]
+    weights = torch.exp(log_decay[None, :, None] * to_end.clamp(min=0)[:, None, :]) * kept[:, None, :]
+    state = k.transpose(-1, -2) @ (v * weights[..., None])
+    if initial_state is not None:
+        decayed = torch.exp(log_decay[None, :] * lengths[:, None].to(log_decay.dtype))[..., None, None]
+        state = state + decayed * initial_state
+    return state

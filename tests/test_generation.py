@@ -88,11 +88,32 @@ def test_left_padded_batch_generates_each_unpadded_result(tiny_model):
     assert torch.equal(out[1], alone_long[0])
 
 
-def test_assisted_decoding_is_refused(tiny_model, prompt):
-    with pytest.raises(ValueError, match="assisted generation is not supported with stateful models"):
-        tiny_model.generate(prompt[:1], assistant_model=tiny_model, max_new_tokens=4)
-    with pytest.raises(ValueError, match="assisted generation is not supported with stateful models"):
-        tiny_model.generate(prompt[:1], prompt_lookup_num_tokens=2, max_new_tokens=4)
+@pytest.mark.parametrize("batch_row", [0, 1])
+def test_prompt_lookup_decoding_gives_the_greedy_tokens(tiny_model, prompt, batch_row):
+    # A repetitive prompt, so that the lookup finds candidates and the cache is cropped after partial acceptance.
+    repeated = prompt[batch_row : batch_row + 1].repeat(1, 3)
+    plain = generate(tiny_model, repeated, do_sample=False, max_new_tokens=24)
+    crops = []
+    original_crop = RetNetCache.crop
+    RetNetCache.crop = lambda self, n: (crops.append(n), original_crop(self, n))[1]
+    try:
+        assisted = generate(tiny_model, repeated, do_sample=False, max_new_tokens=24, prompt_lookup_num_tokens=4)
+    finally:
+        RetNetCache.crop = original_crop
+    assert torch.equal(assisted, plain)
+    assert any(n < 0 for n in crops), "no draft was ever rejected: the rollback was not exercised"
+
+
+def test_assistant_model_decoding_gives_the_greedy_tokens(tiny_model, tiny_config, prompt):
+    from flashvideo import FlashVideoForCausalLM
+
+    torch.manual_seed(1)
+    assistant = FlashVideoForCausalLM(tiny_config).eval()  # a different model: many drafts are rejected
+    plain = generate(tiny_model, prompt[:1], do_sample=False, max_new_tokens=20)
+    assisted = generate(tiny_model, prompt[:1], do_sample=False, max_new_tokens=20, assistant_model=assistant)
+    assert torch.equal(assisted, plain)
+    # The same model as its own assistant accepts every draft.
+    assert torch.equal(generate(tiny_model, prompt[:1], do_sample=False, max_new_tokens=20, assistant_model=tiny_model), plain)
 
 
 def test_generate_refuses_a_foreign_cache(tiny_model, prompt):

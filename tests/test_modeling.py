@@ -180,8 +180,8 @@ def test_bad_input_gets_a_clear_error(tiny_model, tiny_config):
         tiny_model(torch.tensor([[4]]), cache=DynamicCache(), use_cache=True)
     with pytest.raises(ValueError, match="attention_mask"):
         tiny_model(torch.tensor([[4, 5]]), attention_mask=torch.ones(2, 2))
-    with pytest.raises(ValueError, match="cannot remove tokens"):
-        cache.crop(-1)
+    with pytest.raises(ValueError, match="roll back over its last 2 tokens"):
+        cache.crop(-3)
     cache.crop(0)
 
 
