@@ -86,15 +86,22 @@ def test_evaluation_reports_every_mode(shapes_sized_pipeline, monkeypatch):
         for key in ("color_accuracy", "shape_accuracy", "direction_accuracy"):
             assert 0.0 <= row[key] <= 1.0
         assert row["conditioned_ssim"] <= 1.0 and row["tokens_per_second"] > 0
+        assert 0.0 <= row["clean_clip_rate"] <= 1.0 and row["clean_clip_rate_stderr"] >= 0.0
+        assert 0.0 <= row["one_object_rate"] <= 1.0 and set(row["failure_rates"]) >= {"objects", "jump", "speed"}
         # both clips are prompted "moving left" (the set cycles colors first), so left holds the whole mean
         assert row["direction_accuracy_by_prompt"] == {"left": row["direction_accuracy"]}
-    assert 0 < results["vq_reconstruction_psnr"] < 100
+    assert 0 < results["vq_reconstruction_psnr"] < 100 and 0.0 <= results["vq_reconstruction_clean_rate"] <= 1.0
+    assert results["clean_clip_criteria"]["max_jump"] == 5.0
+    assert "| mode | clean | one object |" in results_markdown(results, "random")
     assert "| redundant-free, inherit 1.0 |" in results_markdown(results, "random")
     assert "| mode | left |" in results_markdown(results, "random")
     assert "Sampling: top_k=5." in results_markdown(results, "random")
     for row in results["modes"].values():  # results written before the per-direction breakdown still render
         del row["direction_accuracy_by_prompt"]
     assert "per prompted direction" not in results_markdown(results, "random")
+    for row in results["modes"].values():  # and so do those written before the clean-clip rate
+        del row["clean_clip_rate"]
+    assert "Clean clips" not in results_markdown(results, "random")
 
 
 def test_evaluation_set_covers_every_color_direction_pair_and_is_judged_correct():

@@ -327,6 +327,8 @@ def test_accuracy_counts_mistakes_and_checks_lengths():
         "a red circle moving right",
     ]
     result = accuracy(clips, labels)
+    clean = result.pop("clean_clips")  # all three are clean Shapes clips; the second is not of the labelled color
+    assert clean["clean_rate"] == 2 / 3 and clean["failure_rates"]["color"] == 1 / 3
     assert result == {
         "color": 2 / 3, "shape": 1.0, "direction": 2 / 3, "all": 1 / 3, "num_clips": 3,
         "direction_by_prompt": {"right": 0.5, "up": 1.0},

@@ -5,14 +5,18 @@ inherit ratios):
 - Shapes accuracy: clips generated from the prompts, judged by `evaluation.shapes.analyze_clip`;
 - conditioned quality: clips generated from the true first frame, PSNR / SSIM of frames 2…16 (key frames 2…4 in
   the key-frame-only mode) against the true continuation (the paper's protocol);
+- clean clips (DESIGN §10, `evaluation.shapes.clean_clip_report`): the share of clips a person would call right, with
+  its standard error, and its parts (one-object rate, median track RMS, largest jump and speed, color-frame share,
+  the share of clips failing each criterion);
 - speed: image tokens per second (sampled + inherited) and frames per second.
-Plus the image tokenizer's reconstruction PSNR on the same clips.
+Plus the image tokenizer's reconstruction PSNR and clean-clip rate on the same clips.
 
     flashvideo eval --model path/to/checkpoint --num-samples 24 --seed 0 --output-dir eval
 """
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ from transformers.utils import logging
 
 from ..pipeline_flashvideo import FlashVideoPipeline
 from .metrics import psnr, ssim
-from .shapes import accuracy
+from .shapes import CLEAN_CLIP_CRITERIA, CLEAN_CLIP_FAILURES, accuracy
 
 
 logger = logging.get_logger(__name__)
@@ -104,6 +108,8 @@ def evaluate_pipeline(
         "seed": seed,
         "sampling": dict(sampling or {}),
         "vq_reconstruction_psnr": float(psnr(_as_unit_float(reconstructed), _as_unit_float(videos)).mean()),
+        "vq_reconstruction_clean_rate": accuracy(reconstructed, labels)["clean_clips"]["clean_rate"],
+        "clean_clip_criteria": asdict(CLEAN_CLIP_CRITERIA),
         "modes": {},
     }
     for name, kwargs in tqdm((modes or INFERENCE_MODES).items(), desc="eval modes"):
@@ -143,6 +149,7 @@ def evaluate_pipeline(
             "direction_accuracy": scores["direction"],
             "all_attributes_accuracy": scores["all"],
             "direction_accuracy_by_prompt": scores["direction_by_prompt"],
+            **_clean_clip_fields(scores["clean_clips"]),
             "conditioned_psnr": float(psnr(continuation_generated, continuation_true).clamp(max=100).mean()),
             "conditioned_ssim": float(ssim(continuation_generated, continuation_true).mean()),
             "tokens_per_second": tokens / seconds,
@@ -152,6 +159,43 @@ def evaluate_pipeline(
     return results
 
 
+def _clean_clip_fields(summary: dict) -> dict:
+    """A mode's clean-clip entries in the results, from `shapes.summarize_clean_clips`."""
+    parts = {key: value for key, value in summary.items() if key not in ("clean_rate", "clean_rate_stderr", "num_clips")}
+    return {"clean_clip_rate": summary["clean_rate"], "clean_clip_rate_stderr": summary["clean_rate_stderr"], **parts}
+
+
+def _clean_clip_markdown(modes: dict) -> list[str]:
+    """The clean-clip table (DESIGN §10), for results that have it."""
+    rows = {name: row for name, row in modes.items() if "clean_clip_rate" in row}
+    if not rows:
+        return []
+    number = lambda value, spec: "—" if value is None else format(value, spec)  # noqa: E731
+    lines = [
+        "",
+        "Clean clips (DESIGN §10: one object in every frame, prompted color, straight track at 1.5–2.5 px/frame, no "
+        "jump over 5 px/frame); medians over the clips with a track; clips failing each criterion:",
+        "",
+        "| mode | clean | one object | stray-free | color frames | track RMS | largest jump | speed | "
+        + " | ".join(CLEAN_CLIP_FAILURES)
+        + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(CLEAN_CLIP_FAILURES),
+    ]
+    for name, row in rows.items():
+        cells = [
+            f"{row['clean_clip_rate']:.1%} ± {row['clean_clip_rate_stderr']:.1%}",
+            f"{row['one_object_rate']:.1%}",
+            f"{row['stray_free_rate']:.1%}",
+            f"{row['color_frame_share']:.1%}",
+            number(row["median_track_rms"], ".2f") + " px",
+            number(row["median_largest_jump"], ".1f") + " px",
+            number(row["median_speed"], ".2f") + " px",
+            *(f"{row['failure_rates'][failure]:.0%}" for failure in CLEAN_CLIP_FAILURES),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def results_markdown(results: dict, checkpoint: str) -> str:
     sampling = ", ".join(f"{k}={v}" for k, v in results.get("sampling", {}).items()) or "pipeline defaults"
     lines = [
@@ -159,7 +203,13 @@ def results_markdown(results: dict, checkpoint: str) -> str:
         "",
         f"Checkpoint: `{checkpoint}`; {results['num_samples']} clips (seed {results['seed']}); "
         f"date {time.strftime('%Y-%m-%d')}. Image tokenizer reconstruction PSNR: "
-        f"{results['vq_reconstruction_psnr']:.2f} dB. Sampling: {sampling}."
+        f"{results['vq_reconstruction_psnr']:.2f} dB"
+        + (
+            f", clean clips {results['vq_reconstruction_clean_rate']:.1%}"
+            if "vq_reconstruction_clean_rate" in results
+            else ""
+        )
+        + f". Sampling: {sampling}."
         + (" Decode step compiled; the speeds include the compilation." if results.get("compiled") else ""),
         "",
         "| mode | color | shape | direction | all | PSNR (cond.) | SSIM (cond.) | tokens/s | frames/s |",
@@ -185,6 +235,7 @@ def results_markdown(results: dict, checkpoint: str) -> str:
         for name, row in by_prompt.items():
             cells = [f"{row[d]:.1%}" if d in row else "—" for d in directions]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _clean_clip_markdown(results["modes"])
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,10 @@ bright pixels, then reads
 It tolerates the noise and blur of a VQ decoder. A clip with no visible object yields ``None``
 for each attribute instead of raising.
 
+It also judges whether a clip is *clean* (DESIGN §10), what a person watching would call right: one
+object in every frame, of the prompted color, on a straight track at the Shapes speed, with no jumps
+(:func:`clean_clip_report`; the thresholds are the fields of :class:`CleanClipCriteria`).
+
 Example:
     >>> from flashvideo.data.shapes import render_clip
     >>> analyze_clip(render_clip("red", "circle", "right", size=16))["shape"]
@@ -20,8 +24,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -125,10 +130,12 @@ def accuracy(
         progress: show a progress bar.
 
     Returns:
-        ``{"color": a, "shape": b, "direction": c, "all": d, "num_clips": n, "direction_by_prompt": {...}}``
-        where ``all`` counts clips with every attribute right and ``direction_by_prompt`` maps each direction
-        that occurs in the labels to the direction accuracy among the clips labelled with it (a model that
-        confuses left and right shows it there, not in the mean); accuracies are fractions in ``[0, 1]``.
+        ``{"color": a, "shape": b, "direction": c, "all": d, "num_clips": n, "direction_by_prompt": {...},
+        "clean_clips": {...}}`` where ``all`` counts clips with every attribute right, ``direction_by_prompt`` maps
+        each direction that occurs in the labels to the direction accuracy among the clips labelled with it (a model
+        that confuses left and right shows it there, not in the mean) and ``clean_clips`` is
+        :func:`summarize_clean_clips` of the clips' :func:`clean_clip_report` for their prompted colors; accuracies
+        are fractions in ``[0, 1]``.
 
     Raises:
         ValueError: if there are no clips, or ``clips`` and ``labels`` differ in length.
@@ -141,6 +148,7 @@ def accuracy(
     correct = dict.fromkeys((*ATTRIBUTES, "all"), 0)
     total = 0
     by_direction: dict[str, list[int]] = {}  # prompted direction → [right, clips]
+    clean_reports = []
     label_iter = iter(labels)
     for clip in tqdm(clips, desc="Analyzing clips", unit="clip", disable=not progress):
         try:
@@ -149,6 +157,7 @@ def accuracy(
             raise ValueError("labels is shorter than clips; give one label per clip") from None
         truth = parse_prompt(label) if isinstance(label, str) else {key: label[key] for key in ATTRIBUTES}
         predicted = analyze_clip(clip, frame_stride=frame_stride)
+        clean_reports.append(clean_clip_report(clip, truth["color"], frame_stride=frame_stride))
         hits = {key: predicted[key] == truth[key] for key in ATTRIBUTES}
         for key, hit in hits.items():
             correct[key] += int(hit)
@@ -166,7 +175,270 @@ def accuracy(
     result["direction_by_prompt"] = {
         direction: right / clips for direction, (right, clips) in sorted(by_direction.items())
     }
+    result["clean_clips"] = summarize_clean_clips(clean_reports)
     return result
+
+
+# --- clean clips (DESIGN §10) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CleanClipCriteria:
+    """The thresholds that make a Shapes clip clean (DESIGN §10), in one place.
+
+    A frame's *object* is a connected component (8-connectivity: diagonal neighbours touch) of at least
+    ``min_object_pixels`` non-black pixels, a pixel being non-black when its largest channel exceeds
+    ``bright_level``. A clip is clean when
+
+    - every frame holds exactly one object and at most ``max_stray_pixels`` other non-black pixels;
+    - in at least ``min_color_share`` of the frames the object's mean color is nearest (Euclidean, in RGB) to the
+      prompted palette color;
+    - the object's centroid track lies on a straight line travelled at constant speed: the RMS distance of the
+      centroids from their least-squares fit ``p(t) = p0 + v t`` is at most ``max_track_rms`` px, the fitted speed
+      ``|v|`` is within ``[min_speed, max_speed]`` px per frame, and no step between consecutive frames moves it more
+      than ``max_jump`` px per frame.
+
+    Times count original frames, so that a clip of key frames (every 5th frame) is held to the same speed; its
+    jumps are the distance between consecutive key frames divided by 5.
+
+    Example:
+        >>> CLEAN_CLIP_CRITERIA.max_track_rms
+        1.5
+        >>> strict = CleanClipCriteria(max_stray_pixels=0)
+    """
+
+    bright_level: int = 70
+    min_object_pixels: int = 12
+    max_stray_pixels: int = 4
+    min_color_share: float = 0.95
+    max_track_rms: float = 1.5
+    min_speed: float = 1.5
+    max_speed: float = 2.5
+    max_jump: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_speed <= self.max_speed:
+            raise ValueError(f"need 0 < min_speed <= max_speed, got {self.min_speed} and {self.max_speed}.")
+        if self.min_object_pixels < 1 or self.max_stray_pixels < 0:
+            raise ValueError(
+                f"need min_object_pixels >= 1 and max_stray_pixels >= 0, got {self.min_object_pixels} and "
+                f"{self.max_stray_pixels}."
+            )
+
+
+CLEAN_CLIP_CRITERIA = CleanClipCriteria()
+#: The criteria a clip can fail, in the order reports list them.
+CLEAN_CLIP_FAILURES: tuple[str, ...] = ("objects", "stray_pixels", "color", "track_rms", "speed", "jump")
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+class FrameObjects(NamedTuple):
+    """What :func:`frame_objects` finds in one frame; ``centroid`` ``(x, y)`` and ``mean_color`` (RGB) are those of
+    the largest object, ``None`` when the frame has none; ``stray_pixels`` counts the non-black pixels outside it."""
+
+    num_objects: int
+    stray_pixels: int
+    centroid: tuple[float, float] | None
+    mean_color: tuple[float, float, float] | None
+
+
+def frame_objects(frame: np.ndarray, criteria: CleanClipCriteria = CLEAN_CLIP_CRITERIA) -> FrameObjects:
+    """The objects of one ``uint8 [H, W, 3]`` frame, as :class:`CleanClipCriteria` defines them.
+
+    Example:
+        >>> from flashvideo.data.shapes import render_clip
+        >>> found = frame_objects(render_clip("red", "square", "right", size=16, start=(0, 0))[0])
+        >>> found.num_objects, found.stray_pixels, found.centroid
+        (1, 0, (7.5, 7.5))
+    """
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+    bright = frame.max(axis=-1) > criteria.bright_level
+    labels, count = ndimage.label(bright, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    objects = np.flatnonzero(sizes >= criteria.min_object_pixels)
+    total = int(bright.sum())
+    if len(objects) == 0:
+        return FrameObjects(0, total, None, None)
+    largest = int(objects[np.argmax(sizes[objects])])
+    mask = labels == largest + 1
+    rows, cols = np.nonzero(mask)
+    color = frame[mask].astype(np.float64).mean(axis=0)
+    return FrameObjects(
+        len(objects), total - int(sizes[largest]), (float(cols.mean()), float(rows.mean())), tuple(map(float, color))
+    )
+
+
+def nearest_palette_color(rgb: Sequence[float]) -> str:
+    """The Shapes palette color nearest (Euclidean, in RGB) to ``rgb``.
+
+    Example:
+        >>> nearest_palette_color((200, 30, 30))
+        'red'
+    """
+    distances = ((_PALETTE - np.asarray(rgb, dtype=np.float64)) ** 2).sum(axis=1)
+    return _PALETTE_NAMES[int(np.argmin(distances))]
+
+
+def fit_track(times: Sequence[float], points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares constant-velocity fit ``p(t) = p0 + v t`` of a centroid track: ``(rms, speed)``.
+
+    ``rms`` is the root mean square distance (px) of the points from the fitted positions, ``speed`` is ``|v|`` in px
+    per unit of ``times``.
+
+    Raises:
+        ValueError: with fewer than two points, two equal times, or lengths that differ.
+
+    Example:
+        >>> fit_track([0, 1, 2], [(0, 0), (2, 0), (4, 0)])
+        (0.0, 2.0)
+    """
+    times, points = np.asarray(times, dtype=np.float64), np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(times) != len(points) or len(times) < 2 or len(np.unique(times)) != len(times):
+        raise ValueError(
+            f"a track needs two or more points at distinct times, got {len(times)} times and {len(points)} points"
+        )
+    design = np.stack([np.ones_like(times), times], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, points, rcond=None)
+    residuals = points - design @ coefficients
+    rms = float(np.sqrt((residuals**2).sum(axis=1).mean()))
+    return rms, float(np.hypot(*coefficients[1]))
+
+
+def largest_jump(times: Sequence[float], points: Sequence[tuple[float, float]]) -> float:
+    """The largest distance (px) between consecutive points of a track, per unit of ``times`` between them.
+
+    Raises:
+        ValueError: with fewer than two points, times that do not increase, or lengths that differ.
+
+    Example:
+        >>> largest_jump([0, 1, 3], [(0, 0), (2, 0), (12, 0)])
+        5.0
+    """
+    times, points = np.asarray(times, dtype=np.float64), np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    steps = np.diff(times)
+    if len(times) != len(points) or len(times) < 2 or (steps <= 0).any():
+        raise ValueError(
+            f"a track needs two or more points at increasing times, got {len(times)} times and {len(points)} points"
+        )
+    return float((np.hypot(*np.diff(points, axis=0).T) / steps).max())
+
+
+def clean_clip_report(
+    frames: Any,
+    color: str,
+    *,
+    frame_stride: int = 1,
+    criteria: CleanClipCriteria = CLEAN_CLIP_CRITERIA,
+) -> dict[str, Any]:
+    """Is the clip clean (DESIGN §10), and if not, which criteria does it fail?
+
+    Args:
+        frames: a clip as :func:`analyze_clip` takes it.
+        color: the prompted palette color (a name from the Shapes palette).
+        frame_stride: original frames between two given frames (5 for key frames 0, 5, 10, 15); speeds and jumps are
+            per original frame.
+        criteria: the thresholds (default: DESIGN §10's).
+
+    Returns:
+        ``clean`` (bool); ``failures``: the names in :data:`CLEAN_CLIP_FAILURES` of the criteria it fails; the parts:
+        ``one_object_frames`` (share of frames with exactly one object), ``stray_free_frames`` (share with at most
+        ``max_stray_pixels`` non-black pixels outside the largest object), ``color_frames`` (share whose largest object
+        has the prompted color; frames without one count as wrong), ``track_rms``, ``speed`` (px/frame) and
+        ``largest_jump`` (px/frame) of the largest object's centroid track, ``None`` when fewer than two frames hold
+        an object; and per frame ``num_objects`` and ``stray_pixels``.
+
+    Raises:
+        ValueError: if ``color`` is not a palette color, or as :func:`analyze_clip` does.
+
+    Example:
+        >>> from flashvideo.data.shapes import render_clip
+        >>> clip = render_clip("red", "circle", "right", size=16)
+        >>> clean_clip_report(clip, "red")["clean"]
+        True
+        >>> clip[7] = 0  # one frame blanked
+        >>> clean_clip_report(clip, "red")["failures"]  # the blank frame has no object, so not the color either
+        ['objects', 'color']
+    """
+    if color not in _PALETTE_NAMES:
+        raise ValueError(f"color must be one of {_PALETTE_NAMES}, got {color!r}.")
+    if not isinstance(frame_stride, int) or frame_stride < 1:
+        raise ValueError(f"frame_stride must be an integer >= 1, got {frame_stride!r}.")
+    found = [frame_objects(frame, criteria) for frame in _as_uint8_clip(frames)]
+    tracked = [(t * frame_stride, f.centroid) for t, f in enumerate(found) if f.centroid is not None]
+    report: dict[str, Any] = {
+        "one_object_frames": float(np.mean([f.num_objects == 1 for f in found])),
+        "stray_free_frames": float(np.mean([f.stray_pixels <= criteria.max_stray_pixels for f in found])),
+        "color_frames": float(
+            np.mean([f.mean_color is not None and nearest_palette_color(f.mean_color) == color for f in found])
+        ),
+        "track_rms": None,
+        "speed": None,
+        "largest_jump": None,
+        "num_objects": [f.num_objects for f in found],
+        "stray_pixels": [f.stray_pixels for f in found],
+    }
+    if len(tracked) >= 2:
+        times, points = zip(*tracked)
+        report["track_rms"], report["speed"] = fit_track(times, points)
+        report["largest_jump"] = largest_jump(times, points)
+    passed = {
+        "objects": report["one_object_frames"] == 1.0,
+        "stray_pixels": report["stray_free_frames"] == 1.0,
+        "color": report["color_frames"] >= criteria.min_color_share,
+        "track_rms": report["track_rms"] is not None and report["track_rms"] <= criteria.max_track_rms,
+        "speed": report["speed"] is not None and criteria.min_speed <= report["speed"] <= criteria.max_speed,
+        "jump": report["largest_jump"] is not None and report["largest_jump"] <= criteria.max_jump,
+    }
+    report["failures"] = [name for name in CLEAN_CLIP_FAILURES if not passed[name]]
+    report["clean"] = not report["failures"]
+    return report
+
+
+def summarize_clean_clips(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Aggregate :func:`clean_clip_report` results over clips.
+
+    Returns:
+        ``clean_rate`` and its binomial standard error ``clean_rate_stderr`` (``sqrt(p (1 - p) / n)``),
+        ``num_clips``; ``one_object_rate``, ``stray_free_rate`` and ``color_frame_share`` over all frames;
+        ``median_track_rms``, ``median_largest_jump`` and ``median_speed`` over the ``clips_with_track`` clips that
+        have a track (``None`` if none has); ``failure_rates``: for each criterion, the share of clips failing it.
+
+    Raises:
+        ValueError: if ``reports`` is empty.
+
+    Example:
+        >>> from flashvideo.data.shapes import render_clip
+        >>> summary = summarize_clean_clips([clean_clip_report(render_clip("red", "circle", "up"), "red")])
+        >>> summary["clean_rate"], summary["median_speed"]
+        (1.0, 2.0)
+    """
+    if not reports:
+        raise ValueError("reports is empty; give at least one clip's clean_clip_report")
+    n = len(reports)
+    rate = sum(report["clean"] for report in reports) / n
+
+    def frame_share(key: str) -> float:
+        return float(np.average([r[key] for r in reports], weights=[len(r["num_objects"]) for r in reports]))
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in reports if r[key] is not None]
+        return float(np.median(values)) if values else None
+
+    return {
+        "clean_rate": rate,
+        "clean_rate_stderr": float(np.sqrt(rate * (1 - rate) / n)),
+        "num_clips": n,
+        "one_object_rate": frame_share("one_object_frames"),
+        "stray_free_rate": frame_share("stray_free_frames"),
+        "color_frame_share": frame_share("color_frames"),
+        "median_track_rms": median("track_rms"),
+        "median_largest_jump": median("largest_jump"),
+        "median_speed": median("speed"),
+        "clips_with_track": sum(r["track_rms"] is not None for r in reports),
+        "failure_rates": {name: sum(name in r["failures"] for r in reports) / n for name in CLEAN_CLIP_FAILURES},
+    }
 
 
 def _as_uint8_clip(frames: Any) -> np.ndarray:
