@@ -11,6 +11,7 @@ default.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import shutil
@@ -33,13 +34,28 @@ FPS = 8
 DISPLAY_SIZE = 256  # clips are small (64×64): show them enlarged, nearest-neighbour
 PREVIEW_SIZE = 64  # one frame on the timeline image
 OUTPUT_MAX_AGE_S = 3600
+# Bounds on what one visitor can ask of the server's only worker.
+QUEUE_MAX_SIZE = 16  # requests waiting at once; beyond it Gradio answers "Queue is full"
+MAX_PROMPT_CHARS = 300
+MAX_PROMPT_TOKENS = 64
+MAX_FILE_SIZE = "1mb"  # uploads (the page has no upload input; this caps the server's upload route)
+SEED_RANGE = (0, 2**64 - 1)  # the non-negative seeds `torch.Generator.manual_seed` accepts
+POLL_S = 0.2  # how often a request waiting for its next frame lets Gradio stop it (a cancelled request)
 # One prompt per color, cycling through shapes and directions.
 EXAMPLES = prompts_for_all_attributes()[::13]
 CSS = "#video video, #gif img { image-rendering: pixelated; }"
 
 _pipeline: FlashVideoPipeline | None = None
 _pipeline_lock = threading.Lock()
-_output_root = Path(tempfile.gettempdir()) / "flashvideo-space"
+_output_root: Path | None = None  # created by this server on first use (`output_root()`)
+_request_dirs: set[Path] = set()  # the request folders this server made: the only ones cleanup may remove
+
+
+class GenerationCancelled(Exception):
+    """Raised in the worker thread when the request it serves was cancelled or its client went away."""
+
+
+_stop_flags: dict[int, threading.Event] = {}  # worker thread id -> set once its request is cancelled or done
 
 
 def checkpoint_source() -> str:
@@ -54,8 +70,24 @@ def get_pipeline() -> FlashVideoPipeline:
         if _pipeline is None:
             pipe = FlashVideoPipeline.from_pretrained(checkpoint_source(), device="cpu")
             pipe.show_progress = False
+            for model in {id(model): model for model in (pipe.model, pipe.interpolation_model)}.values():
+                model.register_forward_pre_hook(_stop_if_cancelled)
             _pipeline = pipe
     return _pipeline
+
+
+def _stop_if_cancelled(module: torch.nn.Module, args: tuple) -> None:
+    """A forward pre-hook on the pipeline's models: a worker whose request is gone stops before its next token."""
+    stop = _stop_flags.get(threading.get_ident())
+    if stop is not None and stop.is_set():
+        raise GenerationCancelled
+
+
+def _load_error(error: Exception) -> str:
+    """A readable line for any failure to load the checkpoint (missing, corrupt, incompatible)."""
+    if isinstance(error, (FileNotFoundError, OSError, ValueError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _enlarge(frame: np.ndarray, size: int) -> np.ndarray:
@@ -63,16 +95,36 @@ def _enlarge(frame: np.ndarray, size: int) -> np.ndarray:
     return frame.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else frame
 
 
-def _request_dir() -> Path:
-    """A fresh folder for one request's files; folders older than an hour are removed."""
-    _output_root.mkdir(parents=True, exist_ok=True)
-    for old in _output_root.iterdir():
+def output_root() -> Path:
+    """This server's folder for request files: a new private one (`tempfile.mkdtemp`), made on first use."""
+    global _output_root
+    if _output_root is None:
+        _output_root = Path(tempfile.mkdtemp(prefix="flashvideo-space-"))
+    return _output_root
+
+
+def _remove_old_request_dirs() -> None:
+    """Remove the request folders this server made more than `OUTPUT_MAX_AGE_S` ago. Nothing else is touched:
+    not a folder it did not make, not one that became a symlink, not anything outside `output_root()`."""
+    root = output_root()
+    for folder in list(_request_dirs):
         try:
-            if time.time() - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                shutil.rmtree(old, ignore_errors=True)
+            if folder.is_symlink() or folder.parent != root or not folder.is_dir():
+                _request_dirs.discard(folder)
+                continue
+            if time.time() - folder.lstat().st_mtime > OUTPUT_MAX_AGE_S:
+                shutil.rmtree(folder)  # refuses a symlink; never follows the links inside
+                _request_dirs.discard(folder)
         except OSError:
-            pass
-    return Path(tempfile.mkdtemp(dir=_output_root))
+            _request_dirs.discard(folder)
+
+
+def _request_dir() -> Path:
+    """A fresh folder for one request's files; this server's folders older than an hour are removed."""
+    _remove_old_request_dirs()
+    folder = Path(tempfile.mkdtemp(dir=output_root()))
+    _request_dirs.add(folder)
+    return folder
 
 
 def _stats_dict(stats) -> dict:
@@ -136,6 +188,67 @@ def _timeline(frames: list, kinds: list, path: Path) -> str:
     return str(path)
 
 
+def _check_prompt(prompt: object, pipe: FlashVideoPipeline) -> str:
+    """The prompt, if it is a string within `MAX_PROMPT_CHARS` characters and `MAX_PROMPT_TOKENS` tokens."""
+    if not isinstance(prompt, str):
+        raise gr.Error(f"prompt must be a string, got {type(prompt).__name__}.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise gr.Error(f"prompt must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}.")
+    try:
+        num_tokens = len(pipe.processor.encode_text(prompt))
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    if num_tokens > MAX_PROMPT_TOKENS:
+        raise gr.Error(f"prompt must be at most {MAX_PROMPT_TOKENS} tokens, got {num_tokens}.")
+    return prompt
+
+
+def _check_seed(seed: object) -> int:
+    """The seed as an int in `SEED_RANGE` (0 when left empty)."""
+    if seed is None:
+        return 0
+    low, high = SEED_RANGE
+    value = seed
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise gr.Error(f"seed must be an integer in [{low}, {high}], got {seed!r}.")
+    return value
+
+
+def _start_worker(pipe: FlashVideoPipeline, prompt: str, stop: threading.Event, **kwargs) -> tuple:
+    """Run the pipeline in a thread; returns (thread, events). Events: ("frame", stage, index, frames), then
+    ("done", output) or ("error", exception). Before each model call (each token) and between frames the thread
+    checks `stop`, and ends when it is set."""
+    events: queue.Queue = queue.Queue()
+
+    def callback(stage: str, index: int, frames: np.ndarray) -> None:
+        if stop.is_set():
+            raise GenerationCancelled
+        events.put(("frame", stage, index, frames.copy()))
+
+    def work() -> None:
+        _stop_flags[threading.get_ident()] = stop
+        try:
+            events.put(("done", pipe(prompt, callback=callback, **kwargs)))
+        except GenerationCancelled:
+            events.put(("cancelled",))
+        except Exception as error:  # reported to the page by the generator below
+            events.put(("error", error))
+        finally:
+            _stop_flags.pop(threading.get_ident(), None)
+
+    worker = threading.Thread(target=work, name="flashvideo-generate", daemon=True)
+    worker.start()
+    return worker, events
+
+
+def _raise_for(error: Exception) -> None:
+    if isinstance(error, ValueError):
+        raise gr.Error(str(error))
+    raise gr.Error(f"Generation failed: {type(error).__name__}: {error}")
+
+
 def generate(
     prompt: str,
     num_frames: int = 16,
@@ -145,46 +258,58 @@ def generate(
     temperature: float = 1.0,
     seed: int = 0,
 ):
-    """Generate a clip; yields (video, gif, stats, summary, timeline) as frames are made, then the finished clip."""
-    num_frames = int(num_frames) if num_frames is not None else 16
-    spacing = int(key_frame_spacing) if key_frame_spacing is not None else 5
-    seed = int(seed) if seed is not None else 0
+    """Generate a clip; yields (video, gif, stats, summary, timeline) as frames are made, then the finished clip.
+
+    When the request is cancelled or its client disconnects, Gradio closes this generator and the generation
+    stops at the next frame; errors of any kind reach the page as a message.
+    """
+    try:
+        num_frames = int(num_frames) if num_frames is not None else 16
+        spacing = int(key_frame_spacing) if key_frame_spacing is not None else 5
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"num_frames and key_frame_spacing must be integers, got {num_frames!r}, "
+                       f"{key_frame_spacing!r}.") from None  # fmt: skip
+    seed = _check_seed(seed)
     try:
         pipe = get_pipeline()
-    except (FileNotFoundError, OSError, ValueError) as error:
-        raise gr.Error(f"Could not load the checkpoint: {error}") from None
+    except Exception as error:
+        raise gr.Error(f"Could not load the checkpoint: {_load_error(error)}") from None
+    prompt = _check_prompt(prompt, pipe)
+    try:
+        options = dict(
+            num_frames=num_frames, key_frame_spacing=spacing, interpolate=spacing > 1,
+            redundant_free=bool(redundant_free), inherit_ratio=float(inherit_ratio),
+            temperature=float(temperature), generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+    except (TypeError, ValueError) as error:
+        raise gr.Error(str(error)) from None
+    stop = threading.Event()
+    worker, events = _start_worker(pipe, prompt, stop, **options)
+    try:
+        yield from _follow(worker, events, num_frames, spacing)
+    except gr.Error:
+        raise
+    except Exception as error:  # e.g. writing the clip failed
+        _raise_for(error)
+    finally:  # finished, failed, cancelled or disconnected (GeneratorExit): the worker stops at its next frame
+        stop.set()  # no join: Gradio closes a cancelled generator from its event loop, which must not block
 
-    events: queue.Queue = queue.Queue()
 
-    def callback(stage: str, index: int, frames: np.ndarray) -> None:
-        events.put(("frame", stage, index, frames.copy()))
-
-    def work() -> None:
-        try:
-            out = pipe(
-                prompt, num_frames=num_frames, key_frame_spacing=spacing, interpolate=spacing > 1,
-                redundant_free=bool(redundant_free), inherit_ratio=float(inherit_ratio),
-                temperature=float(temperature), generator=torch.Generator().manual_seed(seed), callback=callback,
-            )  # fmt: skip
-            events.put(("done", out))
-        except Exception as error:  # reported to the page by the generator below
-            events.put(("error", error))
-
+def _follow(worker: threading.Thread, events: queue.Queue, num_frames: int, spacing: int):
+    """The updates of one request as its worker makes frames, then the finished clip."""
     folder = _request_dir()
     slots: list = [None] * max(min(num_frames, 256), 0)  # the clip's frames in time order, as they are made
     kinds: list = [""] * len(slots)
-    updates = 0
-    worker = threading.Thread(target=work, name="flashvideo-generate", daemon=True)
-    worker.start()
-    made = 0
+    updates = made = 0
     while True:
-        event = events.get()
+        try:
+            event = events.get(timeout=POLL_S)
+        except queue.Empty:
+            if updates:  # a no-op update: where Gradio can close this generator if the request is gone
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            continue
         if event[0] == "error":
-            worker.join()
-            error = event[1]
-            if isinstance(error, ValueError):
-                raise gr.Error(str(error))
-            raise gr.Error(f"Generation failed: {type(error).__name__}: {error}")
+            _raise_for(event[1])
         if event[0] == "done":
             break
         _, stage, index, frames = event
@@ -217,8 +342,8 @@ def model_info() -> str:
     """A line about the loaded checkpoint (loads it on the first page view)."""
     try:
         pipe = get_pipeline()
-    except (FileNotFoundError, OSError, ValueError) as error:
-        return f"⚠️ No checkpoint could be loaded: {error}"
+    except Exception as error:
+        return f"⚠️ No checkpoint could be loaded: {_load_error(error)}"
     config = pipe.model.config
     return (
         f"Checkpoint `{checkpoint_source()}`: {config.image_size}×{config.image_size} frames, "
@@ -241,7 +366,7 @@ with gr.Blocks(
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(
-                label="Prompt", value=EXAMPLES[0], lines=1, elem_id="prompt",
+                label="Prompt", value=EXAMPLES[0], lines=1, elem_id="prompt", max_length=MAX_PROMPT_CHARS,
                 info="Shapes grammar: a {color} {shape} moving {direction}",
             )  # fmt: skip
             with gr.Row():
@@ -280,5 +405,11 @@ with gr.Blocks(
     demo.load(model_info, outputs=info, api_name=False)
 
 
+def serve(**launch_kwargs):
+    """Queue (at most `QUEUE_MAX_SIZE` waiting requests) and launch the demo, uploads capped at `MAX_FILE_SIZE`;
+    `launch_kwargs` go to `Blocks.launch`."""
+    return demo.queue(max_size=QUEUE_MAX_SIZE).launch(css=CSS, max_file_size=MAX_FILE_SIZE, **launch_kwargs)
+
+
 if __name__ == "__main__":
-    demo.queue().launch(css=CSS)
+    serve()

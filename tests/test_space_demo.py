@@ -76,6 +76,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _serve(app) -> str:
+    """Launch the app as `python spaces_demo/app.py` does (`app.serve`), in a background thread on a free
+    localhost port; returns its URL. The caller closes it (`app.demo.close()`)."""
+    port = _free_port()
+    app.serve(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     """The demo, served in a background thread, on a tiny checkpoint."""
@@ -84,14 +92,9 @@ def space(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("FLASHVIDEO_CHECKPOINT", str(checkpoint))
     app = _load_app("flashvideo_space_app")
-    app._output_root = root / "outputs"
     assert app._pipeline is None, "the checkpoint must load lazily, on first use"
-    port = _free_port()
-    app.demo.queue().launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS
-    )
     try:
-        yield SimpleNamespace(app=app, url=f"http://127.0.0.1:{port}/", root=root)
+        yield SimpleNamespace(app=app, url=_serve(app), root=root)
     finally:
         app.demo.close()
         patch.undo()
@@ -166,7 +169,7 @@ def test_app_contract():
     ]  # fmt: skip
     assert all(p.default is not inspect.Parameter.empty for p in parameters[1:])
     assert len(app.EXAMPLES) >= 4 and all(text.startswith("a ") and " moving " in text for text in app.EXAMPLES)
-    assert "demo.queue().launch(" in APP.read_text().split('if __name__ == "__main__":')[1]
+    assert "serve()" in APP.read_text().split('if __name__ == "__main__":')[1]
 
 
 def test_missing_checkpoint_is_a_clear_error(monkeypatch):
