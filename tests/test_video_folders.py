@@ -245,3 +245,32 @@ def test_bad_roots_layouts_and_arguments(tmp_path):
     (tmp_path / "badmeta" / "metadata.csv").write_text("path,caption\na.mp4,x\n")
     with pytest.raises(ValueError, match="file_name"):
         load_video_folder(tmp_path / "badmeta")
+
+
+def write_declared_png(path, width: int, height: int) -> None:
+    """A PNG of a few bytes that declares `width`×`height` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(
+    "side, reason",
+    [(14_000, "DecompressionBombError"), (10_000, "10000×10000 pixels, more than PIL.Image.MAX_IMAGE_PIXELS")],
+)  # over twice the limit Pillow refuses the image; over the limit it only warns and would decode it all
+def test_huge_images_in_frame_folders_are_skipped_as_corrupt(tmp_path, side, reason):
+    root = tmp_path / "frames"
+    write_frame_folder(root / "good", 4)
+    write_frame_folder(root / "bomb", 4)
+    write_declared_png(root / "bomb" / "frame_1.png", side, side)
+    dataset, report = load_video_folder(root, num_frames=4, image_size=16, text="x")
+    assert dataset["file_name"] == ["good"]
+    assert (report.num_ok, report.num_corrupt) == (1, 1)
+    assert reason in report.reasons[str(root / "bomb")]

@@ -238,8 +238,9 @@ def load_video_folder(
                 frames = _read_frame_folder(entry.path, indices)
             else:
                 frames = read_video(entry.path, num_frames=num_frames, stride=stride, start=start)
-        except (VideoDecodeError, OSError, SyntaxError, EOFError, ValueError) as error:
-            # Pillow reports some broken images as SyntaxError/EOFError; a bad file must not end the run.
+        except (VideoDecodeError, OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as error:
+            # Pillow reports some broken images as SyntaxError/EOFError, a huge one (a few KB of PNG can declare
+            # 14000×14000 pixels) as DecompressionBombError; a bad file must not end the run.
             return "corrupt", f"{type(error).__name__}: {error}"
         if len(frames) < num_frames:
             return (
@@ -489,6 +490,7 @@ def _read_frame_folder(folder: str, indices: list[int]) -> np.ndarray:
     for index in indices:
         path = os.path.join(folder, names[index])
         with Image.open(path) as image:
+            _check_pixels(image, path)
             frame = np.asarray(image.convert("RGB"))
         # Frames of one clip should agree; scale strays to the first frame's size so they stack.
         if size is not None and frame.shape[:2] != size:
@@ -496,6 +498,16 @@ def _read_frame_folder(folder: str, indices: list[int]) -> np.ndarray:
         size = frame.shape[:2]
         frames.append(frame)
     return np.stack(frames)
+
+
+def _check_pixels(image: Image.Image, path: str) -> None:
+    """Refuse (ValueError) an image over Pillow's `Image.MAX_IMAGE_PIXELS` before decoding it: between that and
+    twice that, Pillow only warns (DecompressionBombWarning) and would decode it all."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise ValueError(
+            f"{path} is {image.width}×{image.height} pixels, more than PIL.Image.MAX_IMAGE_PIXELS ({limit})"
+        )
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
