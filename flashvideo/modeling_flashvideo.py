@@ -15,14 +15,14 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache
-from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.utils import logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_flashvideo import FlashVideoConfig
+# transformers' GenerationMixin and output classes, with 5.24's `cache` naming also on 5.23.
+from .transformers_compat import BaseModelOutputWithPast, CausalLMOutputWithPast, GenerationMixin
 from .retention import (
     apply_rotation,
     chunkwise_retention,
