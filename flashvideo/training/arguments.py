@@ -16,6 +16,7 @@ value raises a `ValueError` that names the argument.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -99,9 +100,9 @@ class ModelArguments:
     processor_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Key-frame / interpolation stages: where the processor (text + image tokenizer) is. "
-            "Default: --model_name_or_path when fine-tuning, else --output_dir (where the tokenizer stage "
-            "saved it)."
+            "help": "Key-frame / interpolation stages: where the processor (text + image tokenizer) is "
+            "('default': the shipped default checkpoint's). Default: --model_name_or_path when fine-tuning, "
+            "else --output_dir (where the tokenizer stage saved it)."
         },
     )
     forward_mode: Literal["chunkwise", "parallel"] = field(
@@ -431,6 +432,13 @@ class FlashVideoTrainingArguments:
             "when there is none) or the path of a checkpoint-<step> folder."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh even though --output_dir already holds checkpoints of this stage: they are "
+            "deleted first (without it a fresh run refuses such a directory). Not with --resume_from_checkpoint."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed of model initialisation and data shuffling."})
     mixed_precision: Literal["no", "fp16", "bf16"] = field(
         default="no", metadata={"help": "'no', 'fp16' or 'bf16' (autocast; fp16 with loss scaling)."}
@@ -480,6 +488,10 @@ class FlashVideoTrainingArguments:
                 "resume_from_checkpoint",
                 f"must be '{RESUME_LATEST}' or a checkpoint path",
                 self.resume_from_checkpoint,
+            )
+        if self.overwrite_output_dir and self.resume_from_checkpoint is not None:
+            raise ValueError(
+                "--overwrite_output_dir starts afresh and --resume_from_checkpoint continues a run: pass one of them."
             )
 
     @property
@@ -540,12 +552,40 @@ def arguments_to_dict(*arguments: object) -> dict[str, object]:
     return values
 
 
+# Arguments that may change between a run and its resumption (where files go, how long and how often, how it
+# is logged, how many workers); every other argument is part of the run's identity, recorded in its checkpoints.
+# The data layout (seed, batch size, accumulation) may change too: resuming then only warns that the data order
+# is not the interrupted run's.
+RESUMABLE_CHANGES = frozenset({
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "save_steps", "save_total_limit",
+    "logging_steps", "report_to", "dataloader_num_workers", "preprocessing_num_workers", "tokenize_batch_size",
+    "psnr_num_frames", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
+})  # fmt: skip
+
+
+def run_identity(*arguments: object) -> dict[str, object]:
+    """The arguments that make a run the run it is (all but `RESUMABLE_CHANGES`), as JSON values."""
+    values = {name: value for name, value in arguments_to_dict(*arguments).items() if name not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps(values, default=str))
+
+
+def first_identity_difference(saved: dict[str, object], current: dict[str, object]) -> str | None:
+    """`--name: A in the checkpoint, B now` for the first argument that differs, or None when they all agree."""
+    for name in [*current, *(name for name in saved if name not in current)]:
+        if saved.get(name) != current.get(name):
+            return f"--{name}: {saved.get(name)!r} in the checkpoint, {current.get(name)!r} now"
+    return None
+
+
 __all__ = [
+    "RESUMABLE_CHANGES",
     "STAGES",
     "DataArguments",
     "FlashVideoTrainingArguments",
     "ModelArguments",
     "arguments_to_dict",
     "build_parser",
+    "first_identity_difference",
     "parse_args",
+    "run_identity",
 ]

@@ -26,6 +26,7 @@ have seen, and ends with the same weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -68,7 +69,9 @@ from .arguments import (
     ModelArguments,
     arguments_to_dict,
     build_parser,
+    first_identity_difference,
     parse_args,
+    run_identity,
 )
 from .codebook import CodebookRestarter
 
@@ -147,6 +150,14 @@ def train(
     logger.info(f"Stage {model_args.stage!r} on {accelerator.num_processes} process(es); {accelerator.state}")
     set_seed(args.seed)
 
+    # ---- which checkpoint to resume from (if any), before any work: never another run's
+    identity = run_identity(model_args, data_args, args)
+    stage_checkpoints = output_dir / CHECKPOINTS_FOLDER / model_args.stage
+    if accelerator.is_main_process:
+        _remove_partial_checkpoints(stage_checkpoints)
+    check_output_dir(stage_checkpoints, args, identity, accelerator)
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, stage_checkpoints, identity)
+
     # ---- stage-specific parts: data, model, loss, final artefacts
     if model_args.stage == "tokenizer":
         stage = setup_tokenizer_stage(model_args, data_args, args, accelerator)
@@ -180,11 +191,7 @@ def train(
     )
 
     # ---- resume
-    stage_checkpoints = output_dir / CHECKPOINTS_FOLDER / model_args.stage
-    if accelerator.is_main_process:
-        _remove_partial_checkpoints(stage_checkpoints)
     progress = TrainingProgress()
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, stage_checkpoints)
     if checkpoint is not None:
         # Model, optimizer, LR scheduler, every process's RNG states, the gradient-accumulation counter.
         accelerator.load_state(str(checkpoint))
@@ -273,7 +280,9 @@ def train(
                 )
                 running, running_batches, window_start = {}, 0, time.perf_counter()
             if progress.global_step % args.save_steps == 0:
-                save_checkpoint(accelerator, stage_checkpoints, progress, model_args.stage, args, stage.step_hook)
+                save_checkpoint(
+                    accelerator, stage_checkpoints, progress, model_args.stage, args, stage.step_hook, identity
+                )
             if progress.global_step >= args.max_steps:
                 break
         else:  # the epoch ran out before max_steps
@@ -321,19 +330,64 @@ def build_optimizer(model: torch.nn.Module, args: FlashVideoTrainingArguments) -
 
 
 def checkpoint_dirs(stage_checkpoints: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints `checkpoint-<step>` of a stage, oldest first."""
+    """The `checkpoint-<step>` folders of a stage, oldest first (`checkpoint_problem` says which are intact)."""
     if not stage_checkpoints.is_dir():
         return []
     found = []
     for path in stage_checkpoints.iterdir():
         match = _CHECKPOINT_RE.match(path.name)
-        if match and (path / TRAINING_STATE_NAME).is_file():
+        if match and path.is_dir():
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
-def resolve_checkpoint(value: str | None, stage_checkpoints: Path) -> Path | None:
-    """`--resume_from_checkpoint`: None, 'latest' (None when there is no checkpoint yet) or a folder."""
+def check_output_dir(
+    stage_checkpoints: Path, args: FlashVideoTrainingArguments, identity: dict[str, object], accelerator: Accelerator
+) -> None:
+    """A fresh run (no `--resume_from_checkpoint`) refuses a folder that already holds checkpoints of this stage,
+    whose pruning and `latest` would mix with its own, unless `--overwrite_output_dir`, which deletes them."""
+    found = checkpoint_dirs(stage_checkpoints)
+    if args.resume_from_checkpoint is not None or not found:
+        return
+    if args.overwrite_output_dir:
+        if accelerator.is_main_process:
+            logger.warning(f"--overwrite_output_dir: deleting the {len(found)} checkpoint(s) in {stage_checkpoints}")
+            for _, path in found:
+                shutil.rmtree(path)
+        accelerator.wait_for_everyone()
+        return
+    latest = found[-1][1]
+    difference = _identity_difference(latest, identity)
+    whose = (
+        "of a run with the same arguments" if difference is None else f"of a different run (first difference: "
+        f"{difference})"
+    )
+    raise TrainingSetupError(
+        f"--output_dir {args.output_dir} already holds checkpoints {whose}, in {stage_checkpoints} (latest: "
+        f"{latest.name}). Pass --resume_from_checkpoint latest to continue that run, --overwrite_output_dir to "
+        "delete them and start afresh, or another --output_dir."
+    )
+
+
+def _identity_difference(checkpoint: Path, identity: dict[str, object]) -> str | None:
+    """The first argument in which `checkpoint`'s run differs from this one (None: the same run, or no record)."""
+    try:
+        saved = json.loads((checkpoint / TRAINING_STATE_NAME).read_text(encoding="utf-8")).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if saved is None else first_identity_difference(saved, identity)
+
+
+def resolve_checkpoint(
+    value: str | None, stage_checkpoints: Path, identity: dict[str, object] | None = None
+) -> Path | None:
+    """
+    `--resume_from_checkpoint`: None, 'latest' or a folder. 'latest' is the newest intact checkpoint: a newer one
+    with a missing, truncated or changed file (see `checkpoint_problem`) is skipped with a warning naming the file;
+    None when there is no checkpoint at all, a `TrainingSetupError` when none is intact. A checkpoint of a run
+    whose arguments differ from `identity` (other than `RESUMABLE_CHANGES`) is refused, naming the first
+    difference.
+    """
     if value is None:
         return None
     if value == RESUME_LATEST:
@@ -343,7 +397,21 @@ def resolve_checkpoint(value: str | None, stage_checkpoints: Path) -> Path | Non
                 f"--resume_from_checkpoint latest: no checkpoint under {stage_checkpoints}; starting afresh"
             )
             return None
-        return found[-1][1]
+        problems = []
+        for _, path in reversed(found):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                _check_identity(path, identity)
+                if problems:
+                    logger.warning(f"--resume_from_checkpoint latest: resuming from {path}, the newest intact one")
+                return path
+            logger.warning(f"Skipping the damaged checkpoint {path}: {problem}")
+            problems.append(f"{path.name}: {problem}")
+        raise TrainingSetupError(
+            f"--resume_from_checkpoint latest: no intact checkpoint in {stage_checkpoints} ("
+            + "; ".join(problems)
+            + "). Pass --overwrite_output_dir to start afresh."
+        )
     path = Path(value)
     if not (path / TRAINING_STATE_NAME).is_file():
         raise TrainingSetupError(
@@ -351,7 +419,68 @@ def resolve_checkpoint(value: str | None, stage_checkpoints: Path) -> Path | Non
             f"{TRAINING_STATE_NAME} in it); use '{RESUME_LATEST}' or a {stage_checkpoints}/checkpoint-<step> "
             "folder."
         )
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise TrainingSetupError(f"--resume_from_checkpoint {value} is damaged: {problem}")
+    _check_identity(path, identity)
     return path
+
+
+def _check_identity(checkpoint: Path, identity: dict[str, object] | None) -> None:
+    difference = None if identity is None else _identity_difference(checkpoint, identity)
+    if difference is not None:
+        raise TrainingSetupError(
+            f"{checkpoint} belongs to a run with other arguments ({difference}); resume it with the same "
+            "arguments, or start afresh with --overwrite_output_dir or another --output_dir."
+        )
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """What makes `checkpoint` unusable, naming the file (missing, truncated, changed since it was saved, or an
+    unreadable training_state.json); None when it is intact. Checkpoints record each file's size and SHA-256."""
+    state_path = checkpoint / TRAINING_STATE_NAME
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{state_path} is missing"
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return f"{state_path} is unreadable ({type(error).__name__}: {error})"
+    progress_fields = ("global_step", "epoch", "batch_in_epoch")
+    if not isinstance(state, dict) or any(type(state.get(name)) is not int for name in progress_fields):
+        return f"{state_path} is unreadable (it needs the integers {', '.join(progress_fields)})"
+    files = state.get("files", {})  # absent in checkpoints saved before checksums were recorded
+    if not isinstance(files, dict):
+        return f"{state_path} is unreadable (its 'files' is not a mapping)"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            size, digest = path.stat().st_size, _sha256(path)
+        except OSError as error:
+            return f"{path} is unreadable ({error})"
+        if not isinstance(expected, dict) or size != expected.get("size"):
+            return f"{path} is truncated or changed ({size} bytes, {expected.get('size')} when saved)"
+        if digest != expected.get("sha256"):
+            return f"{path} has changed since it was saved (its SHA-256 differs)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_manifest(folder: Path) -> dict[str, dict[str, object]]:
+    """Size and SHA-256 of every file under `folder` (but the training state itself), by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != TRAINING_STATE_NAME
+    }
 
 
 def save_checkpoint(
@@ -361,11 +490,13 @@ def save_checkpoint(
     stage: str,
     args: FlashVideoTrainingArguments,
     step_hook: CodebookRestarter | None = None,
+    identity: dict[str, object] | None = None,
 ) -> Path:
     """
-    `accelerator.save_state` (plus the stage's step-hook state) into a temporary folder, then rename it to `checkpoint-<step>`: a run killed
-    while saving leaves no half-written checkpoint behind for `latest` to pick up. Then prune to
-    `save_total_limit`.
+    `accelerator.save_state` (plus the stage's step-hook state) into a temporary folder, then rename it to
+    `checkpoint-<step>`: a run killed while saving leaves no half-written checkpoint behind for `latest` to pick
+    up. `training_state.json` also records the run's `identity` and each file's size and SHA-256, checked before
+    resuming. Then prune to `save_total_limit`.
     """
     final = stage_checkpoints / f"checkpoint-{progress.global_step}"
     partial = stage_checkpoints / f".partial-checkpoint-{progress.global_step}"
@@ -383,11 +514,13 @@ def save_checkpoint(
             "num_processes": accelerator.num_processes,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "identity": identity,
         }
-        with open(partial / TRAINING_STATE_NAME, "w", encoding="utf-8") as handle:
-            json.dump(state, handle, indent=2, sort_keys=True)
         if step_hook is not None:
             save_file(step_hook.state_dict(), partial / STEP_HOOK_STATE_NAME)
+        state["files"] = _file_manifest(partial)
+        with open(partial / TRAINING_STATE_NAME, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -554,7 +687,9 @@ def setup_lm_stage(
     stage_name = model_args.stage
     output_dir = Path(args.output_dir)
     source = resolve_model_source(model_args.model_name_or_path)
-    processor_source = model_args.processor_name_or_path or source or str(output_dir)
+    processor_source = (
+        resolve_model_source(model_args.processor_name_or_path, "--processor_name_or_path") or source or str(output_dir)
+    )
     if processor_source == str(output_dir) and not (output_dir / PROCESSOR_CONFIG_NAME).is_file():
         raise TrainingSetupError(
             f"No FlashVideo processor in --output_dir {output_dir}: run `--stage tokenizer --output_dir "
@@ -655,8 +790,8 @@ def setup_lm_stage(
 # ==================================================================================== models and processors
 
 
-def resolve_model_source(name: str | None) -> str | None:
-    """`--model_name_or_path`, with 'default' replaced by the shipped default checkpoint."""
+def resolve_model_source(name: str | None, argument: str = "--model_name_or_path") -> str | None:
+    """`--model_name_or_path` (or the `argument` named), with 'default' replaced by the shipped checkpoint."""
     if name != DEFAULT_CHECKPOINT:
         return name
     import flashvideo
@@ -664,7 +799,7 @@ def resolve_model_source(name: str | None) -> str | None:
     default_checkpoint = getattr(flashvideo, "default_checkpoint", None)
     if default_checkpoint is None:
         raise TrainingSetupError(
-            "--model_name_or_path default: this flashvideo installation has no default checkpoint "
+            f"{argument} default: this flashvideo installation has no default checkpoint "
             "(flashvideo.default_checkpoint() is missing); pass a checkpoint directory or Hub repo id."
         )
     return str(default_checkpoint())
@@ -1025,6 +1160,7 @@ __all__ = [
     "TrainingProgress",
     "TrainingSetupError",
     "checkpoint_dirs",
+    "checkpoint_problem",
     "load_videos",
     "main",
     "resolve_checkpoint",
