@@ -10,14 +10,17 @@ flashvideo demo                                                  # what `make de
 import argparse
 import json
 import logging as python_logging
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
-from .hub import add_push_parser, run_push
+from .hub import add_push_parser, check_local_or_repo_id, run_push
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+MAX_FPS = 240.0
 
 
 def _add_generate(subparsers) -> None:
@@ -62,8 +65,15 @@ def _add_generate(subparsers) -> None:
         "--temperature", type=float, default=None,
         help="sampling temperature (default: the checkpoint's generation_config, else 1.0)",
     )  # fmt: skip
-    generate.add_argument("--top-k", type=int, default=None)
-    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument(
+        "--top-k", type=int, default=None,
+        help="sample among the k likeliest codes (default: the checkpoint's generation_config, else all)",
+    )  # fmt: skip
+    generate.add_argument(
+        "--top-p", type=float, default=None,
+        help="nucleus sampling: the likeliest codes whose probabilities add up to p, in (0, 1] (default: the "
+        "checkpoint's generation_config, else 1)",
+    )  # fmt: skip
     generate.add_argument(
         "--guidance-scale", type=float, default=None,
         help="classifier-free guidance for the key frames, >= 1 (default: the checkpoint's generation_config, else 1)",
@@ -71,7 +81,7 @@ def _add_generate(subparsers) -> None:
     generate.add_argument("--negative-prompt", default=None, help="text of the unconditional stream (default: none)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument(
-        "--fps", type=float, default=8.0, help="frames per second of the written clip (default 8)"
+        "--fps", type=float, default=8.0, help=f"frames per second of the written clip, in (0, {MAX_FPS:g}] (default 8)"
     )
     generate.add_argument(
         "--device", default=None, help='torch device, e.g. "cuda" (default: cuda if available)'
@@ -191,24 +201,61 @@ def _device(name: str | None):
     return torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_output(output: Path) -> None:
+    """Raise a ValueError unless `output` can take a clip: a supported suffix, not a directory, in an existing
+    writable folder."""
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"output must end in one of {VIDEO_SUFFIXES}, got {str(output)!r}.")
+    if output.is_dir():
+        raise ValueError(f"output {str(output)!r} is a directory; name a file, e.g. {str(output / 'clip.mp4')!r}.")
+    folder = output.parent
+    if not folder.is_dir():
+        raise ValueError(f"output's folder {str(folder)!r} does not exist (create it first).")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"output's folder {str(folder)!r} is not writable.")
+
+
+def check_fps(fps: float) -> None:
+    """Raise a ValueError unless `fps` is a finite number in (0, MAX_FPS]."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+        raise ValueError(f"fps must be a number in (0, {MAX_FPS:g}], got {fps!r}.")
+
+
+def write_clip(frames, output: Path, fps: float) -> None:
+    """Write `frames` to `output` (.mp4 or .gif) through a temporary file in the same folder and a rename: an
+    existing clip is replaced only by a complete one, and a failed write leaves nothing behind."""
+    from .video_io import export_to_gif, export_to_video
+
+    export = export_to_gif if output.suffix.lower() == ".gif" else export_to_video
+    partial = output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
+    try:
+        export(frames, partial, fps=fps)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def generate_clip(
     prompt: str, output: Path, checkpoint: str | None = None, device: str | None = None, fps: float = 8.0,
     seed: int = 0, **call_kwargs,
 ):  # fmt: skip
-    """Load the pipeline, generate one clip and write it to `output` (.mp4 or .gif); returns the pipeline output."""
+    """Load the pipeline, generate one clip and write it to `output` (.mp4 or .gif); returns the pipeline output.
+
+    `output`, `fps` and `checkpoint` are checked before anything is loaded or generated (ValueError or
+    FileNotFoundError)."""
     import torch
 
     from . import default_checkpoint
     from .pipeline_flashvideo import FlashVideoPipeline
-    from .video_io import export_to_gif, export_to_video
 
-    if output.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"output must end in one of {VIDEO_SUFFIXES}, got {str(output)!r}.")
+    check_output(output)
+    check_fps(fps)
+    if checkpoint is not None:
+        check_local_or_repo_id(checkpoint, "--checkpoint")
     pipe = FlashVideoPipeline.from_pretrained(checkpoint or default_checkpoint(), device=_device(device))
     generator = torch.Generator().manual_seed(seed)
     result = pipe(prompt, generator=generator, **call_kwargs)
-    export = export_to_gif if output.suffix.lower() == ".gif" else export_to_video
-    export(result.frames[0], output, fps=fps)
+    write_clip(result.frames[0], output, fps)
     return result
 
 
@@ -328,6 +375,13 @@ def _run_bench(args: argparse.Namespace) -> None:
     sys.stdout.write(f"updated {write_benchmarks_readme(args.output_dir)}\n")
 
 
+def _user_error(command: str, error: Exception) -> int:
+    """Report a user error as one line on stderr, as argparse does; returns the exit status 2."""
+    message = " ".join(str(error).split())
+    sys.stderr.write(f"flashvideo {command}: error: {message}\n")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
@@ -340,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     python_logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     python_logging.getLogger("flashvideo").setLevel(python_logging.INFO)
     if args.command == "generate":
-        _run_generate(args)
+        try:
+            _run_generate(args)
+        except (ValueError, OSError) as error:  # bad arguments, a missing checkpoint, an unwritable output
+            return _user_error("generate", error)
     elif args.command == "eval":
         from . import default_checkpoint
         from .evaluation.evaluate import run_evaluation

@@ -60,6 +60,29 @@ _MODE_METRICS = (
 )
 
 
+def check_local_or_repo_id(source: str | Path, name: str = "checkpoint") -> None:
+    """
+    Raise a `FileNotFoundError` naming `source` when it is meant as a local path and does not exist: an absolute
+    path, one starting with `.` or `~`, one with more than one `/`, or anything that is not a valid Hub repo id
+    (`name` or `namespace/name`). Instead of a repo-id validation error, the caller learns that the folder is
+    missing. A valid repo id passes (the Hub or its cache decides).
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    text = str(source)
+    if Path(text).expanduser().exists():
+        return
+    meant_local = Path(text).is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+    if not meant_local:
+        try:
+            validate_repo_id(text)
+        except HFValidationError:
+            meant_local = True
+    if meant_local:
+        raise FileNotFoundError(f"{name} {text!r} does not exist (no such directory, and not a Hub repo id).")
+
+
 def _flashvideo_version() -> str:
     try:
         return metadata.version("flashvideo")
@@ -444,6 +467,7 @@ def run_push(args: argparse.Namespace) -> str:
 __all__ = [
     "add_push_parser",
     "build_model_card",
+    "check_local_or_repo_id",
     "eval_results_entries",
     "load_eval_results",
     "push_checkpoint",

@@ -314,7 +314,7 @@ class FlashVideoPipeline(Pipeline):
             raise ValueError(
                 f"num_frames - 1 must be a multiple of key_frame_spacing ({key_frame_spacing}) so that the last frame is "
                 f"a key frame; got num_frames={num_frames}. Try num_frames="
-                f"{(num_frames - 1) // key_frame_spacing * key_frame_spacing + 1}."
+                f"{max((num_frames - 1) // key_frame_spacing, 1) * key_frame_spacing + 1}."
             )
         if not _is_real(inherit_ratio) or not 0.0 <= float(inherit_ratio) <= 1.0:
             raise ValueError(f"inherit_ratio must be a number in [0, 1], got {inherit_ratio!r}.")
@@ -575,8 +575,10 @@ def _is_real(value) -> bool:
 
 
 def _first_set(*values):
-    """The first value that is not None (None if all are)."""
-    return next((value for value in values if value is not None), None)
+    """The first value that is not None (None if all are); a NumPy scalar becomes the Python number it holds, as
+    transformers' sampling checks (`isinstance(top_k, int)`, `isinstance(temperature, float)`) want."""
+    value = next((value for value in values if value is not None), None)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_guidance_scale(guidance_scale, source: str) -> None:

@@ -37,12 +37,13 @@ def test_generate_mp4_and_gif(checkpoint, tmp_path, capsys):
         assert image.n_frames == 3 and image.size == (16, 16)
 
 
-def test_bad_arguments_are_reported(checkpoint, tmp_path):
-    with pytest.raises(ValueError, match="output must end in one of"):
-        main(["generate", "a red circle", "-o", str(tmp_path / "clip.avi"), "--checkpoint", str(checkpoint)])
-    with pytest.raises(ValueError, match="inherit_ratio"):
-        main(["generate", "a red circle", "-o", str(tmp_path / "c.mp4"), "--checkpoint", str(checkpoint),
-              "--inherit-ratio", "2"])  # fmt: skip
+def test_bad_arguments_are_reported(checkpoint, tmp_path, capsys):
+    """One line on stderr and exit status 2 (more cases in test_robustness_cli.py)."""
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "clip.avi"), "--checkpoint", str(checkpoint)]) == 2
+    assert "flashvideo generate: error: output must end in one of" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "c.mp4"), "--checkpoint", str(checkpoint),
+                 "--inherit-ratio", "2"]) == 2  # fmt: skip
+    assert "inherit_ratio" in capsys.readouterr().err
 
 
 def test_console_script_help():
