@@ -45,9 +45,26 @@ def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-odd, even), dim=-1).flatten(-2)
 
 
-def apply_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of `x` by the angle nθ whose cosine and sine are given (broadcast over batch and heads)."""
-    return x * cos + rotate_every_two(x) * sin
+def rotation_phasors(positions: torch.Tensor, angles: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The rotation by nθ as complex numbers s·e^(i·nθ), one per pair of dimensions and scale s.
+
+    `positions`: `[length]` or `[batch, length]`; `angles`: θ `[d_k/2]`; `scales`: any shape that broadcasts to
+    `[scales..., d_k/2]` (e.g. `[2, 1, 1]` for queries and keys, see `rotate_pairs`). Returns complex phasors of shape
+    `positions.shape + scales.shape[:-1] + (d_k/2,)`, in `angles`' precision.
+    """
+    phase = positions.to(angles.dtype)[(...,) + (None,) * scales.dim()] * angles
+    return torch.polar(scales, phase)
+
+
+def rotate_pairs(x: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
+    """x·cos(nθ) + rotate_every_two(x)·sin(nθ), as one complex multiplication.
+
+    Each interleaved pair (x_2j, x_2j+1) is the complex number x_2j + i·x_2j+1, and multiplying it by e^(i·nθ_j) is
+    exactly the rotation (RetNet's `theta_shift`); a phasor of modulus s also scales by s. `x`: real `[..., d_k]`
+    whose last dimension is contiguous; `phasors`: complex, broadcasting to `x.shape[:-1] + (d_k/2,)`.
+    """
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * phasors).flatten(-2)
 
 
 def _decay_powers(log_decay: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
@@ -118,22 +135,25 @@ def recurrent_retention(
     v: torch.Tensor,
     log_decay: torch.Tensor,
     initial_state: torch.Tensor | None = None,
+    decay: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Recurrent form: S_n = γ S_{n−1} + k_nᵀ v_n, o_n = q_n S_n, one token at a time. O(1) per token.
 
+    `decay`: γ itself, `[heads, 1, 1]`, when the caller has it already (one exp per model call instead of one per
+    layer). `initial_state` is never modified: every step makes a new state tensor, so a cache may keep the old one.
     Returns `(output, final_state)`.
     """
-    batch, heads, length, key_dim = q.shape
+    if decay is None:
+        decay = torch.exp(log_decay)[:, None, None]
     state = initial_state
-    if state is None:
-        state = q.new_zeros(batch, heads, key_dim, v.shape[-1])
-    gamma = torch.exp(log_decay)[None, :, None, None]
-    if length == 1:  # the decode step: no loop, no concatenation
-        state = gamma * state + k[..., 0, :, None] * v[..., 0, None, :]
+    if k.shape[-2] == 1:  # the decode step: k_nᵀ v_n is a broadcast product, no loop, no concatenation
+        outer = (k.transpose(-1, -2), v)
+        state = torch.mul(*outer) if state is None else torch.addcmul(decay * state, *outer)
         return q @ state, state
     outputs = []
-    for n in range(length):
-        state = gamma * state + k[..., n, :, None] * v[..., n, None, :]
+    for n in range(k.shape[-2]):
+        outer = (k[..., n, :, None], v[..., n, None, :])
+        state = torch.mul(*outer) if state is None else torch.addcmul(decay * state, *outer)
         outputs.append(q[..., n : n + 1, :] @ state)
     return torch.cat(outputs, dim=-2), state
 
