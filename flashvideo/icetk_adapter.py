@@ -14,16 +14,24 @@ Nothing is downloaded. The two model files come from a directory the user names:
 - `ice_image.pt`: icetk's image tokenizer checkpoint. Image encoding and decoding run icetk's own VQVAE, so
   they need the `icetk` package — which imports torchvision at module level; where torchvision cannot be
   imported, the image methods raise an `ImportError` that says so, while text tokenization keeps working.
+
+Installing (see the README): the torch/torchvision pair of your machine first, then
+`pip install "flashvideo[icetk]"` and `pip install --no-deps icetk` (icetk's own requirements pin protobuf<3.19).
+icetk's generated protobuf code predates protobuf 4, whose default implementations refuse it ("Descriptors cannot
+be created directly"); icetk is therefore imported here on protobuf's pure-Python implementation, which still
+runs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import pickle
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,34 @@ ICETK_TEXT_FILE = "ice_text.model"
 ICETK_IMAGE_FILE = "ice_image.pt"
 ICETK_NUM_IMAGE_TOKENS = 20_000
 ICETK_COMPRESS_RATES = (4, 8, 16)
+ICETK_INSTALL_HINT = (
+    "install the torchvision release paired with your torch, then `pip install 'flashvideo[icetk]'` (from a "
+    "checkout: `pip install '.[icetk]'`) and `pip install --no-deps icetk`"
+)
+PROTOBUF_IMPLEMENTATION_VARIABLE = "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"
+
+
+@contextlib.contextmanager
+def _pure_python_protobuf() -> Iterator[None]:
+    """
+    Let protobuf, if it is first imported inside this block, pick its pure-Python implementation, which still
+    runs generated code older than protobuf 4 (icetk's `sentencepiece_model_pb2`). protobuf fixes its implementation
+    when first imported, so the variable is only set for that import, and a value the user set is left alone.
+    """
+    if "google.protobuf" in sys.modules or PROTOBUF_IMPLEMENTATION_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[PROTOBUF_IMPLEMENTATION_VARIABLE] = "python"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROTOBUF_IMPLEMENTATION_VARIABLE, None)
+
+
+def _protobuf_implementation() -> str:
+    from google.protobuf.internal import api_implementation
+
+    return api_implementation.Type()
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,12 +87,22 @@ def icetk_import_error() -> ImportError | None:
 
     icetk imports torchvision at module level; a torchvision build that does not match the installed torch
     fails with a `RuntimeError` (e.g. `operator torchvision::nms does not exist`), which is reported as an
-    ImportError too.
+    ImportError too. icetk is imported on protobuf's pure-Python implementation where protobuf is not imported yet
+    (see the module docstring); where it already is, with another implementation, the error says so.
     """
     try:
-        import icetk  # noqa: F401
+        with _pure_python_protobuf():
+            import icetk  # noqa: F401
     except Exception as error:  # torchvision mismatches raise RuntimeError, not ImportError
         message = f"{type(error).__name__}: {error}"
+        if "Descriptors cannot be created directly" in message:
+            message = (
+                f"icetk's generated protobuf code needs protobuf's pure-Python implementation, but protobuf was "
+                f"imported before icetk with its {_protobuf_implementation()!r} implementation. Load icetk "
+                f"(flashvideo.icetk_adapter.icetk_import_error() does) before anything that imports protobuf, such "
+                f"as tensorboard, or start Python with {PROTOBUF_IMPLEMENTATION_VARIABLE}=python "
+                f"({message.splitlines()[0]})"
+            )
         return error if isinstance(error, ImportError) else ImportError(message)
     return None
 
@@ -120,7 +166,12 @@ class IcetkTokenizer(SequenceBuilderMixin):
                 f"config.image_size / config.code_grid_size ({layout.image_size} / {layout.code_grid_size}) "
                 f"must be one of icetk's compression rates {ICETK_COMPRESS_RATES}."
             )
-        import sentencepiece
+        try:
+            import sentencepiece
+        except ImportError as error:
+            raise ImportError(
+                f"The icetk tokenizer needs the `sentencepiece` package: {ICETK_INSTALL_HINT}."
+            ) from error
 
         self._sentencepiece = sentencepiece.SentencePieceProcessor(
             model_file=str(self.model_dir / ICETK_TEXT_FILE)
@@ -200,9 +251,8 @@ class IcetkTokenizer(SequenceBuilderMixin):
             if error is not None:
                 raise ImportError(
                     f"icetk's image tokenizer needs the `icetk` package, which cannot be imported ({error}). "
-                    "icetk imports torchvision at module level, so install icetk together with a torchvision "
-                    f"build that matches torch {torch.__version__}: `pip install 'flashvideo[icetk]' icetk "
-                    "torchvision==<the release paired with your torch>`. Text tokenization works without it."
+                    f"icetk imports torchvision at module level, so with torch {torch.__version__}: "
+                    f"{ICETK_INSTALL_HINT}. Text tokenization works without it."
                 ) from error
             # Refuse a checkpoint that is more than weights before icetk's own loader unpickles it.
             self.load_image_checkpoint()
@@ -212,6 +262,22 @@ class IcetkTokenizer(SequenceBuilderMixin):
             self._icetk = IceTokenizer(path=str(self.model_dir), device=str(self.device), fp16=self.fp16)
             logger.info(f"Loaded icetk's image tokenizer from {self.model_dir / ICETK_IMAGE_FILE}")
         return self._icetk
+
+    @property
+    def image_tokenizer(self) -> Any:
+        """icetk's own image tokenizer (`icetk.image_tokenizer.ImageTokenizer`), loaded on first use."""
+        return self._icetk_tokenizer().image_tokenizer
+
+    def to(self, device: str | torch.device) -> IcetkTokenizer:
+        """Run icetk's image tokenizer on `device` (as [`FlashVideoProcessor.to`] does; the pipeline calls it)."""
+        self.device = torch.device(device)
+        if self._icetk is not None:
+            self._icetk.configure(device=str(self.device))
+            if "_image_tokenizer" in vars(self._icetk):
+                image_tokenizer = self._icetk.image_tokenizer
+                image_tokenizer.model.to(self.device)
+                image_tokenizer.device = str(self.device)
+        return self
 
     def encode_frames(
         self, frames: np.ndarray | torch.Tensor, batch_size: int | None = None
@@ -234,21 +300,27 @@ class IcetkTokenizer(SequenceBuilderMixin):
         return torch.cat(codes) if codes else torch.empty((0, grid, grid), dtype=torch.long)
 
     def decode_frames(self, codes: torch.Tensor | np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Decode icetk code grids `[N, grid, grid]` into uint8 frames `[N, H, W, 3]`."""
+        """
+        Decode icetk code grids `[..., grid, grid]` into uint8 frames `[..., H, W, 3]` (any leading dimensions,
+        as [`FlashVideoProcessor.decode_frames`]).
+        """
         tokenizer = self._icetk_tokenizer()
         codes = _as_long_tensor(codes, "codes")
         grid = self.layout.code_grid_size
-        if codes.ndim != 3 or tuple(codes.shape[1:]) != (grid, grid):
-            raise ValueError(f"codes must have shape [N, {grid}, {grid}], got {tuple(codes.shape)}.")
+        if codes.ndim < 2 or tuple(codes.shape[-2:]) != (grid, grid):
+            raise ValueError(f"codes must have shape [..., {grid}, {grid}], got {tuple(codes.shape)}.")
         if codes.numel() and (codes.min() < 0 or codes.max() >= ICETK_NUM_IMAGE_TOKENS):
             raise ValueError(f"codes must lie in [0, {ICETK_NUM_IMAGE_TOKENS}) (icetk image codes).")
+        leading = tuple(codes.shape[:-2])
+        flat = codes.reshape(-1, grid, grid)
         frames = []
-        for chunk in codes.split(_chunk_size(batch_size, codes)):
+        for chunk in flat.split(_chunk_size(batch_size, flat)):
             images = tokenizer.decode(image_ids=chunk.to(self.device), compress_rate=self.compress_rate)
             pixels = images.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
             frames.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
         size = self.layout.image_size
-        return np.concatenate(frames) if frames else np.empty((0, size, size, 3), dtype=np.uint8)
+        frames = np.concatenate(frames) if frames else np.empty((0, size, size, 3), dtype=np.uint8)
+        return frames.reshape(*leading, size, size, 3)
 
     def fingerprint(self) -> str:
         """A hex digest of the layout and both model files (for 🤗 Datasets caching)."""

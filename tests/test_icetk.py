@@ -1,11 +1,28 @@
-"""Tests of the icetk adapter with locally made model files (nothing is downloaded)."""
+"""
+Tests of the icetk adapter with locally made model files (nothing is downloaded).
+
+The text side and the checks run wherever sentencepiece is installed. The image side needs the `icetk` package,
+which imports torchvision at module level; it runs in the environment of `make test-icetk` (torch 2.14.1 with
+torchvision 0.29.1) on icetk's own image tokenizer, randomly initialised and saved in icetk's checkpoint format.
+"""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from flashvideo.configuration_flashvideo import FlashVideoConfig
-from flashvideo.icetk_adapter import ICETK_NUM_IMAGE_TOKENS, IcetkTokenizer, icetk_import_error
+from flashvideo.icetk_adapter import (
+    ICETK_IMAGE_FILE,
+    ICETK_NUM_IMAGE_TOKENS,
+    ICETK_TEXT_FILE,
+    PROTOBUF_IMPLEMENTATION_VARIABLE,
+    IcetkTokenizer,
+    icetk_import_error,
+)
 
 
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -146,13 +163,155 @@ def test_image_side_explains_a_missing_icetk(tokenizer):
     assert tokenizer.encode_text("a red circle")
 
 
-def test_image_encode_decode_with_icetk(tokenizer):
-    error = icetk_import_error()
-    if error is not None:
-        pytest.skip(f"icetk cannot be imported: {error}")
-    frames = np.random.default_rng(0).integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
-    codes = tokenizer.encode_frames(frames)
-    assert codes.shape == (2, 16, 16) and codes.dtype == torch.long
-    assert 0 <= codes.min() and codes.max() < ICETK_NUM_IMAGE_TOKENS
-    pixels = tokenizer.decode_frames(codes)
-    assert pixels.shape == (2, 64, 64, 3) and pixels.dtype == np.uint8
+# ----------------------------------------------------------------- with the icetk package
+
+
+requires_icetk = pytest.mark.skipif(
+    icetk_import_error() is not None, reason=f"icetk cannot be imported: {icetk_import_error()}"
+)
+
+
+@pytest.fixture(autouse=True)
+def no_icetk_downloads(monkeypatch):
+    """icetk downloads missing model files on first use; in these tests that is a failure."""
+    if icetk_import_error() is None:
+        import icetk.utils
+
+        def refuse(save_path, url):
+            pytest.fail(f"icetk tried to download {url} into {save_path}")
+
+        monkeypatch.setattr(icetk.utils, "download_with_progress_bar", refuse)
+
+
+@pytest.fixture(scope="module")
+def icetk_model_dir(tmp_path_factory, model_dir):
+    """`ice_text.model` (the SentencePiece model above) and icetk's own image tokenizer (its hierarchical VQVAE:
+    20,000 codes, 256-dim), randomly initialised and saved as icetk's checkpoints are: `{"module": state_dict}`."""
+    from icetk.vqvae import load_default_HVQVAE
+
+    directory = tmp_path_factory.mktemp("icetk_real")
+    (directory / ICETK_TEXT_FILE).write_bytes((model_dir / ICETK_TEXT_FILE).read_bytes())
+    torch.manual_seed(0)
+    torch.save({"module": load_default_HVQVAE().state_dict()}, directory / ICETK_IMAGE_FILE)
+    return directory
+
+
+def icetk_config(compress_rate: int, **kwargs) -> FlashVideoConfig:
+    """256×256 frames at one of icetk's compression rates; 20,000 image codes as in icetk."""
+    return FlashVideoConfig(
+        text_vocab_size=64,
+        image_vocab_size=ICETK_NUM_IMAGE_TOKENS,
+        image_size=256,
+        code_grid_size=256 // compress_rate,
+        **kwargs,
+    )
+
+
+def own_icetk(model_dir):
+    """icetk's own tokenizer on the same files, for comparison."""
+    from icetk.ice_tokenizer import IceTokenizer
+
+    return IceTokenizer(path=str(model_dir), device="cpu", fp16=False)
+
+
+def run_fresh_python(script: str) -> str:
+    """`script`'s output in a new interpreter whose environment does not choose a protobuf implementation."""
+    environment = {key: value for key, value in os.environ.items() if key != PROTOBUF_IMPLEMENTATION_VARIABLE}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@requires_icetk
+def test_icetk_imports_on_pure_python_protobuf_without_touching_the_environment():
+    # protobuf's default implementation refuses icetk's generated code; the adapter imports icetk on the
+    # pure-Python one and leaves the user's environment as it was.
+    output = run_fresh_python(
+        "import os; from flashvideo.icetk_adapter import icetk_import_error as e; error = e(); "
+        "from google.protobuf.internal import api_implementation as a; "
+        f"print(error, a.Type(), {PROTOBUF_IMPLEMENTATION_VARIABLE!r} in os.environ)"
+    )
+    assert output.split() == ["None", "python", "False"]
+
+
+@requires_icetk
+def test_protobuf_imported_first_gives_an_error_that_says_what_to_do():
+    implementation, message = run_fresh_python(
+        "import google.protobuf.descriptor_pb2; from google.protobuf.internal import api_implementation as a; "
+        "from flashvideo.icetk_adapter import icetk_import_error as e; print(a.Type()); print(e())"
+    ).split("\n", 1)
+    if implementation == "python":
+        pytest.skip("protobuf's default implementation is the pure-Python one here")
+    assert f"{PROTOBUF_IMPLEMENTATION_VARIABLE}=python" in message and "before icetk" in message
+
+
+@requires_icetk
+def test_text_ids_match_icetk_own_offset_ids(icetk_model_dir):
+    config = icetk_config(8)
+    tokenizer = IcetkTokenizer(icetk_model_dir, config)
+    icetk = own_icetk(icetk_model_dir)  # reads ice_text.model through its old generated protobuf code
+    text = "a red circle moving left"
+    icetk_ids = icetk.encode(text=text)
+    assert min(icetk_ids) >= ICETK_NUM_IMAGE_TOKENS  # icetk offsets text ids by its 20,000 image codes
+    model_ids = tokenizer.encode_text(text)
+    assert tokenizer.icetk_to_model_ids(icetk_ids).tolist() == model_ids
+    assert tokenizer.model_to_icetk_ids(model_ids).tolist() == icetk_ids
+    assert icetk.decode(text_ids=icetk_ids) == tokenizer.decode_text(model_ids) == text
+    assert all(config.text_token_range[0] <= i < config.text_token_range[1] for i in model_ids)
+
+
+@requires_icetk
+def test_image_checkpoint_loads_as_plain_weights(icetk_model_dir):
+    from icetk.vqvae import load_default_HVQVAE
+
+    state = IcetkTokenizer(icetk_model_dir, icetk_config(8)).load_image_checkpoint()["module"]
+    assert set(state) == set(load_default_HVQVAE().state_dict())
+    assert state["quantize.embed.weight"].shape == (ICETK_NUM_IMAGE_TOKENS, 256)
+
+
+@requires_icetk
+@pytest.mark.slow
+@pytest.mark.parametrize("compress_rate", [8, 16])
+def test_icetk_encodes_and_decodes_256px_frames(icetk_model_dir, compress_rate):
+    grid = 256 // compress_rate  # 32×32 codes at rate 8, 16×16 at rate 16
+    config = icetk_config(compress_rate)
+    tokenizer = IcetkTokenizer(icetk_model_dir, config)
+    frames = np.random.default_rng(compress_rate).integers(0, 256, size=(1, 256, 256, 3), dtype=np.uint8)
+    with torch.no_grad():
+        codes = tokenizer.encode_frames(frames)
+        assert codes.shape == (1, grid, grid) and codes.dtype == torch.long
+        assert 0 <= codes.min() and codes.max() < ICETK_NUM_IMAGE_TOKENS
+        pixels = tokenizer.decode_frames(codes)
+        assert pixels.shape == (1, 256, 256, 3) and pixels.dtype == np.uint8
+        # The adapter is icetk: the same codes from the same image (given in [0, 1], HWC -> CHW), and the same
+        # pixels from the same codes.
+        icetk = own_icetk(icetk_model_dir)
+        image = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        if compress_rate == 16:  # one full encoder pass per rate is tens of seconds on one CPU thread
+            assert torch.equal(icetk.encode(image_torch=image, compress_rate=compress_rate).view(1, grid, grid), codes)
+        decoded = icetk.decode(image_ids=codes, compress_rate=compress_rate)
+    expected = decoded.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(pixels, expected)
+    # Model-vocabulary ids in the config's image range, and back.
+    ids = tokenizer.codes_to_ids(codes)
+    assert config.image_token_start <= ids.min() and ids.max() < config.image_token_start + ICETK_NUM_IMAGE_TOKENS
+    assert torch.equal(tokenizer.ids_to_codes(ids).reshape(codes.shape), codes)
+
+
+@requires_icetk
+@pytest.mark.slow
+def test_pipeline_generates_a_256px_clip_through_icetk(icetk_model_dir):
+    from flashvideo import FlashVideoForCausalLM, FlashVideoPipeline
+
+    config = icetk_config(
+        8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_frames=4
+    )
+    torch.manual_seed(0)
+    model = FlashVideoForCausalLM(config).eval()
+    tokenizer = IcetkTokenizer(icetk_model_dir, config)
+    pipe = FlashVideoPipeline(model, processor=tokenizer, show_progress=False)
+    out = pipe("a red circle moving left", num_frames=3, key_frame_spacing=2, generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 3, 256, 256, 3) and out.frames.dtype == np.uint8
+    # Two key frames of 32×32 icetk codes sampled, one frame interpolated between them.
+    assert out.stats.key_frames.tokens_sampled == 2 * 32 * 32
+    assert out.stats.interpolation.tokens_sampled + out.stats.interpolation.tokens_inherited == 32 * 32
