@@ -23,7 +23,7 @@ from transformers.utils import logging
 
 from .modeling_flashvideo import FlashVideoForCausalLM
 from .processing_flashvideo import FlashVideoProcessor
-from .frame_sampler import FrameSampler, build_logits_processor
+from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, build_logits_processor
 from .redundant_free import classify_tokens
 
 
@@ -31,6 +31,10 @@ logger = logging.get_logger(__name__)
 
 INTERPOLATION_SUBFOLDER = "interpolation"
 OUTPUT_TYPES = ("np", "pil")
+# Where drafts come from: "previous_frame" drafts key frame j from key frame j - 1 and an inserted frame from the
+# frame before it in time (A for the first), the first key frame from its own row above; "row_above" always from
+# the row above inside the frame being sampled.
+DRAFT_SOURCES = ("previous_frame", "row_above")
 
 
 @dataclass
@@ -43,6 +47,26 @@ class StageStats:
     tokens_inherited: int = 0
     model_calls: int = 0
     seconds: float = 0.0
+    tokens_drafted: int = 0
+    tokens_accepted: int = 0
+    drafts_by_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [drafted, accepted]
+
+    def add(self, counts: TokenCounts, seconds: float) -> None:
+        """Add what a `FrameSampler` counted."""
+        self.tokens_sampled += counts.sampled
+        self.tokens_inherited += counts.inherited
+        self.tokens_drafted += counts.drafted
+        self.tokens_accepted += counts.accepted
+        self.model_calls += counts.model_calls
+        self.seconds += seconds
+        for source, (drafted, accepted) in counts.drafts_by_source.items():
+            tally = self.drafts_by_source.setdefault(source, [0, 0])
+            tally[0] += drafted
+            tally[1] += accepted
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.tokens_accepted / self.tokens_drafted if self.tokens_drafted else float("nan")
 
 
 @dataclass
@@ -228,6 +252,11 @@ class FlashVideoPipeline(Pipeline):
         first_frame: np.ndarray | None = None,
         output_type: str = "np",
         callback: Callable[[str, int, np.ndarray], None] | None = None,
+        speculative: bool = True,
+        num_draft_tokens: int = 16,
+        draft_source: str = "previous_frame",
+        lockstep: bool = False,
+        recursive_spacings: tuple[int, ...] | list[int] = (),
     ) -> FlashVideoPipelineOutput:
         r"""Generate one clip per prompt.
 
@@ -256,7 +285,19 @@ class FlashVideoPipeline(Pipeline):
             first_frame: uint8 `[H, W, 3]` (or `[batch, H, W, 3]`) frame to condition on: fed, not sampled.
             output_type: "np" (uint8 `[batch, frames, H, W, 3]`) or "pil" (lists of PIL images).
             callback: called as `callback(stage, frame_index, frames)` when a frame's codes are complete, with the
-                decoded uint8 frames `[batch, H, W, 3]` (stage "key_frames" or "interpolation").
+                decoded uint8 frames `[batch, H, W, 3]` (stage "key_frames" or "interpolation"; `frame_index` is the
+                frame's index among the key frames, or among the frames inserted into every pair).
+            speculative: lossless speculative decoding (on by default): each model call also verifies up to
+                `num_draft_tokens` drafted codes, and the output is exactly the model's distribution (greedy: exactly
+                greedy decoding's tokens). False: one call per sampled token, as plain decoding.
+            num_draft_tokens: drafts verified per call, in [1, tokens_per_frame].
+            draft_source: where drafts come from, one of `DRAFT_SOURCES`: "previous_frame" (the same grid cell of the
+                previous key frame, of the previous frame of an interpolation pair, and the row above in the first key
+                frame) or "row_above" (the row above inside the frame).
+            lockstep: advance every batch row by the least accepted (True) instead of each by its own (False).
+            recursive_spacings: interpolate again, level after level: after the first interpolation, each entry s
+                inserts s - 1 frames between every adjacent pair of frames, all pairs of a level in one batch (e.g.
+                4 key frames, spacing 5, `recursive_spacings=(4,)`: 16 frames, then 61).
 
         Returns:
             `FlashVideoPipelineOutput` with `frames` and `stats`.
@@ -266,6 +307,8 @@ class FlashVideoPipeline(Pipeline):
             redundant_free=redundant_free, inherit_ratio=inherit_ratio, unstable_radius=unstable_radius,
             temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, guidance_scale=guidance_scale,
             negative_prompt=negative_prompt, generator=generator, first_frame=first_frame, callback=callback,
+            speculative=speculative, num_draft_tokens=num_draft_tokens, draft_source=draft_source, lockstep=lockstep,
+            recursive_spacings=tuple(recursive_spacings) if isinstance(recursive_spacings, (list, tuple)) else recursive_spacings,
         )  # fmt: skip
         prompts = self._check_prompts(prompt)
         self._check_arguments(**params)
@@ -289,15 +332,16 @@ class FlashVideoPipeline(Pipeline):
                 raise ValueError(f"prompt must be a non-empty string (or a list of them), got {text!r}.")
         return list(prompts)
 
-    def max_num_frames(self, key_frame_spacing: int, interpolate: bool = True) -> int:
-        """The longest clip the models' serial numbers allow for this spacing."""
+    def max_num_frames(self, key_frame_spacing: int, interpolate: bool = True, recursive_spacings=()) -> int:
+        """The longest clip the models' serial numbers allow for this spacing (and these recursive levels)."""
         if not interpolate or key_frame_spacing == 1:
             return self.model.config.max_frames
-        return (self.model.config.max_frames - 1) * key_frame_spacing + 1
+        return (self.model.config.max_frames - 1) * key_frame_spacing * math.prod(recursive_spacings) + 1
 
     def _check_arguments(
         self, num_frames, key_frame_spacing, interpolate, redundant_free, inherit_ratio, unstable_radius,
         temperature, top_k, top_p, do_sample, guidance_scale, negative_prompt, generator, first_frame, callback,
+        speculative, num_draft_tokens, draft_source, lockstep, recursive_spacings,
     ) -> None:  # fmt: skip
         max_spacing = self.interpolation_model.config.max_frames - 1
         if not _is_int(key_frame_spacing) or not 1 <= key_frame_spacing <= max_spacing:
@@ -305,17 +349,38 @@ class FlashVideoPipeline(Pipeline):
                 f"key_frame_spacing must be an integer in [1, {max_spacing}] (the interpolation model's max_frames "
                 f"- 1), got {key_frame_spacing!r}."
             )
-        most = self.max_num_frames(key_frame_spacing, bool(interpolate))
+        if not isinstance(recursive_spacings, tuple) or not all(
+            _is_int(spacing) and 2 <= spacing <= max_spacing for spacing in recursive_spacings
+        ):
+            raise ValueError(
+                f"recursive_spacings must be a list or tuple of integers in [2, {max_spacing}] (the interpolation "
+                f"model's max_frames - 1), one per extra interpolation level, got {recursive_spacings!r}."
+            )
+        if recursive_spacings and (not interpolate or key_frame_spacing == 1):
+            raise ValueError("recursive_spacings needs interpolation: interpolate=True and key_frame_spacing >= 2.")
+        most = self.max_num_frames(key_frame_spacing, bool(interpolate), recursive_spacings)
         if not _is_int(num_frames) or not 2 <= num_frames <= most:
             raise ValueError(
                 f"num_frames must be an integer in [2, {most}] for key_frame_spacing={key_frame_spacing}, got {num_frames!r}."
             )
-        if interpolate and (num_frames - 1) % key_frame_spacing:
+        spacing = key_frame_spacing * math.prod(recursive_spacings)
+        if interpolate and (num_frames - 1) % spacing:
             raise ValueError(
-                f"num_frames - 1 must be a multiple of key_frame_spacing ({key_frame_spacing}) so that the last frame is "
-                f"a key frame; got num_frames={num_frames}. Try num_frames="
-                f"{max((num_frames - 1) // key_frame_spacing, 1) * key_frame_spacing + 1}."
+                f"num_frames - 1 must be a multiple of key_frame_spacing ({key_frame_spacing}) times the recursive "
+                f"spacings {list(recursive_spacings)} = {spacing}, so that the last frame is a key frame; got "
+                f"num_frames={num_frames}. Try num_frames={max((num_frames - 1) // spacing, 1) * spacing + 1}."
             )
+        if not isinstance(speculative, (bool, np.bool_)):
+            raise ValueError(f"speculative must be True or False, got {speculative!r}.")
+        tokens_per_frame = self.model.config.tokens_per_frame
+        if not _is_int(num_draft_tokens) or not 1 <= num_draft_tokens <= tokens_per_frame:
+            raise ValueError(
+                f"num_draft_tokens must be an integer in [1, {tokens_per_frame}] (tokens_per_frame), got {num_draft_tokens!r}."
+            )
+        if draft_source not in DRAFT_SOURCES:
+            raise ValueError(f"draft_source must be one of {DRAFT_SOURCES}, got {draft_source!r}.")
+        if not isinstance(lockstep, (bool, np.bool_)):
+            raise ValueError(f"lockstep must be True or False, got {lockstep!r}.")
         if not _is_real(inherit_ratio) or not 0.0 <= float(inherit_ratio) <= 1.0:
             raise ValueError(f"inherit_ratio must be a number in [0, 1], got {inherit_ratio!r}.")
         grid = self.model.config.code_grid_size
@@ -395,11 +460,15 @@ class FlashVideoPipeline(Pipeline):
     def _sampler(
         self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
         do_sample: bool | None = None, generator: torch.Generator | None = None, guidance_scale: float = 1.0,
+        speculative: bool = True, num_draft_tokens: int = 16, lockstep: bool = False,
     ) -> FrameSampler:  # fmt: skip
         """A sampler for `model`; what the call leaves at None comes from `model.generation_config`."""
         temperature, top_k, top_p, do_sample = self._sampling_settings(model, temperature, top_k, top_p, do_sample)
         processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
-        return FrameSampler(model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale)
+        return FrameSampler(
+            model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale,
+            num_draft_tokens=num_draft_tokens if speculative else 0, lockstep=lockstep,
+        )  # fmt: skip
 
     def _guidance_scale(self, guidance_scale: float | None) -> float:
         """The call's guidance scale, else the key-frame model's `generation_config.guidance_scale`, else 1 (off);
@@ -432,29 +501,30 @@ class FlashVideoPipeline(Pipeline):
     def _generate_group(
         self, prompts, first_frame_ids, stats: GenerationStats, num_frames, key_frame_spacing, interpolate,
         redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample, guidance_scale,
-        negative_prompt, generator, callback,
+        negative_prompt, generator, callback, speculative, num_draft_tokens, draft_source, lockstep, recursive_spacings,
     ) -> torch.Tensor:  # fmt: skip
         """Token ids `[batch, num_frames, tokens_per_frame]` for prompts of equal token length."""
         sampling = dict(
-            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator
-        )
-        spacing = key_frame_spacing if interpolate else 1
-        num_key_frames = (num_frames - 1) // spacing + 1
-        key_frames = self.generate_key_frames(
+            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator,
+            speculative=speculative, num_draft_tokens=num_draft_tokens, lockstep=lockstep,
+        )  # fmt: skip
+        spacings = (key_frame_spacing, *recursive_spacings) if interpolate and key_frame_spacing > 1 else ()
+        num_key_frames = (num_frames - 1) // math.prod(spacings) + 1
+        video = self.generate_key_frames(
             prompts, num_key_frames, first_frame_ids, stats, callback, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, **sampling,
+            negative_prompt=negative_prompt, draft_source=draft_source, **sampling,
         )  # fmt: skip
-        if spacing == 1:
-            return key_frames
-        return self.interpolate(
-            prompts, key_frames, spacing - 1, stats, callback, redundant_free=redundant_free,
-            inherit_ratio=inherit_ratio, unstable_radius=unstable_radius, **sampling,
-        )  # fmt: skip
+        for spacing in spacings:  # each level interpolates between every adjacent pair of the one before
+            video = self.interpolate(
+                prompts, video, spacing - 1, stats, callback, redundant_free=redundant_free,
+                inherit_ratio=inherit_ratio, unstable_radius=unstable_radius, draft_source=draft_source, **sampling,
+            )  # fmt: skip
+        return video
 
     def generate_key_frames(
         self, prompts: list[str], num_key_frames: int, first_frame_ids: torch.Tensor | None = None,
         stats: GenerationStats | None = None, callback=None, guidance_scale: float | None = None,
-        negative_prompt: str | None = None, **sampling,
+        negative_prompt: str | None = None, draft_source: str = "previous_frame", **sampling,
     ) -> torch.Tensor:  # fmt: skip
         """Key-frame ids `[batch, num_key_frames, tokens_per_frame]`: `[text][SN_i]` fed, frame i sampled (with
         guidance, `[negative_prompt][SN_i]` fed to the unconditional stream)."""
@@ -470,29 +540,27 @@ class FlashVideoPipeline(Pipeline):
             if sampler.guided:
                 serial = self.processor.layout.serial_token_id(number)
                 unconditional = torch.tensor([negative_ids + [serial]] * len(prompts))
-            if number == 1 and first_frame_ids is not None:
-                # The given first frame is fed with its prefix, in one call, not sampled.
-                given = first_frame_ids.cpu()
-                sampler.feed(
-                    torch.cat([prefix, given], dim=1),
-                    None if unconditional is None else torch.cat([unconditional, given], dim=1),
-                )
-                frame = first_frame_ids.to(self.device)
-                stats.key_frames.tokens_inherited += frame.numel()
+            fixed_ids = fixed_mask = None
+            if number == 1 and first_frame_ids is not None:  # the given first frame is fed with its prefix, not sampled
+                fixed_ids, fixed_mask = first_frame_ids, torch.ones_like(first_frame_ids, dtype=torch.bool)
+            if draft_source == "previous_frame" and frames:
+                reference, source = frames[-1], "previous_key_frame"
             else:
-                frame = sampler.sample_frame(sampler.feed(prefix, unconditional), tokens_per_frame)
+                reference, source = None, ROW_ABOVE
+            frame = sampler.sample_frame(
+                prefix, tokens_per_frame, unconditional_prefix=unconditional, fixed_ids=fixed_ids,
+                fixed_mask=fixed_mask, reference=reference, draft_source=source,
+            )  # fmt: skip
             frames.append(frame)
             self._report_frame(callback, "key_frames", number - 1, frame)
         stats.key_frames.frames += len(frames) * len(prompts)
-        stats.key_frames.tokens_sampled += sampler.counts.sampled
-        stats.key_frames.model_calls += sampler.counts.model_calls
-        stats.key_frames.seconds += time.perf_counter() - started
+        stats.key_frames.add(sampler.counts, time.perf_counter() - started)
         return torch.stack(frames, dim=1)
 
     def interpolate(
         self, prompts: list[str], key_frames: torch.Tensor, num_inserted: int, stats: GenerationStats | None = None,
         callback=None, redundant_free: bool = False, inherit_ratio: float = 0.2, unstable_radius: int = 1,
-        **sampling,
+        draft_source: str = "previous_frame", **sampling,
     ) -> torch.Tensor:  # fmt: skip
         """Insert `num_inserted` frames between each adjacent pair of `key_frames` `[batch, K, tokens]`.
 
@@ -516,22 +584,24 @@ class FlashVideoPipeline(Pipeline):
             fixed_ids, fixed_mask = frames_a, classes.inheritable.flatten(1)
 
         sampler = self._sampler(self.interpolation_model, **sampling)
-        prefix = torch.tensor(
-            [
-                self.processor.interpolation_prefix(t, a, b, num_inserted)
-                for t, a, b in zip(pair_texts, codes_a, codes_b)
-            ]
-        )
-        logits = sampler.feed(prefix)  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call
         inserted = []
         for number in tqdm(range(2, num_inserted + 2), desc="interpolation", disable=not self.show_progress):
-            if number > 2:
-                logits = sampler.feed(
-                    torch.tensor([self.processor.keyframe_prefix(t, number) for t in pair_texts])
-                )
-            inserted.append(sampler.sample_frame(logits, tokens_per_frame, fixed_ids, fixed_mask))
+            if number == 2:  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call with the first drafts
+                prefix = [
+                    self.processor.interpolation_prefix(t, a, b, num_inserted)
+                    for t, a, b in zip(pair_texts, codes_a, codes_b)
+                ]
+            else:
+                prefix = [self.processor.keyframe_prefix(t, number) for t in pair_texts]
+            use_previous = draft_source == "previous_frame"
+            inserted.append(
+                sampler.sample_frame(
+                    torch.tensor(prefix), tokens_per_frame, fixed_ids=fixed_ids, fixed_mask=fixed_mask,
+                    reference=(inserted[-1] if inserted else frames_a) if use_previous else None,
+                    draft_source="previous_frame" if use_previous else ROW_ABOVE,
+                )  # fmt: skip
+            )
             self._report_frame(callback, "interpolation", number - 2, inserted[-1])
-
         # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair.
         per_pair = torch.stack([frames_a.to(self.device), frames_b.to(self.device), *inserted], dim=0)
         in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted)  # [n + 2, pairs, tokens]
@@ -543,10 +613,7 @@ class FlashVideoPipeline(Pipeline):
         )
 
         stats.interpolation.frames += batch * (num_key_frames - 1) * num_inserted
-        stats.interpolation.tokens_sampled += sampler.counts.sampled
-        stats.interpolation.tokens_inherited += sampler.counts.inherited
-        stats.interpolation.model_calls += sampler.counts.model_calls
-        stats.interpolation.seconds += time.perf_counter() - started
+        stats.interpolation.add(sampler.counts, time.perf_counter() - started)
         return video
 
 

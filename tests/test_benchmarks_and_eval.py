@@ -56,14 +56,24 @@ def test_video_benchmark_counts_the_sequential_calls_of_each_method(tmp_path):
         device="cpu", show_progress=False,
     )  # fmt: skip
     report = run_video_benchmark(tmp_path, repeats=1, pipe=pipe).read_text()
-    rows = {row["method"][:4]: row for row in json.loads((tmp_path / "video_generation.json").read_text())}
+    results = json.loads((tmp_path / "video_generation.json").read_text())
+    rows = {row["method"].split()[0]: row for row in results["methods"]}
     tokens = 16 * config.tokens_per_frame
-    assert rows["(b) "]["model_calls"] == 16 * (1 + config.tokens_per_frame)  # prefix, then one call per token
-    assert rows["(c) "]["model_calls"] == tokens  # generate(): the prefix call samples the first token
-    assert rows["(d) "]["model_calls"] == tokens and rows["(d) "]["estimated"]
+    assert rows["(b)"]["model_calls"] == 16 * (1 + config.tokens_per_frame)  # prefix, then one call per token
+    assert rows["(c)"]["model_calls"] == tokens  # generate(): the prefix call samples the first token
+    assert rows["(d)"]["model_calls"] == tokens and rows["(d)"]["estimated"]
     # Key frames 0, 5, 10, 15, then the three pairs' 4 inserted frames as one batch: far fewer calls than tokens.
-    assert rows["(a) "]["model_calls"] <= 4 * (1 + 16) + 1 + 4 * (1 + 16)
+    assert rows["(a0)"]["model_calls"] <= 4 * (1 + 16) + 1 + 4 * (1 + 16)
+    # Speculation verifies drafts in the same calls: fewer of them, the same tokens sampled or inherited.
+    assert rows["(a)"]["tokens_drafted"] > 0 and rows["(a)"]["model_calls"] < rows["(a0)"]["model_calls"]
+    assert rows["(a)"]["stages"]["interpolation"]["model_calls"] > 0 and rows["(a0)"]["tokens_drafted"] == 0
+    calls = {(row["inherit_ratio"], row["speculative"]): row for row in results["interpolation_calls"]}
+    assert set(calls) == {(ratio, on) for ratio in (0.0, 0.2, 0.5, 1.0) for on in (False, True)}
+    assert calls[(0.0, False)]["calls_per_inserted_frame"] == 1 + 16  # the prefix, then one call per code
+    assert calls[(1.0, False)]["calls_per_inserted_frame"] <= calls[(0.0, False)]["calls_per_inserted_frame"]
+    assert results["recursive"]["num_frames"] == 61 and results["recursive"]["frames_per_second"] > 0
     assert "fewer sequential calls × cheaper calls" in report and "(a) vs (c)" in report
+    assert "calls per inserted frame" in report and "Recursive interpolation" in report
     assert (tmp_path / "video_generation.png").stat().st_size > 1000
 
 

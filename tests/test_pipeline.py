@@ -33,7 +33,9 @@ class FeedRecorder:
 
 def test_key_frames_feed_text_and_serial_number_as_one_call(tiny_pipeline, tiny_processor, tiny_config):
     recorder = FeedRecorder(tiny_pipeline.model)
-    out = tiny_pipeline(PROMPT, num_frames=3, interpolate=False, generator=torch.Generator().manual_seed(0))
+    out = tiny_pipeline(
+        PROMPT, num_frames=3, interpolate=False, speculative=False, generator=torch.Generator().manual_seed(0)
+    )
     recorder.remove()
     text = tiny_processor.encode_text(PROMPT)
     tokens = tiny_config.tokens_per_frame
@@ -53,7 +55,9 @@ def test_interpolation_sequence_and_reordering(tiny_pipeline, tiny_processor, ti
     tokens = tiny_config.tokens_per_frame
     key_frames = torch.randint(*tiny_config.image_token_range, (1, 2, tokens), generator=torch.Generator().manual_seed(1))
     recorder = FeedRecorder(tiny_pipeline.interpolation_model)
-    video = tiny_pipeline.interpolate([PROMPT], key_frames, num_inserted=2, generator=torch.Generator().manual_seed(0))
+    video = tiny_pipeline.interpolate(
+        [PROMPT], key_frames, num_inserted=2, speculative=False, generator=torch.Generator().manual_seed(0)
+    )
     recorder.remove()
     text = tiny_processor.encode_text(PROMPT)
     sn = tiny_config.serial_token_id
@@ -73,7 +77,8 @@ def test_interpolation_sequence_and_reordering(tiny_pipeline, tiny_processor, ti
 def test_recursive_interpolation_batches_all_pairs(tiny_pipeline, tiny_config):
     recorder = FeedRecorder(tiny_pipeline.interpolation_model)
     out = tiny_pipeline(
-        [PROMPT, "a blue square moving up"], num_frames=7, key_frame_spacing=3, generator=torch.Generator().manual_seed(0)
+        [PROMPT, "a blue square moving up"], num_frames=7, key_frame_spacing=3, speculative=False,
+        generator=torch.Generator().manual_seed(0),
     )
     recorder.remove()
     # key frames: 2 prompts; interpolation: 2 prompts × 2 adjacent key-frame pairs = one batch of 4, with
@@ -113,7 +118,7 @@ def _key_frames_with_a_moving_patch(config):
     return torch.stack([a.flatten(), b.flatten()])[None]
 
 
-def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_config):
+def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_processor, tiny_config):
     key_frames = _key_frames_with_a_moving_patch(tiny_config)
     a_codes = key_frames[0, 0].view(4, 4) - tiny_config.image_token_range[0]
     b_codes = key_frames[0, 1].view(4, 4) - tiny_config.image_token_range[0]
@@ -122,7 +127,7 @@ def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_confi
     stats = GenerationStats()
     video = tiny_pipeline.interpolate(
         [PROMPT], key_frames, num_inserted=2, stats=stats, redundant_free=True, inherit_ratio=1.0,
-        unstable_radius=1, generator=torch.Generator().manual_seed(0),
+        unstable_radius=1, speculative=False, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     recorder.remove()
     assert stats.interpolation.model_calls == len(recorder.calls)
@@ -131,9 +136,12 @@ def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_confi
         assert torch.equal(inserted[inheritable], key_frames[0, 0][inheritable])
     # 16 positions, 1 Different + 3 Unstable sampled per frame: inherited runs are fed as multi-token calls
     assert not (inheritable & (classes.different | classes.unstable).flatten()).any()
+    # Raster order: cells 0, 1, 4, 5 are sampled, the rest inherited. A sampled token and the inherited run after
+    # it go in one call: the prefix (which samples cell 0), [0], [1, 2, 3], [4], [5, 6 … 15].
     lengths = [call.shape[1] for call in recorder.calls]
-    assert max(lengths[1:]) > 1
-    assert sum(1 for n in lengths if n == 1) == 2 * 4  # only the 4 non-inheritable positions are sampled per frame
+    prefix_lengths = [lengths[0], len(tiny_processor.encode_text(PROMPT)) + 1]
+    assert lengths == [prefix_lengths[0], 1, 3, 1, 11, prefix_lengths[1], 1, 3, 1, 11]
+    assert stats.interpolation.model_calls == 2 * 5  # 5 calls per inserted frame instead of 1 + 16 - 1
 
 
 def test_redundant_free_counts_in_stats(tiny_pipeline, tiny_config):
@@ -210,7 +218,10 @@ def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
 
 def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):
     first = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    out = tiny_pipeline(PROMPT, num_frames=3, interpolate=False, first_frame=first, generator=torch.Generator().manual_seed(0))
+    out = tiny_pipeline(
+        PROMPT, num_frames=3, interpolate=False, first_frame=first, speculative=False,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
     expected = tiny_processor.decode_frames(tiny_processor.encode_frames(first))
     assert np.array_equal(out.frames[0, 0], expected)
     assert out.stats.key_frames.tokens_sampled == 2 * 16
@@ -218,12 +229,20 @@ def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):
     assert out.stats.key_frames.model_calls == 1 + 2 * (1 + 16)
 
 
-@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=0.8, top_k=10, top_p=0.9)])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        dict(do_sample=False),  # speculative (the default): greedy output is greedy decoding's
+        dict(do_sample=False, speculative=False),
+        dict(do_sample=True, temperature=0.8, top_k=10, top_p=0.9, speculative=False),  # same random draws
+    ],
+)
 def test_same_tokens_as_generate(tiny_pipeline, tiny_processor, tiny_config, sampling):
     """The pipeline's decode loop is the model: generate() gives the same two key frames for the same seed."""
     tokens = tiny_config.tokens_per_frame
     torch.manual_seed(11)
     ours = tiny_pipeline.generate_key_frames([PROMPT], 2, **sampling)
+    sampling.pop("speculative", None)
     model = tiny_pipeline.model
     restrict = [ImageCodesOnlyLogitsProcessor(tiny_config.image_token_range)]
     torch.manual_seed(11)
@@ -279,7 +298,7 @@ def test_guidance_feeds_an_unconditional_stream_beside_the_prompt(tiny_pipeline,
     recorder = FeedRecorder(tiny_pipeline.model)
     out = tiny_pipeline(
         PROMPT, num_frames=2, interpolate=False, guidance_scale=3.0, negative_prompt="a blue square",
-        generator=torch.Generator().manual_seed(0),
+        speculative=False, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     recorder.remove()
     calls = [c[0].tolist() for c in recorder.calls]

@@ -28,7 +28,7 @@ from transformers.utils import logging
 from ..configuration_flashvideo import FlashVideoConfig
 from ..frame_sampler import ImageCodesOnlyLogitsProcessor
 from ..modeling_flashvideo import FlashVideoForCausalLM
-from ..pipeline_flashvideo import FlashVideoPipeline
+from ..pipeline_flashvideo import FlashVideoPipeline, GenerationStats
 from ..processing_flashvideo import FlashVideoProcessor
 from .bench_decode import machine_description, same_size_llama
 from .plotting import pyplot
@@ -37,7 +37,8 @@ from .plotting import pyplot
 logger = logging.get_logger(__name__)
 
 PROMPT = "a red circle moving right"
-FLASHVIDEO_A = "(a) FlashVideo: key frames + interpolation + redundant-free (0.2)"
+FLASHVIDEO_A = "(a) FlashVideo, the default pipeline: key frames + interpolation + redundant-free (0.2), speculative"
+FLASHVIDEO_A_PLAIN = "(a0) the same without speculative decoding"
 FLASHVIDEO_B = "(b) FlashVideo: fully autoregressive"
 LLAMA_C = "(c) Llama, generate() with KV cache"
 FLASHVIDEO_A_COMPILED = "(a*) (a) with the decode step compiled"
@@ -53,6 +54,9 @@ class VideoTiming:
     model_calls: int  # forward passes made one after another (a batched call counts once)
     estimated: bool = False
     compiled: bool = False
+    tokens_drafted: int = 0
+    tokens_accepted: int = 0
+    stages: dict | None = None  # per stage: seconds, model calls, tokens sampled / inherited / drafted / accepted
 
     @property
     def frames_per_second(self) -> float:
@@ -77,14 +81,45 @@ def random_pipeline(config: FlashVideoConfig | None = None) -> FlashVideoPipelin
 
 def _median_time(fn, repeats: int, warm_up: bool = False) -> tuple[float, object]:
     """Median seconds of `repeats` calls of `fn` (after one untimed call with `warm_up`) and the last result."""
+    return _interleaved_medians({"": fn}, repeats, warm_up)[""]
+
+
+def _interleaved_medians(fns: dict, repeats: int, warm_up: bool = False) -> dict[str, tuple[float, object]]:
+    """Median seconds and last result of each function, timed round-robin (one call of each, `repeats` times), so
+    that a machine's slow spell hits every method alike; with `warm_up`, one untimed round first."""
     if warm_up:
-        fn()
-    timings, result = [], None
+        for fn in fns.values():
+            fn()
+    timings, results = {name: [] for name in fns}, {}
     for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings), result
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            results[name] = fn()
+            timings[name].append(time.perf_counter() - started)
+    return {name: (statistics.median(timings[name]), results[name]) for name in fns}
+
+
+def stage_summary(stats) -> dict:
+    """Seconds, model calls and token counts of each stage of a `GenerationStats`."""
+    return {
+        name: {
+            "seconds": round(stage.seconds, 4), "model_calls": stage.model_calls, "frames": stage.frames,
+            "tokens_sampled": stage.tokens_sampled, "tokens_inherited": stage.tokens_inherited,
+            "tokens_drafted": stage.tokens_drafted, "tokens_accepted": stage.tokens_accepted,
+            "drafts_by_source": {source: list(tally) for source, tally in stage.drafts_by_source.items()},
+        }  # fmt: skip
+        for name, stage in (("key_frames", stats.key_frames), ("interpolation", stats.interpolation))
+    }
+
+
+def flashvideo_timing(method: str, seconds: float, stats, compiled: bool = False) -> VideoTiming:
+    """A `VideoTiming` from a pipeline call's `GenerationStats`."""
+    stages = (stats.key_frames, stats.interpolation)
+    return VideoTiming(
+        method, seconds, sum(s.tokens_sampled for s in stages), stats.interpolation.tokens_inherited,
+        sum(s.model_calls for s in stages), compiled=compiled, tokens_drafted=sum(s.tokens_drafted for s in stages),
+        tokens_accepted=sum(s.tokens_accepted for s in stages), stages=stage_summary(stats),
+    )  # fmt: skip
 
 
 @torch.inference_mode()
@@ -179,48 +214,38 @@ def run_video_benchmark(
     timings = []
 
     flashvideo_methods = {
-        FLASHVIDEO_A: dict(key_frame_spacing=5, redundant_free=True),
-        "(a′) the same, inheriting every stable token (1.0)": dict(
-            key_frame_spacing=5, redundant_free=True, inherit_ratio=1.0
-        ),
-        FLASHVIDEO_B: dict(interpolate=False),
+        FLASHVIDEO_A: dict(),  # the pipeline's defaults
+        FLASHVIDEO_A_PLAIN: dict(speculative=False),
+        "(a′) the default, inheriting every stable token (1.0)": dict(inherit_ratio=1.0),
+        FLASHVIDEO_B: dict(interpolate=False, speculative=False),
     }
 
-    # A compiled method is timed after one untimed run that compiles it.
-    def time_flashvideo(method: str, kwargs: dict, compiled: bool = False) -> None:
-        seconds, result = _median_time(
-            lambda: pipe(PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), **kwargs),
-            repeats,
-            warm_up=compiled,
-        )
-        stats = result.stats
-        sampled = stats.key_frames.tokens_sampled + stats.interpolation.tokens_sampled
-        calls = stats.key_frames.model_calls + stats.interpolation.model_calls
-        timings.append(
-            VideoTiming(method, seconds, sampled, stats.interpolation.tokens_inherited, calls, compiled=compiled)
-        )
-        progress.update()
+    def clip(kwargs: dict):
+        return lambda: pipe(PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), **kwargs)
 
     tokens = 16 * config.tokens_per_frame
     llama_passes = []  # one entry per forward pass of (c)'s eager runs; (c*) makes the same passes, compiled
 
-    def time_llama(method: str, compiled: bool = False) -> None:
-        # The hook stays off compiled runs, where it would be traced into the graph.
+    # FlashVideo's methods and the Llama timed round-robin in one loop; a compiled set after one untimed round.
+    def time_together(methods: dict, llama_method: str, compiled: bool = False) -> None:
+        functions = {method: clip(kwargs) for method, kwargs in methods.items()}
+        functions[llama_method] = lambda: llama_clip_with_cache(llama, processor, 16, compiled=compiled)
+        # The pass counter stays off compiled runs, where it would be traced into the graph.
         handle = None if compiled else llama.register_forward_pre_hook(lambda module, args: llama_passes.append(1))
         try:
-            seconds, _ = _median_time(
-                lambda: llama_clip_with_cache(llama, processor, 16, compiled=compiled), repeats, warm_up=compiled
-            )
+            measured = _interleaved_medians(functions, repeats, warm_up=compiled)
         finally:
             if handle is not None:
                 handle.remove()
-        timings.append(VideoTiming(method, seconds, tokens, 0, len(llama_passes) // repeats, compiled=compiled))
-        progress.update()
+        for method, (seconds, result) in measured.items():
+            if method == llama_method:
+                timings.append(VideoTiming(method, seconds, tokens, 0, len(llama_passes) // repeats, compiled=compiled))
+            else:
+                timings.append(flashvideo_timing(method, seconds, result.stats, compiled=compiled))
+        progress.update(len(functions))
 
-    progress = tqdm(total=5 + 3 * compile, desc="video benchmark")
-    for method, kwargs in flashvideo_methods.items():
-        time_flashvideo(method, kwargs)
-    time_llama(LLAMA_C)
+    progress = tqdm(total=6 + 3 * compile, desc="video benchmark")
+    time_together(flashvideo_methods, LLAMA_C)
     prefix = len(processor.keyframe_prefix(PROMPT, 1))
     total = 16 * (prefix + config.tokens_per_frame)
     seconds = estimate_llama_without_cache(llama, prefix, total)
@@ -233,14 +258,54 @@ def run_video_benchmark(
             FLASHVIDEO_A_COMPILED: flashvideo_methods[FLASHVIDEO_A],
             "(b*) (b) with the decode step compiled": flashvideo_methods[FLASHVIDEO_B],
         }
-        for method, kwargs in compiled_methods.items():
-            time_flashvideo(method, kwargs, compiled=True)
-        time_llama(LLAMA_C_COMPILED, compiled=True)
+        time_together(compiled_methods, LLAMA_C_COMPILED, compiled=True)
     progress.close()
+    timings.sort(key=lambda t: METHOD_ORDER.index(t.method.split()[0]) if t.method.split()[0] in METHOD_ORDER else 99)
 
-    return write_video_report(timings, profile, config, output_dir, repeats, checkpoint)
+    extras = {
+        "interpolation_calls": interpolation_call_counts(pipe),
+        "recursive": recursive_clip_timing(pipe, repeats),
+    }
+    return write_video_report(timings, profile, config, output_dir, repeats, checkpoint, extras)
 
 
+INHERIT_RATIOS = (0.0, 0.2, 0.5, 1.0)
+
+
+def interpolation_call_counts(pipe: FlashVideoPipeline, seed: int = 0) -> list[dict]:
+    """Sequential interpolation calls per inserted frame (the three pairs of a 16-frame clip form one batch) at each
+    inherit ratio, with and without speculative decoding, from the same key frames."""
+    key_frames = pipe.generate_key_frames([PROMPT], 4, generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for ratio in INHERIT_RATIOS:
+        for speculative in (False, True):
+            stats = GenerationStats()
+            pipe.interpolate(
+                [PROMPT], key_frames, 4, stats, redundant_free=True, inherit_ratio=ratio, speculative=speculative,
+                generator=torch.Generator().manual_seed(seed),
+            )  # fmt: skip
+            stage = stats.interpolation
+            rows.append(
+                {"inherit_ratio": ratio, "speculative": speculative, "calls_per_inserted_frame": stage.model_calls / 4,
+                 "tokens_inherited": stage.tokens_inherited, "tokens_drafted": stage.tokens_drafted,
+                 "tokens_accepted": stage.tokens_accepted}
+            )  # fmt: skip
+    return rows
+
+
+def recursive_clip_timing(pipe: FlashVideoPipeline, repeats: int) -> dict:
+    """Frames per second of a 61-frame clip by recursive interpolation: 4 key frames, 16 frames, then 61."""
+    kwargs = dict(num_frames=61, key_frame_spacing=5, recursive_spacings=(4,))
+    if pipe.max_num_frames(5, True, (4,)) < 61:
+        return {}
+    seconds, result = _median_time(
+        lambda: pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kwargs), repeats
+    )
+    return {**kwargs, "recursive_spacings": [4], "median_seconds": seconds, "frames_per_second": 61 / seconds,
+            "stages": stage_summary(result.stats)}  # fmt: skip
+
+
+METHOD_ORDER = ["(a)", "(a0)", "(a′)", "(b)", "(c)", "(d)", "(a*)", "(b*)", "(c*)"]
 PAPER_SPEED_UP = 9.17  # FlashVideo's headline against an autoregressive transformer
 
 
@@ -265,8 +330,53 @@ def speed_up_decomposition(timings: list[VideoTiming]) -> list[str]:
     return lines
 
 
+def stage_lines(timings: list[VideoTiming]) -> list[str]:
+    """Per stage of each FlashVideo method: seconds, calls, tokens sampled / inherited, drafts and acceptance."""
+    lines = ["", "Per stage (drafts: accepted / verified, and the share accepted from each draft source):", "",
+             "| method | stage | seconds | model calls | sampled | inherited | drafts | by source |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for t in timings:
+        for stage, row in (t.stages or {}).items():
+            if not row["frames"]:
+                continue
+            drafts = f"{row['tokens_accepted']} / {row['tokens_drafted']}" if row["tokens_drafted"] else "—"
+            sources = ", ".join(
+                f"{source} {accepted / drafted:.0%}" for source, (drafted, accepted) in row["drafts_by_source"].items()
+            )
+            lines.append(
+                f"| {t.method.split()[0]} | {stage} | {row['seconds']:.2f} | {row['model_calls']} | "
+                f"{row['tokens_sampled']} | {row['tokens_inherited']} | {drafts} | {sources or '—'} |"
+            )
+    return lines
+
+
+def extra_lines(extras: dict) -> list[str]:
+    lines = []
+    if extras.get("interpolation_calls"):
+        lines += ["", "## Redundant-free interpolation: sequential calls per inserted frame", "",
+                  "The three pairs of the clip as one batch, the same key frames for every row; a sampled token and the "
+                  "run of inherited tokens after it go in one call.", "",
+                  "| inherit ratio | speculative | calls per inserted frame | tokens inherited | drafts accepted / verified |",
+                  "|---:|---|---:|---:|---:|"]  # fmt: skip
+        for row in extras["interpolation_calls"]:
+            drafts = f"{row['tokens_accepted']} / {row['tokens_drafted']}" if row["tokens_drafted"] else "—"
+            lines.append(
+                f"| {row['inherit_ratio']} | {'yes' if row['speculative'] else 'no'} | "
+                f"{row['calls_per_inserted_frame']:.1f} | {row['tokens_inherited']} | {drafts} |"
+            )
+    if extras.get("recursive"):
+        r = extras["recursive"]
+        lines += ["", "## Recursive interpolation", "",
+                  f"A {r['num_frames']}-frame clip (4 key frames, spacing {r['key_frame_spacing']}, then "
+                  f"`recursive_spacings={r['recursive_spacings']}`): {r['median_seconds']:.2f} s, "
+                  f"**{r['frames_per_second']:.1f} frames/s**; interpolation "
+                  f"{r['stages']['interpolation']['model_calls']} calls for {r['stages']['interpolation']['frames']} "
+                  "inserted frames."]  # fmt: skip
+    return lines
+
+
 def write_video_report(
-    timings, profile, config, output_dir: Path, repeats: int, checkpoint: str | None = None
+    timings, profile, config, output_dir: Path, repeats: int, checkpoint: str | None = None, extras: dict | None = None
 ) -> Path:
     plt = pyplot()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -287,16 +397,19 @@ def write_video_report(
         "and vocabulary.",
         f"Machine: {machine_description()}. Date: {time.strftime('%Y-%m-%d')}. Median of {repeats} runs.",
         "",
-        "| method | seconds per clip | frames/s | tokens sampled | tokens inherited | model calls | "
-        "speed-up vs (c) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | seconds per clip | frames/s | tokens sampled | tokens inherited | drafts accepted / verified | "
+        "model calls | speed-up vs (c) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in timings:
         mark = " (estimated†)" if t.estimated else ""
+        drafts = f"{t.tokens_accepted} / {t.tokens_drafted}" if t.tokens_drafted else "—"
         lines.append(
             f"| {t.method}{mark} | {t.median_seconds:.2f} | {t.frames_per_second:.2f} | {t.tokens_sampled} | "
-            f"{t.tokens_inherited} | {t.model_calls} | {baseline.median_seconds / t.median_seconds:.2f}× |"
+            f"{t.tokens_inherited} | {drafts} | {t.model_calls} | {baseline.median_seconds / t.median_seconds:.2f}× |"
         )
+    lines += stage_lines(timings)
+    lines += extra_lines(extras or {})
     lines += [
         "",
         "† (d) is the sum, over every generated token, of one full forward pass at that prefix length, timed at 6 "
@@ -324,9 +437,8 @@ def write_video_report(
     ]
     path = output_dir / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
-    (output_dir / f"{name}.json").write_text(
-        json.dumps([{**asdict(t), "frames_per_second": t.frames_per_second} for t in timings], indent=2)
-    )
+    results = [{**asdict(t), "frames_per_second": t.frames_per_second} for t in timings]
+    (output_dir / f"{name}.json").write_text(json.dumps({"methods": results, **(extras or {})}, indent=2))
     figure, axis = plt.subplots(figsize=(8, 3.5))
     axis.barh([t.method for t in timings][::-1], [t.median_seconds for t in timings][::-1], color="tab:blue")
     axis.set_xscale("log")
