@@ -21,6 +21,8 @@ from .hub import add_push_parser, check_local_or_repo_id, run_push
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 MAX_FPS = 240.0
+DEFAULT = "default"  # a checkpoint argument naming the shipped checkpoint, wherever the command runs
+BENCH_OUTPUT_HELP = "where the tables and plots go (default benchmarks)"
 
 
 def _add_generate(subparsers) -> None:
@@ -37,7 +39,7 @@ def _add_generate(subparsers) -> None:
     generate.add_argument(
         "--checkpoint",
         default=None,
-        help="checkpoint directory or Hub repo id (default: the shipped checkpoint)",
+        help="checkpoint directory or Hub repo id ('default' or unset: the shipped checkpoint)",
     )
     generate.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default 16)")
     generate.add_argument(
@@ -97,14 +99,17 @@ def _add_bench(subparsers) -> None:
         "decode",
         help="per-token decode latency and cache memory vs position, FlashVideo vs a same-size Llama",
     )
-    decode.add_argument("--positions", type=int, nargs="+", default=[256, 1024, 4096, 8192])
+    decode.add_argument(
+        "--positions", type=int, nargs="+", default=[256, 1024, 4096, 8192],
+        help="sequence positions to time a decode step at (default 256 1024 4096 8192)",
+    )  # fmt: skip
     decode.add_argument("--steps", type=int, default=64, help="timed single-token steps per position")
-    decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
     video = kinds.add_parser(
         "video",
         help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache",
     )
-    video.add_argument("--repeats", type=int, default=3)
+    video.add_argument("--repeats", type=int, default=3, help="clips timed per mode; the median is reported (default 3)")
     video.add_argument(
         "--checkpoint",
         default=None,
@@ -116,17 +121,20 @@ def _add_bench(subparsers) -> None:
         action="store_true",
         help="also time (a), (b) and (c) with compiled decoding (torch.compile; needs a C++ compiler on a CPU)",
     )
-    video.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    video.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
     training = kinds.add_parser(
         "training",
         help="training tokens/s and peak memory, parallel vs chunkwise form, at long sequence lengths",
     )
-    training.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 8192])
-    training.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    training.add_argument(
+        "--lengths", type=int, nargs="+", default=[1024, 4096, 8192],
+        help="training sequence lengths in tokens (default 1024 4096 8192)",
+    )  # fmt: skip
+    training.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
     every = kinds.add_parser(
         "all", help="every benchmark above, then benchmarks/README.md with all tables and plots"
     )
-    every.add_argument("--output-dir", type=Path, default=Path("benchmarks"))
+    every.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
 
 
 def _add_eval(subparsers) -> None:
@@ -136,10 +144,10 @@ def _add_eval(subparsers) -> None:
         "eval", help="Shapes accuracy, conditioned PSNR/SSIM and speed of a checkpoint, per inference mode"
     )
     evaluate.add_argument(
-        "--model", default=None, help="checkpoint directory or Hub id (default: the shipped one)"
+        "--model", default=None, help="checkpoint directory or Hub id ('default' or unset: the shipped one)"
     )
     evaluate.add_argument("--num-samples", type=int, default=24, help="Shapes clips to evaluate (default 24)")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the Shapes clips and of sampling (default 0)")
     evaluate.add_argument(
         "--modes",
         nargs="+",
@@ -172,9 +180,11 @@ def _add_demo(subparsers) -> None:
     demo = subparsers.add_parser(
         "demo", help="generate example clips from the shipped checkpoint (what `make demo` runs)"
     )
-    demo.add_argument("--output-dir", type=Path, default=Path("outputs"))
-    demo.add_argument("--prompt", default="a red circle moving right")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--output-dir", type=Path, default=Path("outputs"), help="where the clips go (default outputs)")
+    demo.add_argument(
+        "--prompt", default="a red circle moving right", help='what to show (default "a red circle moving right")'
+    )
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +260,8 @@ def generate_clip(
 
     check_output(output)
     check_fps(fps)
+    if checkpoint == DEFAULT:
+        checkpoint = None
     if checkpoint is not None:
         check_local_or_repo_id(checkpoint, "--checkpoint")
     pipe = FlashVideoPipeline.from_pretrained(checkpoint or default_checkpoint(), device=_device(device))
@@ -361,7 +373,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     if args.benchmark in ("video", "all"):
         repeats = args.repeats if args.benchmark == "video" else 3
         checkpoint = getattr(args, "checkpoint", None)
-        if checkpoint == "default":
+        if checkpoint == DEFAULT:
             from . import default_checkpoint
 
             checkpoint = str(default_checkpoint())
@@ -410,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None
         }
         path = run_evaluation(
-            args.model or str(default_checkpoint()),
+            str(default_checkpoint()) if args.model in (None, DEFAULT) else args.model,
             args.output_dir,
             args.num_samples,
             args.seed,
