@@ -45,10 +45,12 @@ $(ICETK_VENV)/.installed: setup.cfg pyproject.toml
 install-icetk: $(ICETK_VENV)/.installed
 
 # The oldest and the newest transformers release that setup.cfg admits, each in an environment of its own, for the
-# tests that exercise transformers' model, cache and generate() contracts. (The main environment gets the newest
-# too, like a user's plain install; `test-transformers-newest` checks it without the dev extras.)
+# tests that exercise transformers' contracts: config, model, cache and generate(), pipeline, checkpoint conversion
+# on loading, remote code. (The main environment gets the newest too, like a user's plain install;
+# `test-transformers-newest` checks it without the dev extras.)
 TRANSFORMERS_OLDEST ?= 5.23.0
-TRANSFORMERS_TESTS ?= tests/test_transformers_compat.py tests/test_generation.py tests/test_modeling.py tests/test_pipeline.py
+TRANSFORMERS_TESTS ?= tests/test_transformers_compat.py tests/test_configuration.py tests/test_modeling.py \
+	tests/test_generation.py tests/test_pipeline.py tests/test_fused_step.py tests/test_hub_ready.py tests/test_hub.py
 
 .venv-transformers-oldest/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(@D)
