@@ -12,7 +12,8 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install browser test demo bench clean install-icetk test-icetk test-transformers-oldest test-transformers-newest
+.PHONY: install browser test demo bench clean install-icetk test-icetk test-transformers-oldest \
+	test-transformers-newest
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +24,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-# A second environment in which icetk (the paper's tokenizer) imports: icetk imports torchvision at module level,
-# and PyPI's torchvision does not import beside the CPU torch above, so this one takes the torch/torchvision pair
-# that pip serves from this machine's wheel store (a CUDA build, about 5.5 GB, that runs on the CPU). icetk goes in
-# last with --no-deps (its own requirements pin protobuf<3.19 and an unpinned torchvision); the `icetk` extra holds
-# what it imports.
+# A second environment in which icetk (the paper's tokenizer) imports: icetk imports torchvision at module
+# level, and PyPI's torchvision does not import beside the CPU torch above, so this one takes the
+# torch/torchvision pair that pip serves from this machine's wheel store (a CUDA build, about 5.5 GB, that
+# runs on the CPU). icetk goes in last with --no-deps (its own requirements pin protobuf<3.19 and an unpinned
+# torchvision); the `icetk` extra holds what it imports.
 ICETK_VENV ?= .venv-icetk
 ICETK_PY := $(ICETK_VENV)/bin/python
 ICETK_TORCH_VERSION ?= 2.14.1
@@ -37,20 +38,22 @@ ICETK_VERSION ?= 0.0.7
 $(ICETK_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(ICETK_VENV)
 	$(ICETK_PY) -m pip install --quiet --upgrade pip
-	$(ICETK_PY) -m pip install --quiet "torch==$(ICETK_TORCH_VERSION)" "torchvision==$(ICETK_TORCHVISION_VERSION)"
+	$(ICETK_PY) -m pip install --quiet \
+		"torch==$(ICETK_TORCH_VERSION)" "torchvision==$(ICETK_TORCHVISION_VERSION)"
 	$(ICETK_PY) -m pip install --quiet -e ".[icetk]" pytest pytest-timeout
 	$(ICETK_PY) -m pip install --quiet --no-deps "icetk==$(ICETK_VERSION)"
 	touch $@
 
 install-icetk: $(ICETK_VENV)/.installed
 
-# The oldest and the newest transformers release that setup.cfg admits, each in an environment of its own, for the
-# tests that exercise transformers' contracts: config, model, cache and generate(), pipeline, checkpoint conversion
-# on loading, remote code. (The main environment gets the newest too, like a user's plain install;
+# The oldest and the newest transformers release that setup.cfg admits, each in an environment of its own, for
+# the tests that exercise transformers' contracts: config, model, cache and generate(), pipeline, checkpoint
+# conversion on loading, remote code. (The main environment gets the newest too, like a user's plain install;
 # `test-transformers-newest` checks it without the dev extras.)
 TRANSFORMERS_OLDEST ?= 5.23.0
 TRANSFORMERS_TESTS ?= tests/test_transformers_compat.py tests/test_configuration.py tests/test_modeling.py \
-	tests/test_generation.py tests/test_pipeline.py tests/test_fused_step.py tests/test_hub_ready.py tests/test_hub.py
+	tests/test_generation.py tests/test_pipeline.py tests/test_fused_step.py tests/test_hub_ready.py \
+	tests/test_hub.py
 
 .venv-transformers-oldest/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(@D)
@@ -88,4 +91,5 @@ bench: install
 	$(VENV)/bin/flashvideo bench all --output-dir benchmarks
 
 clean:
-	rm -rf $(VENV) $(ICETK_VENV) .venv-transformers-oldest .venv-transformers-newest build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(ICETK_VENV) .venv-transformers-oldest .venv-transformers-newest build dist *.egg-info \
+		.pytest_cache

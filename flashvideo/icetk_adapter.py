@@ -16,10 +16,10 @@ Nothing is downloaded. The two model files come from a directory the user names:
   imported, the image methods raise an `ImportError` that says so, while text tokenization keeps working.
 
 Installing (see the README): the torch/torchvision pair of your machine first, then
-`pip install "flashvideo[icetk]"` and `pip install --no-deps icetk` (icetk's own requirements pin protobuf<3.19).
-icetk's generated protobuf code predates protobuf 4, whose default implementations refuse it ("Descriptors cannot
-be created directly"); icetk is therefore imported here on protobuf's pure-Python implementation, which still
-runs it.
+`pip install "flashvideo[icetk]"` and `pip install --no-deps icetk` (icetk's own requirements pin
+protobuf<3.19). icetk's generated protobuf code predates protobuf 4, whose default implementations refuse it
+("Descriptors cannot be created directly"); icetk is therefore imported here on protobuf's pure-Python
+implementation, which still runs it.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ PROTOBUF_IMPLEMENTATION_VARIABLE = "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"
 def _pure_python_protobuf() -> Iterator[None]:
     """
     Let protobuf, if it is first imported inside this block, pick its pure-Python implementation, which still
-    runs generated code older than protobuf 4 (icetk's `sentencepiece_model_pb2`). protobuf fixes its implementation
-    when first imported, so the variable is only set for that import, and a value the user set is left alone.
+    runs generated code older than protobuf 4 (icetk's `sentencepiece_model_pb2`). protobuf fixes its
+    implementation when first imported, so the variable is only set for that import, and a value the user set
+    is left alone.
     """
     if "google.protobuf" in sys.modules or PROTOBUF_IMPLEMENTATION_VARIABLE in os.environ:
         yield
@@ -87,8 +88,8 @@ def icetk_import_error() -> ImportError | None:
 
     icetk imports torchvision at module level; a torchvision build that does not match the installed torch
     fails with a `RuntimeError` (e.g. `operator torchvision::nms does not exist`), which is reported as an
-    ImportError too. icetk is imported on protobuf's pure-Python implementation where protobuf is not imported yet
-    (see the module docstring); where it already is, with another implementation, the error says so.
+    ImportError too. icetk is imported on protobuf's pure-Python implementation where protobuf is not imported
+    yet (see the module docstring); where it already is, with another implementation, the error says so.
     """
     try:
         with _pure_python_protobuf():
@@ -97,11 +98,11 @@ def icetk_import_error() -> ImportError | None:
         message = f"{type(error).__name__}: {error}"
         if "Descriptors cannot be created directly" in message:
             message = (
-                f"icetk's generated protobuf code needs protobuf's pure-Python implementation, but protobuf was "
-                f"imported before icetk with its {_protobuf_implementation()!r} implementation. Load icetk "
-                f"(flashvideo.icetk_adapter.icetk_import_error() does) before anything that imports protobuf, such "
-                f"as tensorboard, or start Python with {PROTOBUF_IMPLEMENTATION_VARIABLE}=python "
-                f"({message.splitlines()[0]})"
+                "icetk's generated protobuf code needs protobuf's pure-Python implementation, but protobuf "
+                f"was imported before icetk with its {_protobuf_implementation()!r} implementation. Load "
+                "icetk (flashvideo.icetk_adapter.icetk_import_error() does) before anything that imports "
+                "protobuf, such as tensorboard, or start Python with "
+                f"{PROTOBUF_IMPLEMENTATION_VARIABLE}=python ({message.splitlines()[0]})"
             )
         return error if isinstance(error, ImportError) else ImportError(message)
     return None
@@ -269,7 +270,7 @@ class IcetkTokenizer(SequenceBuilderMixin):
         return self._icetk_tokenizer().image_tokenizer
 
     def to(self, device: str | torch.device) -> IcetkTokenizer:
-        """Run icetk's image tokenizer on `device` (as [`FlashVideoProcessor.to`] does; the pipeline calls it)."""
+        """Run icetk's image tokenizer on `device`, like [`FlashVideoProcessor.to`]; the pipeline calls it."""
         self.device = torch.device(device)
         if self._icetk is not None:
             self._icetk.configure(device=str(self.device))
@@ -301,8 +302,8 @@ class IcetkTokenizer(SequenceBuilderMixin):
 
     def decode_frames(self, codes: torch.Tensor | np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """
-        Decode icetk code grids `[..., grid, grid]` into uint8 frames `[..., H, W, 3]` (any leading dimensions,
-        as [`FlashVideoProcessor.decode_frames`]).
+        Decode icetk code grids `[..., grid, grid]` into uint8 frames `[..., H, W, 3]` (any leading
+        dimensions, as [`FlashVideoProcessor.decode_frames`]).
         """
         tokenizer = self._icetk_tokenizer()
         codes = _as_long_tensor(codes, "codes")

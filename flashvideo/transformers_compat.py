@@ -1,10 +1,10 @@
 """
 One FlashVideo API across the transformers releases that `setup.cfg` admits (5.23 and 5.24).
 
-transformers 5.24 renamed the cache argument of `forward()`/`generate()` and the cache field of the output classes
-from `past_key_values` to `cache`; 5.23's output classes have no `cache` field and its `generate()` hands the cache
-to the model as `past_key_values`. FlashVideo's own name is `cache` on every release, and `past_key_values` keeps
-working too:
+transformers 5.24 renamed the cache argument of `forward()`/`generate()` and the cache field of the output
+classes from `past_key_values` to `cache`; 5.23's output classes have no `cache` field and its `generate()`
+hands the cache to the model as `past_key_values`. FlashVideo's own name is `cache` on every release, and
+`past_key_values` keeps working too:
 
 | | transformers 5.24 | transformers 5.23 |
 |---|---|---|
@@ -16,7 +16,8 @@ working too:
 | `output.past_key_values` | transformers' property (warns) | the field |
 
 On 5.24 everything this module exports *is* transformers' own class; only on older releases does it add the
-aliases. The modelling code imports the output classes and `GenerationMixin` from here and is written for 5.24.
+aliases. The modelling code imports the output classes and `GenerationMixin` from here and is written for
+5.24.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def _field_names(output_class: type[ModelOutput]) -> set[str]:
 
 
 # The name transformers' generate() and output classes use for the cache on the installed release.
-CACHE_NAME: str = NEW_CACHE_NAME if NEW_CACHE_NAME in _field_names(_CausalLMOutputWithPast) else OLD_CACHE_NAME
+CACHE_NAME: str = (
+    NEW_CACHE_NAME if NEW_CACHE_NAME in _field_names(_CausalLMOutputWithPast) else OLD_CACHE_NAME
+)
 HAS_CACHE_NAMING: bool = CACHE_NAME == NEW_CACHE_NAME
 
 
@@ -112,33 +115,36 @@ else:
 
     class GenerationMixin(_GenerationMixin):
         """
-        transformers' `GenerationMixin` with the cache naming of transformers 5.24 on an older release: `generate()`
-        takes `cache=` (or `past_key_values=`), hands the model its cache as `cache`, and returns outputs with a
-        `cache` attribute.
+        transformers' `GenerationMixin` with the cache naming of transformers 5.24 on an older release:
+        `generate()` takes `cache=` (or `past_key_values=`), hands the model its cache as `cache`, and returns
+        outputs with a `cache` attribute.
 
-        The model's own generation hooks are written for 5.24, so `model_kwargs` call the cache `cache` until the
-        cache is prepared (`_prepare_cache_for_generation`, which the model may override to make its cache), and
-        `past_key_values`, the name this release's generation loop reads and writes, from then on.
+        The model's own generation hooks are written for 5.24, so `model_kwargs` call the cache `cache` until
+        the cache is prepared (`_prepare_cache_for_generation`, which the model may override to make its
+        cache), and `past_key_values`, the name this release's generation loop reads and writes, from then on.
         """
 
         def generate(self, *args: Any, **kwargs: Any) -> Any:
             _rename_cache_argument(kwargs, OLD_CACHE_NAME, NEW_CACHE_NAME)
             return add_cache_field(super().generate(*args, **kwargs))
 
-        def _prepare_cache_for_generation(self, generation_config: Any, model_kwargs: dict, *args: Any, **kwargs: Any):
+        def _prepare_cache_for_generation(
+            self, generation_config: Any, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any
+        ) -> Any:
             _rename_cache_argument(model_kwargs, NEW_CACHE_NAME, OLD_CACHE_NAME)
             return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
         def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             _rename_cache_argument(kwargs, NEW_CACHE_NAME, OLD_CACHE_NAME)
             model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-            # The model's forward() calls its argument `cache`; `past_key_values` would be taken for a caller's
-            # deprecated spelling and warned about on every decoding step.
+            # The model's forward() calls its argument `cache`; `past_key_values` would be taken for a
+            # caller's deprecated spelling and warned about on every decoding step.
             _rename_cache_argument(model_inputs, OLD_CACHE_NAME, NEW_CACHE_NAME)
             return model_inputs
 
     logger.info(
-        f"transformers {transformers.__version__} names the cache `past_key_values`; FlashVideo accepts `cache` too."
+        f"transformers {transformers.__version__} names the cache `past_key_values`; FlashVideo also "
+        "accepts `cache`."
     )
 
 

@@ -1,9 +1,10 @@
 """
 Tests of the icetk adapter with locally made model files (nothing is downloaded).
 
-The text side and the checks run wherever sentencepiece is installed. The image side needs the `icetk` package,
-which imports torchvision at module level; it runs in the environment of `make test-icetk` (torch 2.14.1 with
-torchvision 0.29.1) on icetk's own image tokenizer, randomly initialised and saved in icetk's checkpoint format.
+The text side and the checks run wherever sentencepiece is installed. The image side needs the `icetk`
+package, which imports torchvision at module level; it runs in the environment of `make test-icetk` (torch
+2.14.1 with torchvision 0.29.1) on icetk's own image tokenizer, randomly initialised and saved in icetk's
+checkpoint format.
 """
 
 import os
@@ -185,8 +186,11 @@ def no_icetk_downloads(monkeypatch):
 
 @pytest.fixture(scope="module")
 def icetk_model_dir(tmp_path_factory, model_dir):
-    """`ice_text.model` (the SentencePiece model above) and icetk's own image tokenizer (its hierarchical VQVAE:
-    20,000 codes, 256-dim), randomly initialised and saved as icetk's checkpoints are: `{"module": state_dict}`."""
+    """
+    `ice_text.model` (the SentencePiece model above) and icetk's own image tokenizer (its hierarchical
+    VQVAE: 20,000 codes, 256-dim), randomly initialised and saved as icetk's checkpoints are:
+    `{"module": state_dict}`.
+    """
     from icetk.vqvae import load_default_HVQVAE
 
     directory = tmp_path_factory.mktemp("icetk_real")
@@ -237,7 +241,8 @@ def test_icetk_imports_on_pure_python_protobuf_without_touching_the_environment(
 @requires_icetk
 def test_protobuf_imported_first_gives_an_error_that_says_what_to_do():
     implementation, message = run_fresh_python(
-        "import google.protobuf.descriptor_pb2; from google.protobuf.internal import api_implementation as a; "
+        "import google.protobuf.descriptor_pb2; "
+        "from google.protobuf.internal import api_implementation as a; "
         "from flashvideo.icetk_adapter import icetk_import_error as e; print(a.Type()); print(e())"
     ).split("\n", 1)
     if implementation == "python":
@@ -288,13 +293,15 @@ def test_icetk_encodes_and_decodes_256px_frames(icetk_model_dir, compress_rate):
         icetk = own_icetk(icetk_model_dir)
         image = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
         if compress_rate == 16:  # one full encoder pass per rate is tens of seconds on one CPU thread
-            assert torch.equal(icetk.encode(image_torch=image, compress_rate=compress_rate).view(1, grid, grid), codes)
+            own_codes = icetk.encode(image_torch=image, compress_rate=compress_rate)
+            assert torch.equal(own_codes.view(1, grid, grid), codes)
         decoded = icetk.decode(image_ids=codes, compress_rate=compress_rate)
     expected = decoded.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(pixels, expected)
     # Model-vocabulary ids in the config's image range, and back.
     ids = tokenizer.codes_to_ids(codes)
-    assert config.image_token_start <= ids.min() and ids.max() < config.image_token_start + ICETK_NUM_IMAGE_TOKENS
+    image_start = config.image_token_start
+    assert image_start <= ids.min() and ids.max() < image_start + ICETK_NUM_IMAGE_TOKENS
     assert torch.equal(tokenizer.ids_to_codes(ids).reshape(codes.shape), codes)
 
 
@@ -310,7 +317,8 @@ def test_pipeline_generates_a_256px_clip_through_icetk(icetk_model_dir):
     model = FlashVideoForCausalLM(config).eval()
     tokenizer = IcetkTokenizer(icetk_model_dir, config)
     pipe = FlashVideoPipeline(model, processor=tokenizer, show_progress=False)
-    out = pipe("a red circle moving left", num_frames=3, key_frame_spacing=2, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    out = pipe("a red circle moving left", num_frames=3, key_frame_spacing=2, generator=generator)
     assert out.frames.shape == (1, 3, 256, 256, 3) and out.frames.dtype == np.uint8
     # Two key frames of 32×32 icetk codes sampled, one frame interpolated between them.
     assert out.stats.key_frames.tokens_sampled == 2 * 32 * 32

@@ -1,4 +1,6 @@
-"""The cache is called `cache` (transformers 5.24's name) and `past_key_values` (5.23's) on every supported release.
+"""
+The cache is called `cache` (transformers 5.24's name) and `past_key_values` (5.23's) on every supported
+release.
 
 Runs in the main environment and in those of `make test-transformers-oldest` / `-newest`.
 """
@@ -70,5 +72,6 @@ def test_generate_continues_from_a_cache_under_either_name(tiny_model, prompt, n
 
 
 def test_generate_does_not_warn_about_its_own_cache_argument(tiny_model, prompt, recwarn):
-    tiny_model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=tiny_model.config.pad_token_id)
+    pad = tiny_model.config.pad_token_id
+    tiny_model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=pad)
     assert not [w for w in recwarn if "past_key_values" in str(w.message)]
