@@ -1,6 +1,10 @@
 """FlashVideo model configuration."""
 
+import math
 import numbers
+from typing import Any
+
+import torch
 
 from transformers.configuration_utils import PreTrainedConfig
 
@@ -128,6 +132,7 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     code_grid_size: int = 16
 
     def __post_init__(self, **kwargs):
+        self._check_types(kwargs)
         if self.value_dim is None:
             self.value_dim = 2 * self.hidden_size
         special_ids = [i for i in (self.pad_token_id, self.bos_token_id, self.eos_token_id) if i is not None]
@@ -146,6 +151,54 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             )
         self._check_values()
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "FlashVideoConfig":
+        """As `PreTrainedConfig.from_dict`, but a config of another `model_type` is refused (ValueError) instead of
+        loaded with a warning: its fields would be read as FlashVideo's."""
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"This config has model_type {model_type!r}, not {cls.model_type!r}: it is not a FlashVideo "
+                "checkpoint."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+    def _check_types(self, kwargs: dict[str, Any]) -> None:
+        """ValueErrors (not TypeErrors or AttributeErrors later) for fields of the wrong type, before any
+        arithmetic on them."""
+        integers = (
+            "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "value_dim", "chunk_size",
+            "max_frames", "text_vocab_size", "image_vocab_size", "image_size", "code_grid_size", "vocab_size",
+            "pad_token_id", "bos_token_id", "eos_token_id", "serial_token_start", "text_token_start",
+            "image_token_start",
+        )  # fmt: skip
+        for name in integers:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"FlashVideoConfig.{name} must be a non-negative integer, got {value!r}.")
+        for name, strict in (("rms_norm_eps", True), ("initializer_range", False)):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not (value > 0 if strict else value >= 0)
+            ):  # fmt: skip
+                raise ValueError(
+                    f"FlashVideoConfig.{name} must be a finite number {'>' if strict else '>='} 0, got {value!r}."
+                )
+        for name in ("code_position_embeddings", "use_cache", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"FlashVideoConfig.{name} must be True or False, got {getattr(self, name)!r}.")
+        if self.hidden_act != "silu":
+            raise ValueError(f"FlashVideoConfig.hidden_act must be 'silu' (RetNet's GLU), got {self.hidden_act!r}.")
+        for name, dtype in (("dtype", getattr(self, "dtype", None)), ("torch_dtype", kwargs.get("torch_dtype"))):
+            if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+                continue
+            if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(
+                    f"FlashVideoConfig.{name} must be a torch dtype or its name (e.g. 'float32', 'float16', "
+                    f"'bfloat16'), got {dtype!r}."
+                )
 
     def _check_values(self) -> None:
         positive = (

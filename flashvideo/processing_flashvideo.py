@@ -90,6 +90,17 @@ class SequenceLayout(VocabularyLayout):
     def to_dict(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
 
+    def check_matches(self, config: Any, name: str = "the model config") -> None:
+        """Raise a ValueError naming the first layout field in which `config` (a [`FlashVideoConfig`]) disagrees:
+        a processor and a model must agree on every id range and on the frame geometry."""
+        for field in dataclasses.fields(self):
+            mine, theirs = getattr(self, field.name), getattr(config, field.name, None)
+            if mine != theirs:
+                raise ValueError(
+                    f"The processor's layout has {field.name}={mine!r} but {name} has {theirs!r}: they were not "
+                    "saved together (a processor and a model must agree on every id range and the frame size)."
+                )
+
 
 class SequenceBuilderMixin:
     """
@@ -627,10 +638,14 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
             hub_kwargs: passed to `snapshot_download` (`revision`, `cache_dir`, `token`, `local_files_only`,
                 …).
         """
+        from .hub import check_local_or_repo_id
+
         path = Path(pretrained_model_name_or_path)
         prefix = f"{subfolder.strip('/')}/" if subfolder else ""
         if not path.is_dir():
             from huggingface_hub import snapshot_download
+
+            check_local_or_repo_id(pretrained_model_name_or_path, "pretrained_model_name_or_path")
 
             allow = [
                 f"{prefix}{PROCESSOR_CONFIG_NAME}",
@@ -650,8 +665,9 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
                 f"No {PROCESSOR_CONFIG_NAME} in {path}: it is not a FlashVideo processor directory "
                 "(write one with FlashVideoProcessor.save_pretrained)."
             )
-        with open(config_file, encoding="utf-8") as handle:
-            processor_config = json.load(handle)
+        processor_config = _read_json(config_file)
+        if not isinstance(processor_config, dict):
+            raise ValueError(f"{config_file} must hold a JSON object, got {type(processor_config).__name__}.")
         layout_values = processor_config.get("layout")
         if not isinstance(layout_values, dict):
             raise ValueError(f"{config_file} has no 'layout' object.")
@@ -660,11 +676,54 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
         if missing:
             raise ValueError(f"{config_file}: the layout lacks {missing}.")
         layout = SequenceLayout(**{name: layout_values[name] for name in field_names})
-        text_folder = processor_config.get("text_tokenizer_subfolder", TEXT_TOKENIZER_SUBFOLDER)
-        image_folder = processor_config.get("image_tokenizer_subfolder", IMAGE_TOKENIZER_SUBFOLDER)
-        text_tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / text_folder))
-        image_tokenizer = VQModel.from_pretrained(str(path / image_folder))
+        text_folder = _subfolder(path, processor_config, "text_tokenizer_subfolder", TEXT_TOKENIZER_SUBFOLDER)
+        image_folder = _subfolder(path, processor_config, "image_tokenizer_subfolder", IMAGE_TOKENIZER_SUBFOLDER)
+        text_tokenizer = _load_component(
+            PreTrainedTokenizerFast, text_folder, required=("tokenizer.json",), optional=("tokenizer_config.json",)
+        )
+        image_tokenizer = _load_component(VQModel, image_folder, required=("config.json",))
         return cls(text_tokenizer, image_tokenizer, layout)
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in `path`; a file that is not valid JSON is a ValueError naming it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {error}") from None
+
+
+def _subfolder(root: Path, processor_config: dict, key: str, default: str) -> Path:
+    """`processor_config[key]`, a folder that must stay inside the checkpoint `root` (no absolute path, no `..`
+    out of it, no symlink out of it)."""
+    name = processor_config.get(key, default)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{root / PROCESSOR_CONFIG_NAME}: {key} must be a folder name, got {name!r}.")
+    folder = root / name
+    if Path(name).is_absolute() or not folder.resolve().is_relative_to(root.resolve()):
+        raise ValueError(
+            f"{root / PROCESSOR_CONFIG_NAME}: {key} {name!r} points outside the checkpoint {root}; the processor's "
+            "files must be inside it."
+        )
+    return folder
+
+
+def _load_component(loader: Any, folder: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Any:
+    """`loader.from_pretrained(folder)`, after checking that its `required` files are there and that its JSON files
+    parse, so that a missing or corrupt file is named; other load errors name the folder."""
+    for name in required:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing: the processor checkpoint is incomplete.")
+    for name in (*required, *optional):
+        if name.endswith(".json") and (folder / name).is_file():
+            _read_json(folder / name)
+    try:
+        return loader.from_pretrained(str(folder))
+    except OSError as error:
+        raise OSError(f"Could not load {loader.__name__} from {folder}: {error}") from None
+    except Exception as error:  # tokenizers and safetensors raise their own exception types
+        raise ValueError(f"Could not load {loader.__name__} from {folder}: {type(error).__name__}: {error}") from None
 
 
 def _as_long_tensor(values: Any, name: str) -> torch.LongTensor:
