@@ -97,6 +97,30 @@ def test_cancelled_requests_stop_and_free_the_worker(shipped_client):
     assert after_cpu <= 1.5 * idle_cpu, report
 
 
+def test_a_client_that_disconnects_stops_its_generation(shipped_space):
+    """A browser tab closed mid-generation: the queue's event stream is dropped, and the worker stops."""
+    import httpx
+
+    url = shipped_space.url
+    dependencies = httpx.get(f"{url}config", timeout=30).json()["dependencies"]
+    fn_index = next(i for i, dependency in enumerate(dependencies) if dependency.get("api_name") == "generate")
+    session = "disconnecting-client"
+    inputs = [PROMPT, LONG_CLIP, 5, True, 0.2, 1.0, 0]
+    joined = httpx.post(
+        f"{url}gradio_api/queue/join",
+        json={"data": inputs, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None},
+        timeout=30,
+    )
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", f"{url}gradio_api/queue/data?session_hash={session}", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if "process_generating" in line:  # the first frame is out: generation is under way
+                assert _workers()
+                break  # and the client goes away
+    _wait_for_no_workers()
+    assert not _workers(), "the generation went on after its client disconnected"
+
+
 def test_a_full_queue_is_refused_with_a_message(shipped_space, shipped_client):
     """Beyond `QUEUE_MAX_SIZE` waiting requests, a new one is refused with Gradio's "Queue is full" message."""
 
