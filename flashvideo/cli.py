@@ -104,6 +104,11 @@ def _add_bench(subparsers) -> None:
         help="sequence positions to time a decode step at (default 256 1024 4096 8192)",
     )  # fmt: skip
     decode.add_argument("--steps", type=int, default=64, help="timed single-token steps per position")
+    decode.add_argument(
+        "--checkpoint", default=None,
+        help="also measure one call of this checkpoint's key-frame model against the hardware floor ('default' = "
+        "the shipped one); the random-weight model always is",
+    )  # fmt: skip
     decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
     video = kinds.add_parser(
         "video",
@@ -367,9 +372,13 @@ def _run_bench(args: argparse.Namespace) -> None:
         positions, steps = (
             (args.positions, args.steps) if args.benchmark == "decode" else ([256, 1024, 4096, 8192], 64)
         )
-        sys.stdout.write(
-            bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps).read_text()
-        )
+        checkpoint = args.checkpoint if args.benchmark == "decode" else None
+        if checkpoint == DEFAULT:
+            from . import default_checkpoint
+
+            checkpoint = str(default_checkpoint())
+        report = bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps, checkpoint=checkpoint)
+        sys.stdout.write(report.read_text())
     if args.benchmark in ("video", "all"):
         repeats = args.repeats if args.benchmark == "video" else 3
         checkpoint = getattr(args, "checkpoint", None)

@@ -291,20 +291,19 @@ class RetNetCache(Cache):
 
 
 class FlashVideoRMSNorm(nn.Module):
-    """RMSNorm over the last dimension; without `weight` when `elementwise_affine=False` (the per-head norm)."""
+    """RMSNorm over the last dimension, with a learned scale (the per-head norm has none and is a function call)."""
 
-    def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = True):
+    def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim)) if elementwise_affine else None
+        self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
         # Normalise in at least float32; the casts are skipped in the common float32 case (the decode hot path).
         if input_dtype in (torch.float16, torch.bfloat16):
-            weight = None if self.weight is None else self.weight.float()
-            normed = nn.functional.rms_norm(hidden_states.float(), hidden_states.shape[-1:], weight, self.eps)
-            return normed.to(input_dtype)
+            weight = self.weight.float()
+            return nn.functional.rms_norm(hidden_states.float(), weight.shape, weight, self.eps).to(input_dtype)
         # One operator instead of five (measured faster per decode step than pow/mean/add/rsqrt/mul).
         return nn.functional.rms_norm(hidden_states, hidden_states.shape[-1:], self.weight, self.eps)
 
@@ -365,7 +364,7 @@ class FlashVideoRetentionPositions(nn.Module):
             if angles.dtype != compute_dtype:
                 angles, log_decay, scales = (x.to(compute_dtype) for x in (angles, log_decay, scales))
             rotation = rotation_phasors(positions, angles, scales)
-            return RetentionPositions(rotation, log_decay, log_decay.exp()[:, None, None])
+            return RetentionPositions(rotation, log_decay, log_decay.exp().view(-1, 1, 1))
 
 
 class FlashVideoCodePositions(nn.Module):
@@ -401,10 +400,9 @@ class FlashVideoCodePositions(nn.Module):
 
     def forward(self, places: torch.Tensor) -> torch.Tensor:
         # Places outside a frame (-1 or past its last code) get zeros; a mask is cheaper per decode step than
-        # padding the table with a zero row on every call.
-        in_frame = (places >= 0) & (places <= self.tokens_per_frame)
-        embeddings = nn.functional.embedding(places.clamp(0, self.tokens_per_frame), self.weight)
-        return embeddings * in_frame.unsqueeze(-1)
+        # padding the table with a zero row on every call. A place is in the frame iff clamping leaves it as it is.
+        clamped = places.clamp(0, self.tokens_per_frame)
+        return nn.functional.embedding(clamped, self.weight) * (clamped == places).unsqueeze(-1)
 
 
 class FlashVideoMultiScaleRetention(nn.Module):
@@ -425,9 +423,9 @@ class FlashVideoMultiScaleRetention(nn.Module):
         self.split_sizes = [2 * config.hidden_size, config.value_dim, config.value_dim]  # [q; k], v, g
         self.qkvg_proj = nn.Linear(config.hidden_size, sum(self.split_sizes), bias=False)
         self.o_proj = nn.Linear(config.value_dim, config.hidden_size, bias=False)
-        self.head_norm = FlashVideoRMSNorm(
-            self.value_head_dim, eps=config.rms_norm_eps, elementwise_affine=False
-        )
+        # The per-head RMSNorm has no weight, so it is a function call rather than a module (one module call fewer
+        # per layer and step); retention outputs are in float32 or float64 already.
+        self.head_norm_eps = config.rms_norm_eps
         self.register_load_state_dict_pre_hook(fuse_legacy_projections)
 
     def forward(
@@ -445,12 +443,11 @@ class FlashVideoMultiScaleRetention(nn.Module):
         compute_dtype = positions.log_decay.dtype
         qk, v, gate = self.qkvg_proj(hidden_states).split(self.split_sizes, dim=-1)
         qk = qk.view(batch, length, 2, self.num_heads, self.head_dim)
-        v = v.view(batch, length, self.num_heads, self.value_head_dim)
+        v = v.view(batch, length, self.num_heads, self.value_head_dim).transpose(1, 2)  # [batch, heads, length, d_v]
         if qk.dtype != compute_dtype:
             qk, v = qk.to(compute_dtype), v.to(compute_dtype)
         # q and k are rotated in one complex multiplication, which also scales k by d_k^−0.5.
-        q, k = rotate_pairs(qk, positions.rotation).permute(2, 0, 3, 1, 4).unbind(0)  # [batch, heads, length, d_k]
-        v = v.transpose(1, 2)
+        q, k = rotate_pairs(qk, positions.rotation).transpose(1, 3).unbind(2)  # [batch, heads, length, d_k]
         if padding_mask is not None:
             # Zero k and v at padded positions so that the state, hence every later token, ignores them.
             keep = padding_mask[:, None, :, None].to(compute_dtype)
@@ -465,8 +462,10 @@ class FlashVideoMultiScaleRetention(nn.Module):
         else:
             output, state = parallel_retention(q, k, v, positions.log_decay, past_state)
 
-        output = self.head_norm(output)  # [batch, heads, length, d_v]
-        output = output.transpose(1, 2).reshape(batch, length, -1).to(gate.dtype)
+        output = nn.functional.rms_norm(output, output.shape[-1:], eps=self.head_norm_eps)  # [b, heads, length, d_v]
+        output = output.transpose(1, 2).reshape(batch, length, -1)
+        if output.dtype != gate.dtype:
+            output = output.to(gate.dtype)
         return self.o_proj(nn.functional.silu(gate) * output), state, (k, v)
 
 

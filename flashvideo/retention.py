@@ -52,7 +52,7 @@ def rotation_phasors(positions: torch.Tensor, angles: torch.Tensor, scales: torc
     `[scales..., d_k/2]` (e.g. `[2, 1, 1]` for queries and keys, see `rotate_pairs`). Returns complex phasors of shape
     `positions.shape + scales.shape[:-1] + (d_k/2,)`, in `angles`' precision.
     """
-    phase = positions.to(angles.dtype)[(...,) + (None,) * scales.dim()] * angles
+    phase = positions.to(angles.dtype).reshape(positions.shape + (1,) * scales.dim()) * angles
     return torch.polar(scales, phase)
 
 

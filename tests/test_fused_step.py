@@ -216,3 +216,42 @@ def test_retention_layer_returns_new_states_and_the_fed_keys_and_values(tiny_mod
     assert torch.equal(past, kept) and state is not past
     expected = positions.decay * past + k.transpose(-1, -2) @ v
     torch.testing.assert_close(state, expected)
+
+
+def test_decode_benchmark_reports_calls_against_the_floor(tiny_model, tmp_path):
+    from flashvideo.evaluation.bench_decode import run_decode_benchmark
+
+    checkpoint = tmp_path / "checkpoint"
+    tiny_model.save_pretrained(checkpoint)
+    markdown = run_decode_benchmark(
+        [8], tmp_path, steps=1, config=tiny_model.config, checkpoint=checkpoint, step_rounds=5
+    )
+    assert "### One call against the hardware floor" in markdown.read_text()
+    report = json.loads((tmp_path / "decode_step.json").read_text())
+    assert report["floor"]["copy_gb_per_s"] > 0 and report["floor"]["gemm_gflop_per_s"] > 0
+    calls = {(c["model"].split(",")[0], c["batch_size"], c["tokens_per_call"]): c for c in report["calls"]}
+    names = ("random weights", "checkpoint (key frames)")
+    assert set(calls) == {(name, batch, length) for name in names for batch in (1, 3) for length in (1, 16)}
+    for call in calls.values():
+        assert call["median_ms_per_call"] > 0 and call["aten_ops_per_call"] > call["top_level_aten_ops_per_call"] > 10
+        assert call["floor_ms"] > 0
+        assert call["ratio_to_floor"] == pytest.approx(call["median_cpu_ms_per_call"] / call["floor_ms"])
+    with pytest.raises(ValueError, match="step_rounds"):
+        run_decode_benchmark([8], tmp_path, config=tiny_model.config, step_rounds=3)
+
+
+def test_bench_decode_command_passes_the_checkpoint(monkeypatch, tmp_path):
+    from flashvideo import cli
+    from flashvideo.evaluation import bench_decode
+
+    seen = {}
+
+    def fake_benchmark(positions, output_dir, steps, checkpoint):
+        seen.update(positions=positions, checkpoint=checkpoint)
+        (output_dir / "decode_latency.md").write_text("# Decode latency vs position\n")
+        return output_dir / "decode_latency.md"
+
+    monkeypatch.setattr(bench_decode, "run_decode_benchmark", fake_benchmark)
+    argv = ["bench", "decode", "--positions", "8", "--checkpoint", "default", "--output-dir", str(tmp_path)]
+    assert cli.main(argv) in (0, None)
+    assert seen == {"positions": [8], "checkpoint": str(flashvideo.default_checkpoint())}

@@ -1,10 +1,15 @@
-"""Per-token decode latency and cache memory against position: FlashVideo (recurrent) vs a same-size Llama (KV cache).
+"""Per-token decode latency and cache memory against position: FlashVideo (recurrent) vs a same-size Llama (KV cache);
+then one FlashVideo call against the hardware floor.
 
 The paper's central claim is that the cost of one more token does not depend on how long the video already is.
 This measures it: for each position P, fill the cache with P tokens, then time single-token steps at P, P+1, …
 and report the median. Both models are timed in the same run on the same machine.
 
-    flashvideo bench decode --positions 256 1024 4096 8192 --output-dir benchmarks
+Then, for the random-weight model and (with `--checkpoint`) a trained key-frame model: ms per call (a decode step,
+and a 16-token call from the cache, at batch 1 and 3), aten operators per call, and the floor measured in the same
+run (weight bytes ÷ copy bandwidth of a tensor that size; FLOPs ÷ measured GEMM rate).
+
+    flashvideo bench decode --positions 256 1024 4096 8192 --checkpoint default --output-dir benchmarks
 """
 
 import json
@@ -100,6 +105,192 @@ def measure_decode(
     return results
 
 
+# --- One call's cost against the hardware floor -------------------------------------------------------------------
+#
+# A decode step at these sizes reads a few MB of weights and does a few MFLOPs, so at batch 1 it is bound by how fast
+# the weights stream through the core, not by arithmetic; what eager PyTorch adds on top is per-operator overhead.
+# The floor is measured in the same run as the calls, so that the ratio holds on whatever machine (and load) it ran.
+
+
+@dataclass
+class StepMeasurement:
+    model: str
+    batch_size: int
+    tokens_per_call: int  # 1: a decode step; more: one multi-token call from the cache (e.g. verifying drafts)
+    median_ms_per_call: float  # wall clock
+    median_cpu_ms_per_call: float  # this thread's CPU time: what a shared machine's load changes least
+    aten_ops_per_call: int  # every aten operator torch.profiler records, nested ones included
+    top_level_aten_ops_per_call: int  # those called from Python
+    weight_mb_read: float
+    mflops: float
+    floor_ms: float  # max(weight bytes / copy bandwidth, FLOPs / GEMM rate), measured in this run (CPU time)
+    ratio_to_floor: float  # CPU ms per call / floor
+
+
+@dataclass
+class MachineFloor:
+    copy_gb_per_s: float  # copying a tensor as large as the weights read per call (it stays in cache, as they do)
+    memory_copy_gb_per_s: float  # copying 256 MiB (from and to memory)
+    gemm_gflop_per_s: float  # a 512×512×512 float32 matrix product
+
+
+def weight_bytes_per_call(model: torch.nn.Module, tokens: int) -> int:
+    """Bytes of parameters one call of `tokens` tokens reads: every matrix in full, embedding tables only the rows
+    looked up (tied weights counted once)."""
+    embeddings = {
+        module.weight.data_ptr(): module.weight
+        for module in model.modules()
+        if isinstance(module, torch.nn.Embedding) or type(module).__name__ == "FlashVideoCodePositions"
+    }
+    linear = {module.weight.data_ptr() for module in model.modules() if isinstance(module, torch.nn.Linear)}
+    total, seen = 0, set()
+    for parameter in model.parameters():
+        if parameter.data_ptr() in seen:
+            continue
+        seen.add(parameter.data_ptr())
+        if parameter.data_ptr() in embeddings and parameter.data_ptr() not in linear:
+            rows = min(tokens, parameter.shape[0])
+            total += rows * parameter[0].numel() * parameter.element_size()
+        else:
+            total += parameter.numel() * parameter.element_size()
+    return total
+
+
+def flops_per_call(model: FlashVideoForCausalLM, tokens: int) -> int:
+    """Multiply-adds ×2 of every projection and the LM head, plus the recurrent retention per token (state update
+    and read-out: 4·d_k·d_v per head and layer); norms and activations are left out (linear in d, not d²)."""
+    config = model.config
+    linear = sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear))
+    retention = 4 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * config.value_head_dim
+    return tokens * (2 * linear + retention)
+
+
+def _median_seconds(fn, repeats: int, clock=time.thread_time) -> float:
+    """Median seconds of `fn()`; by default this thread's CPU time, which leaves out the time other processes
+    take the core (the floor and the calls are measured alike)."""
+    times = []
+    for _ in range(repeats):
+        started = clock()
+        fn()
+        times.append(clock() - started)
+    return statistics.median(times)
+
+
+def measure_floor(weight_bytes: int, repeats: int = 20, memory: bool = True) -> MachineFloor:
+    """Copy bandwidth of a tensor as large as the weights (and of 256 MiB unless `memory=False`: then 0), and the
+    float32 GEMM rate, on this thread."""
+    source = torch.randn(max(weight_bytes // 4, 1))
+    target = torch.empty_like(source)
+    target.copy_(source)
+    copy = source.nbytes / _median_seconds(lambda: target.copy_(source), repeats)
+    memory_copy = 0.0
+    if memory:
+        big_source = torch.ones(64 * 2**20)
+        big_target = torch.empty_like(big_source)
+        memory_copy = big_source.nbytes / _median_seconds(lambda: big_target.copy_(big_source), 3)
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    gemm = 2 * 512**3 / _median_seconds(lambda: a @ b, repeats)
+    return MachineFloor(copy / 1e9, memory_copy / 1e9, gemm / 1e9)
+
+
+def count_aten_ops(fn) -> tuple[int, int]:
+    """(all, top-level) aten operators torch.profiler records during one `fn()`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        fn()
+    events = [event for event in profiler.events() if event.name.startswith("aten::")]
+    top = [event for event in events if event.cpu_parent is None or not event.cpu_parent.name.startswith("aten::")]
+    return len(events), len(top)
+
+
+@torch.inference_mode()
+def measure_step_cost(
+    models: dict[str, FlashVideoForCausalLM],
+    batch_sizes: tuple[int, ...] = (1, 3),
+    tokens_per_call: tuple[int, ...] = (1, 16),
+    rounds: int = 15,
+    calls_per_round: int = 10,
+    position: int = 256,
+    seed: int = 0,
+) -> tuple[list[StepMeasurement], MachineFloor]:
+    """Median time of one call from a `RetNetCache` filled to `position`, per model, batch size and call length,
+    with its aten operator count and the floor measured in the same run.
+
+    Calls are made as the pipeline's sampler makes them (ids validated once, then `check_inputs=False`) and every
+    configuration is timed round-robin with the others and with the floor, `rounds` times, so that a change of
+    machine load affects them alike. The cache keeps growing (a call's cost does not depend on the position).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    cases = {}
+    for name, model in models.items():
+        for batch in batch_sizes:
+            cache = RetNetCache(model.config.num_hidden_layers)
+            low = getattr(model.config, "image_token_start", 3)
+            prompt = torch.randint(low, model.config.vocab_size, (batch, position), generator=generator)
+            model(prompt, cache=cache, use_cache=True, logits_to_keep=1)
+            for length in tokens_per_call:
+                ids = torch.randint(low, model.config.vocab_size, (batch, length), generator=generator)
+
+                def call(model=model, cache=cache, ids=ids):
+                    model(ids, cache=cache, use_cache=True, check_inputs=False)
+
+                cases[(name, batch, length)] = call
+    floors, timings, wall = [], {key: [] for key in cases}, {key: [] for key in cases}
+    weight_bytes = {name: weight_bytes_per_call(model, 1) for name, model in models.items()}
+    memory_copy = measure_floor(max(weight_bytes.values()), repeats=5).memory_copy_gb_per_s
+    for _ in range(rounds):
+        floors.append(measure_floor(max(weight_bytes.values()), repeats=5, memory=False))
+        for key, call in cases.items():
+            timings[key].append(_median_seconds(call, calls_per_round))
+            wall[key].append(_median_seconds(call, calls_per_round, time.perf_counter))
+    copy = statistics.median(f.copy_gb_per_s for f in floors)
+    floor = MachineFloor(copy, memory_copy, statistics.median(f.gemm_gflop_per_s for f in floors))
+    results = []
+    for (name, batch, length), call in cases.items():
+        model, tokens = models[name], batch * length
+        call()  # the profiler's first call is not counted twice
+        all_ops, top_ops = count_aten_ops(call)
+        read, flops = weight_bytes_per_call(model, tokens), flops_per_call(model, tokens)
+        floor_s = max(read / (floor.copy_gb_per_s * 1e9), flops / (floor.gemm_gflop_per_s * 1e9))
+        median = statistics.median(timings[(name, batch, length)])
+        results.append(
+            StepMeasurement(
+                name, batch, length, 1000 * statistics.median(wall[(name, batch, length)]), 1000 * median, all_ops,
+                top_ops, read / 1e6, flops / 1e6, 1000 * floor_s, median / floor_s,
+            )  # fmt: skip
+        )
+        logger.info("%s batch %d × %d tokens: %.3f ms/call, %d aten ops", name, batch, length, 1000 * median, all_ops)
+    return results, floor
+
+
+def step_cost_markdown(results: list[StepMeasurement], floor: MachineFloor) -> list[str]:
+    lines = [
+        "### One call against the hardware floor",
+        "",
+        "A call from a `RetNetCache` filled to 256 tokens, made as the pipeline's sampler makes it "
+        "(`check_inputs=False`); 1 token is a decode step, 16 tokens one multi-token call (e.g. verifying drafts). "
+        "Medians over round-robin rounds, wall clock and this thread's CPU time (on a shared machine the CPU time "
+        "is the steadier; the floor is CPU time too); aten operators counted with torch.profiler (nested ones "
+        "included; top level: called from Python).",
+        f"Floor measured in the same run: copy bandwidth {floor.copy_gb_per_s:.1f} GB/s for a tensor the size of the "
+        f"weights ({floor.memory_copy_gb_per_s:.1f} GB/s for 256 MiB), float32 GEMM {floor.gemm_gflop_per_s:.1f} "
+        "GFLOP/s; floor = max(weight bytes ÷ copy bandwidth, FLOPs ÷ GEMM rate).",
+        "",
+        "| model | batch | tokens per call | ms per call (wall) | CPU ms per call | aten ops (top level) "
+        "| weights read (MB) | MFLOPs | floor (ms) | CPU time × floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.batch_size} | {r.tokens_per_call} | {r.median_ms_per_call:.3f} | "
+            f"{r.median_cpu_ms_per_call:.3f} | "
+            f"{r.aten_ops_per_call} ({r.top_level_aten_ops_per_call}) | {r.weight_mb_read:.2f} | {r.mflops:.1f} | "
+            f"{r.floor_ms:.3f} | {r.ratio_to_floor:.2f} |"
+        )
+    return lines
+
+
 def machine_description() -> str:
     device = (
         torch.cuda.get_device_name()
@@ -109,8 +300,14 @@ def machine_description() -> str:
     return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, output_dir: Path) -> Path:
-    """Write `decode_latency.{md,json,png}` under `output_dir`; returns the markdown path."""
+def write_report(
+    results: list[DecodeMeasurement],
+    config: FlashVideoConfig,
+    output_dir: Path,
+    step_costs: tuple[list[StepMeasurement], MachineFloor] | None = None,
+) -> Path:
+    """Write `decode_latency.{md,json,png}` (and `decode_step.json` with `step_costs`) under `output_dir`; returns
+    the markdown path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(r.model for r in results))
     positions = sorted({r.position for r in results})
@@ -140,6 +337,12 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
     for model in models:
         ratio = by_key[(model, last)].median_ms_per_token / by_key[(model, first)].median_ms_per_token
         lines.append(f"- {model}: latency at {last} / latency at {first} = {ratio:.3f}")
+    if step_costs is not None:
+        lines += ["", *step_cost_markdown(*step_costs)]
+        calls, floor = step_costs
+        (output_dir / "decode_step.json").write_text(
+            json.dumps({"floor": asdict(floor), "calls": [asdict(r) for r in calls]}, indent=2)
+        )
     markdown_path = output_dir / "decode_latency.md"
     markdown_path.write_text("\n".join(lines) + "\n")
     (output_dir / "decode_latency.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
@@ -162,11 +365,19 @@ def write_report(results: list[DecodeMeasurement], config: FlashVideoConfig, out
 
 
 def run_decode_benchmark(
-    positions: list[int], output_dir: Path, steps: int = 64, config: FlashVideoConfig | None = None
+    positions: list[int],
+    output_dir: Path,
+    steps: int = 64,
+    config: FlashVideoConfig | None = None,
+    checkpoint: str | Path | None = None,
+    step_rounds: int = 15,
 ) -> Path:
-    """Measure both models at every position and write the report; returns the markdown path."""
+    """Measure both models at every position, then one call's cost against the floor (the random-weight model,
+    and the key-frame model of `checkpoint` when given), and write the report; returns the markdown path."""
     if not positions or min(positions) < 1:
         raise ValueError(f"positions must be a non-empty list of integers >= 1, got {positions}.")
+    if step_rounds < 5:
+        raise ValueError(f"step_rounds must be >= 5 (medians of at least 5 rounds), got {step_rounds}.")
     config = config or FlashVideoConfig()
     torch.manual_seed(0)
     # One thread: at batch 1 these matrices are too small to gain from more, and a single thread does not
@@ -176,4 +387,9 @@ def run_decode_benchmark(
     results = []
     for model in tqdm(models, desc="decode benchmark"):
         results += measure_decode(model, positions, steps=steps)
-    return write_report(results, config, output_dir)
+    step_models = {f"random weights, hidden {config.hidden_size}": models[0]}
+    if checkpoint is not None:
+        trained = FlashVideoForCausalLM.from_pretrained(checkpoint).eval()
+        step_models[f"{Path(checkpoint).name} (key frames), hidden {trained.config.hidden_size}"] = trained
+    step_costs = measure_step_cost(step_models, rounds=step_rounds)
+    return write_report(results, config, output_dir, step_costs)
