@@ -261,7 +261,7 @@ def generate(
     """Generate a clip; yields (video, gif, stats, summary, timeline) as frames are made, then the finished clip.
 
     When the request is cancelled or its client disconnects, Gradio closes this generator and the generation
-    stops at the next frame; errors of any kind reach the page as a message.
+    stops before its next model call; errors of any kind reach the page as a message.
     """
     try:
         num_frames = int(num_frames) if num_frames is not None else 16
@@ -291,7 +291,7 @@ def generate(
         raise
     except Exception as error:  # e.g. writing the clip failed
         _raise_for(error)
-    finally:  # finished, failed, cancelled or disconnected (GeneratorExit): the worker stops at its next frame
+    finally:  # finished, failed, cancelled or disconnected (GeneratorExit): the worker stops at its next token
         stop.set()  # no join: Gradio closes a cancelled generator from its event loop, which must not block
 
 
@@ -304,9 +304,8 @@ def _follow(worker: threading.Thread, events: queue.Queue, num_frames: int, spac
     while True:
         try:
             event = events.get(timeout=POLL_S)
-        except queue.Empty:
-            if updates:  # a no-op update: where Gradio can close this generator if the request is gone
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        except queue.Empty:  # a no-op update: where Gradio can close this generator if the request is gone
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             continue
         if event[0] == "error":
             _raise_for(event[1])
