@@ -124,3 +124,23 @@ def test_processor_default_is_the_shipped_checkpoints(tmp_path):
     argv = lm_args("keyframe", tmp_path / "run", "--max_steps 1 --num_clips 2 --per_device_train_batch_size 2")
     output = train(*parse_args([*argv, "--processor_name_or_path", "default"]))
     assert output.global_step == 1 and output.processor.layout.image_size == 64
+
+
+def test_checkpoints_saved_before_identities_were_recorded(two_checkpoints, tmp_path, capsys, caplog):
+    """An older checkpoint (no identity in its training state): a fresh run still refuses the folder; resuming it
+    warns that its arguments cannot be checked."""
+    argv, stage_checkpoints = two_checkpoints
+    copy = tmp_path / "copy"
+    shutil.copytree(stage_checkpoints.parents[1], copy)
+    for _, checkpoint in checkpoint_dirs(copy / "checkpoints" / "keyframe"):
+        state = json.loads((checkpoint / TRAINING_STATE_NAME).read_text())
+        del state["identity"]
+        (checkpoint / TRAINING_STATE_NAME).write_text(json.dumps(state))
+    argv = [*argv[:-1], str(copy)]
+    _reset()
+    assert main(argv) == 1
+    assert "checkpoints of a run whose arguments were not recorded" in capsys.readouterr().err
+    _reset()
+    with caplog.at_level(logging.WARNING):
+        output = train(*parse_args([*argv, "--max_steps", "5", "--resume_from_checkpoint", "latest"]))
+    assert output.global_step == 5 and "does not record its run's arguments" in caplog.text

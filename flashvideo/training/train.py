@@ -357,11 +357,14 @@ def check_output_dir(
         accelerator.wait_for_everyone()
         return
     latest = found[-1][1]
-    difference = _identity_difference(latest, identity)
-    whose = (
-        "of a run with the same arguments" if difference is None else f"of a different run (first difference: "
-        f"{difference})"
-    )
+    saved = _saved_identity(latest)
+    difference = None if saved is None else first_identity_difference(saved, identity)
+    if saved is None:
+        whose = "of a run whose arguments were not recorded"
+    elif difference is None:
+        whose = "of a run with the same arguments"
+    else:
+        whose = f"of a different run (first difference: {difference})"
     raise TrainingSetupError(
         f"--output_dir {args.output_dir} already holds checkpoints {whose}, in {stage_checkpoints} (latest: "
         f"{latest.name}). Pass --resume_from_checkpoint latest to continue that run, --overwrite_output_dir to "
@@ -369,13 +372,13 @@ def check_output_dir(
     )
 
 
-def _identity_difference(checkpoint: Path, identity: dict[str, object]) -> str | None:
-    """The first argument in which `checkpoint`'s run differs from this one (None: the same run, or no record)."""
+def _saved_identity(checkpoint: Path) -> dict[str, object] | None:
+    """The run identity `checkpoint` records (None: unreadable, or saved before identities were recorded)."""
     try:
         saved = json.loads((checkpoint / TRAINING_STATE_NAME).read_text(encoding="utf-8")).get("identity")
     except (OSError, ValueError, AttributeError):
         return None
-    return None if saved is None else first_identity_difference(saved, identity)
+    return saved if isinstance(saved, dict) else None
 
 
 def resolve_checkpoint(
@@ -427,7 +430,14 @@ def resolve_checkpoint(
 
 
 def _check_identity(checkpoint: Path, identity: dict[str, object] | None) -> None:
-    difference = None if identity is None else _identity_difference(checkpoint, identity)
+    """Refuse `checkpoint` when its run's arguments differ from `identity` (None: nothing to check against)."""
+    if identity is None:
+        return
+    saved = _saved_identity(checkpoint)
+    if saved is None:
+        logger.warning(f"{checkpoint} does not record its run's arguments (an older flashvideo saved it): not checked")
+        return
+    difference = first_identity_difference(saved, identity)
     if difference is not None:
         raise TrainingSetupError(
             f"{checkpoint} belongs to a run with other arguments ({difference}); resume it with the same "
