@@ -15,10 +15,12 @@ from flashvideo.evaluation.shapes import (
     CleanClipCriteria,
     accuracy,
     clean_clip_report,
+    fit_constant_velocity,
     fit_track,
     frame_objects,
     largest_jump,
     summarize_clean_clips,
+    track_passes,
 )
 
 
@@ -122,7 +124,12 @@ def test_track_fit_and_jumps():
     wiggle = line + np.stack([np.tile([1.0, -1.0], 3), np.zeros(6)], axis=1)  # ±1 px off an unchanged fit
     rms, speed = fit_track(times, wiggle)
     assert speed == pytest.approx(np.hypot(2, 0.5), abs=0.2) and rms == pytest.approx(1.0, abs=0.15)
+    residuals, velocity = fit_constant_velocity(times, wiggle)
+    assert residuals.shape == (6, 2) and np.abs(residuals[:, 1]).max() < 1e-12  # y lies on the line
+    assert velocity == pytest.approx((2 - 3 / 17.5, -0.5))  # the ±1 wiggle tilts the x fit by -3/17.5 px/frame
     assert largest_jump([0, 1, 4], [(0, 0), (3, 4), (3, 19)]) == 5.0  # 15 px over 3 frames
+    assert track_passes(1.5, 2.5, 5.0) == {"track_rms": True, "speed": True, "jump": True}  # the bounds are in
+    assert track_passes(None, 1.4, 5.1) == {"track_rms": False, "speed": False, "jump": False}
     for bad in (([0], [(0, 0)]), ([0, 0], [(0, 0), (1, 1)]), ([0, 1], [(0, 0)])):
         with pytest.raises(ValueError, match="track"):
             fit_track(*bad)
