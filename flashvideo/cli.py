@@ -83,8 +83,9 @@ def _add_generate(subparsers) -> None:
     generate.add_argument("--negative-prompt", default=None, help="text of the unconditional stream (default: none)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument(
-        "--fps", type=float, default=8.0, help=f"frames per second of the written clip, in (0, {MAX_FPS:g}] (default 8)"
-    )
+        "--fps", type=float, default=8.0,
+        help=f"frames per second of the written clip, in (0, {MAX_FPS:g}] (default 8)",
+    )  # fmt: skip
     generate.add_argument(
         "--device", default=None, help='torch device, e.g. "cuda" (default: cuda if available)'
     )

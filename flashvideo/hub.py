@@ -447,8 +447,9 @@ def add_push_parser(subparsers) -> argparse.ArgumentParser:
         "--eval-results", type=Path, default=None, help="eval_results.json from `flashvideo eval`, for the model card"
     )
     push.add_argument(
-        "--commit-message", default=DEFAULT_COMMIT_MESSAGE, help=f'the Hub commit message (default "{DEFAULT_COMMIT_MESSAGE}")'
-    )
+        "--commit-message", default=DEFAULT_COMMIT_MESSAGE,
+        help=f'the Hub commit message (default "{DEFAULT_COMMIT_MESSAGE}")',
+    )  # fmt: skip
     push.add_argument(
         "--dataset", action="append", default=None, dest="datasets",
         help=f"training data set id for the model card (repeatable; default {SHAPES_DATASET})",

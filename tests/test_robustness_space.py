@@ -126,9 +126,10 @@ def test_a_full_queue_is_refused_with_a_message(shipped_space, shipped_client):
 
     running = shipped_client.submit(PROMPT, num_frames=LONG_CLIP, api_name="/generate")
     _wait_until_generating(running)
-    waiting = [shipped_client.submit(PROMPT, **SHORT_CLIP, api_name="/generate") for _ in range(shipped_space.app.QUEUE_MAX_SIZE)]
+    size = shipped_space.app.QUEUE_MAX_SIZE
+    waiting = [shipped_client.submit(PROMPT, **SHORT_CLIP, api_name="/generate") for _ in range(size)]
     deadline = time.monotonic() + 30
-    while len(shipped_space.app.demo._queue) < shipped_space.app.QUEUE_MAX_SIZE:
+    while len(shipped_space.app.demo._queue) < size:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     refused = shipped_client.submit(PROMPT, api_name="/generate")
