@@ -268,12 +268,8 @@ class FrameSampler:
         self, window: torch.LongTensor, window_lengths: torch.LongTensor, width: int, active: torch.BoolTensor
     ) -> torch.Tensor:
         """One call per stream; the processed scores `[batch, width + 1, vocab]` of window positions 0 … width."""
-        logits = self._call(self.stream, window, window_lengths, width, active)
-        if self.guided:
-            unconditional = self._call(self.unconditional_stream, window, window_lengths, width, active)
-            conditional, unconditional = logits.log_softmax(dim=-1), unconditional.log_softmax(dim=-1)
-            logits = unconditional + self.guidance_scale * (conditional - unconditional)
-        return self._process(logits)
+        logits = [self._call(stream, window, window_lengths, width, active) for stream in self._streams()]
+        return self._process(self._guide(*logits))
 
     @torch.inference_mode()
     def sample_frame(
@@ -305,6 +301,10 @@ class FrameSampler:
         fixed_mask, fixed_ids = fixed_mask.to(device), fixed_ids.to(device)
         reference = None if reference is None else reference.to(device)
         source = draft_source or (ROW_ABOVE if reference is None else "reference")
+        self.counts.inherited += int(fixed_mask.sum())
+        self.counts.sampled += batch * num_tokens - int(fixed_mask.sum())
+        if not self.speculative and not bool(fixed_mask.any()):
+            return self._sample_plain(num_tokens)
         tokens = torch.zeros(batch, num_tokens, dtype=torch.long, device=device)
         decided = torch.zeros(batch, dtype=torch.long, device=device)
         while bool((decided < num_tokens).any()):
@@ -333,11 +333,44 @@ class FrameSampler:
             decided = torch.where(active, decided + accepted + produced.long(), decided)
             for stream in self._streams():
                 stream.replace(active, next_token, produced)
-        self.counts.inherited += int(fixed_mask.sum())
-        self.counts.sampled += batch * num_tokens - int(fixed_mask.sum())
         if not self.speculative:
             self.flush()  # as plain decoding: every token fed before the next prefix, in a call of its own
         return tokens
+
+    def _sample_plain(self, num_tokens: int) -> torch.LongTensor:
+        """Plain decoding, one call per token: the prefix's call gives the first token's distribution, and every
+        token is fed as it is drawn (the frame's last one too), exactly as `generate()` does."""
+        streams = self._streams()
+        fed = [stream.pending for stream in streams]  # the prefixes: nothing else waits in plain decoding
+        tokens = []
+        for _ in range(num_tokens + 1):
+            logits = [self._feed(stream, ids) for stream, ids in zip(streams, fed)]
+            if len(tokens) == num_tokens:
+                break
+            scores = self._process(self._guide(*logits))
+            if self.do_sample:
+                token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1, generator=self.generator)[:, 0]
+            else:
+                token = scores.argmax(dim=-1)
+            tokens.append(token)
+            fed = [token[:, None]] * len(streams)
+        for stream in streams:
+            stream.pending_lengths = torch.zeros_like(stream.pending_lengths)
+        return torch.stack(tokens, dim=1)
+
+    def _feed(self, stream: _Stream, ids: torch.LongTensor) -> torch.FloatTensor:
+        """One call of `ids` `[batch, n]`; the float32 logits of its last position."""
+        output = self.model(ids, cache=stream.cache, use_cache=True, logits_to_keep=1, check_inputs=False)
+        stream.cache = output.cache
+        self.counts.model_calls += 1
+        return output.logits[:, -1].to(dtype=torch.float32)
+
+    def _guide(self, logits: torch.FloatTensor, unconditional: torch.FloatTensor | None = None) -> torch.FloatTensor:
+        """With guidance, log p(x | uncond) + s · (log p(x | text) − log p(x | uncond)); else the logits."""
+        if unconditional is None:
+            return logits
+        conditional, unconditional = logits.log_softmax(dim=-1), unconditional.log_softmax(dim=-1)
+        return unconditional + self.guidance_scale * (conditional - unconditional)
 
     def _commit(self, accepted: torch.LongTensor, active: torch.BoolTensor) -> None:
         """Roll each stream back to its pending tokens plus the accepted window positions."""
@@ -348,8 +381,9 @@ class FrameSampler:
                 stream.cache.rewind(kept)
 
     def _count(self, is_draft, window_lengths, accepted, active, source: str) -> None:
+        # Verified: the drafts up to and including the first refused one (those after it are never judged).
         offsets = torch.arange(is_draft.shape[1], device=is_draft.device)[None, :]
-        verified = is_draft & (offsets < window_lengths[:, None]) & active[:, None]
+        verified = is_draft & (offsets <= accepted[:, None]) & (offsets < window_lengths[:, None]) & active[:, None]
         drafted = int(verified.sum())
         if drafted:
             accepted_drafts = int((verified & (offsets < accepted[:, None])).sum())

@@ -30,7 +30,7 @@ from .retention import (
     parallel_retention,
     recurrent_retention,
     retention_log_decay,
-    retention_state_at,
+    retention_states_at,
     rotate_pairs,
     rotation_angles,
     rotation_phasors,
@@ -213,10 +213,7 @@ class RetNetCache(Cache):
                 kept = low
         device = record.keys[0].device
         kept_rows = kept_rows.to(device)
-        self.states = [
-            retention_state_at(keys, values, record.log_decay, kept_rows, state)
-            for keys, values, state in zip(record.keys, record.values, record.states)
-        ]
+        self.states = retention_states_at(record.keys, record.values, record.log_decay, kept_rows, record.states)
         if record.places is not None:
             last = record.places.gather(1, (kept_rows - 1).clamp(min=0)[:, None])[:, 0]
             before = record.frame_places if record.frame_places is not None else torch.full_like(last, -1)

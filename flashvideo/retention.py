@@ -178,13 +178,26 @@ def retention_state_at(
     >>> prefix = retention_state_at(k, v, log_decay, torch.tensor([3]), state)  # as if only 3 tokens had been fed
     ```
     """
-    positions = torch.arange(k.shape[-2], device=k.device)
-    lengths = lengths.to(k.device)
+    return retention_states_at([k], [v], log_decay, lengths, [initial_state])[0]
+
+
+def retention_states_at(
+    keys: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
+    log_decay: torch.Tensor,
+    lengths: torch.Tensor,
+    initial_states: Sequence[torch.Tensor | None],
+) -> list[torch.Tensor]:
+    """`retention_state_at` for several layers that share their decays (and the call's length): the prefix weights
+    γ^(a−1−m) are computed once."""
+    positions = torch.arange(keys[0].shape[-2], device=keys[0].device)
+    lengths = lengths.to(keys[0].device)
     to_end = (lengths[:, None] - 1 - positions[None, :]).to(log_decay.dtype)  # [batch, length]
     kept = positions[None, :] < lengths[:, None]
-    weights = torch.exp(log_decay[None, :, None] * to_end.clamp(min=0)[:, None, :]) * kept[:, None, :]
-    state = k.transpose(-1, -2) @ (v * weights[..., None])
-    if initial_state is not None:
-        decayed = torch.exp(log_decay[None, :] * lengths[:, None].to(log_decay.dtype))[..., None, None]
-        state = state + decayed * initial_state
-    return state
+    weights = (torch.exp(log_decay[None, :, None] * to_end.clamp(min=0)[:, None, :]) * kept[:, None, :])[..., None]
+    decayed = torch.exp(log_decay[None, :] * lengths[:, None].to(log_decay.dtype))[..., None, None]
+    states = []
+    for k, v, initial_state in zip(keys, values, initial_states):
+        state = k.transpose(-1, -2) @ (v * weights)
+        states.append(state if initial_state is None else torch.addcmul(state, decayed, initial_state))
+    return states
