@@ -26,7 +26,9 @@ from .configuration_flashvideo import FlashVideoConfig
 # transformers' GenerationMixin and output classes, with 5.24's `cache` naming also on 5.23.
 from .transformers_compat import BaseModelOutputWithPast, CausalLMOutputWithPast, GenerationMixin
 from .retention import (
+    ParallelDecay,
     chunkwise_retention,
+    parallel_decay,
     parallel_retention,
     recurrent_retention,
     retention_log_decay,
@@ -314,6 +316,8 @@ class RetentionPositions(NamedTuple):
     rotation: torch.Tensor
     log_decay: torch.Tensor  # `[heads]` log γ_h, in the compute dtype
     decay: torch.Tensor  # `[heads, 1, 1]` γ_h, for the recurrent step
+    # The parallel form's decay factors for the call's block length (parallel and chunkwise forms), else None.
+    parallel_decay: ParallelDecay | None = None
 
 
 class FlashVideoRetentionPositions(nn.Module):
@@ -353,15 +357,19 @@ class FlashVideoRetentionPositions(nn.Module):
             self.log_decay, self.angles, self.rotation_scales = self.exact_constants(self.log_decay.device, dtype)
         return self
 
-    def forward(self, positions: torch.Tensor, compute_dtype: torch.dtype) -> RetentionPositions:
-        """`positions`: `[length]`, or `[batch, length]` when rows stand at different positions."""
-        # Constants, never trained: computed outside autograd. θ is every other angle (they come in equal pairs).
-        with torch.no_grad():
-            angles, log_decay, scales = self.angles[::2], self.log_decay, self.rotation_scales
-            if angles.dtype != compute_dtype:
-                angles, log_decay, scales = (x.to(compute_dtype) for x in (angles, log_decay, scales))
-            rotation = rotation_phasors(positions, angles, scales)
-            return RetentionPositions(rotation, log_decay, log_decay.exp().view(-1, 1, 1))
+    def forward(
+        self, positions: torch.Tensor, compute_dtype: torch.dtype, block_length: int | None = None
+    ) -> RetentionPositions:
+        """`positions`: `[length]`, or `[batch, length]` when rows stand at different positions; `block_length`: the
+        length of the parallel form's blocks, whose decay factors are then computed here, once for every layer."""
+        # Buffers and integer positions: nothing here requires grad, so no autograd graph is built (and no no_grad
+        # context is needed on the decode path). θ is every other angle (they come in equal pairs).
+        angles, log_decay, scales = self.angles[::2], self.log_decay, self.rotation_scales
+        if angles.dtype != compute_dtype:
+            angles, log_decay, scales = (x.to(compute_dtype) for x in (angles, log_decay, scales))
+        rotation = rotation_phasors(positions, angles, scales)
+        blocks = None if block_length is None else parallel_decay(log_decay, block_length)
+        return RetentionPositions(rotation, log_decay, log_decay.exp().view(-1, 1, 1), blocks)
 
 
 class FlashVideoCodePositions(nn.Module):
@@ -455,9 +463,11 @@ class FlashVideoMultiScaleRetention(nn.Module):
         if forward_mode == "recurrent":
             output, state = recurrent_retention(q, k, v, positions.log_decay, past_state, positions.decay)
         elif forward_mode == "chunkwise":
-            output, state = chunkwise_retention(q, k, v, positions.log_decay, self.chunk_size, past_state)
+            output, state = chunkwise_retention(
+                q, k, v, positions.log_decay, self.chunk_size, past_state, positions.parallel_decay
+            )
         else:
-            output, state = parallel_retention(q, k, v, positions.log_decay, past_state)
+            output, state = parallel_retention(q, k, v, positions.log_decay, past_state, positions.parallel_decay)
 
         output = nn.functional.rms_norm(output, output.shape[-1:], eps=self.head_norm_eps)  # [b, heads, length, d_v]
         output = output.transpose(1, 2).reshape(batch, length, -1)
@@ -676,7 +686,10 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         Returns the hidden states, each layer's final state and its keys and values, log γ, and the hidden states
         of every layer when asked."""
         compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
-        retention_positions = self.positions(positions, compute_dtype)
+        length = hidden_states.shape[1]
+        # The parallel form's decay factors depend on the block length only: computed once here for every layer.
+        block_length = {"parallel": length, "chunkwise": min(length, self.config.chunk_size)}.get(forward_mode)
+        retention_positions = self.positions(positions, compute_dtype, block_length)
         all_hidden_states = () if output_hidden_states else None
         states, keys_and_values = [], []
         for layer, past_state in zip(self.layers, past_states):

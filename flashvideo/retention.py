@@ -15,6 +15,7 @@ functions below run in float32 (or float64) whatever the model dtype, which keep
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -72,34 +73,51 @@ def _decay_powers(log_decay: torch.Tensor, exponents: torch.Tensor) -> torch.Ten
     return torch.exp(log_decay[:, None] * exponents[None, :])
 
 
+class ParallelDecay(NamedTuple):
+    """The decay factors of the parallel form for one block length: they depend on γ and the length only, so one
+    model call computes them once for all its layers (`parallel_decay`)."""
+
+    matrix: torch.Tensor  # [H, L, L]: D_nm = γ^(n−m) for n ≥ m, else 0
+    to_end: torch.Tensor  # [1, H, L, 1]: γ^(L−1−m), weights of the final state
+    from_start: torch.Tensor  # [1, H, L, 1]: γ^(n+1), how much of the initial state reaches position n
+    total: torch.Tensor  # [1, H, 1, 1]: γ^L, the initial state's share of the final state
+
+
+def parallel_decay(log_decay: torch.Tensor, length: int) -> ParallelDecay:
+    """`ParallelDecay` for blocks of `length` tokens, in `log_decay`'s dtype and device."""
+    positions = torch.arange(length, device=log_decay.device, dtype=log_decay.dtype)
+    distance = positions[:, None] - positions[None, :]
+    # Mask before exponentiating: exp of a positive exponent (future positions) would overflow.
+    causal_exponent = torch.where(distance >= 0, distance, torch.full_like(distance, math.inf))
+    return ParallelDecay(
+        torch.exp(log_decay[:, None, None] * causal_exponent),  # zeros above the diagonal
+        _decay_powers(log_decay, (length - 1) - positions)[None, :, :, None],
+        _decay_powers(log_decay, positions + 1)[None, :, :, None],
+        torch.exp(log_decay * length)[None, :, None, None],
+    )
+
+
 def parallel_retention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     log_decay: torch.Tensor,
     initial_state: torch.Tensor | None = None,
+    decay: ParallelDecay | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Parallel form: O = ((Q Kᵀ) ⊙ D) V with D_nm = γ^(n−m) for n ≥ m, else 0. O(L²) time, one call.
 
+    `decay`: `parallel_decay(log_decay, length)` when the caller has it already (computed here otherwise).
     Returns `(output, final_state)`.
     """
-    length = q.shape[-2]
-    positions = torch.arange(length, device=q.device, dtype=log_decay.dtype)
-    distance = positions[:, None] - positions[None, :]
-    # Mask before exponentiating: exp of a positive exponent (future positions) would overflow.
-    causal_exponent = torch.where(distance >= 0, distance, torch.full_like(distance, math.inf))
-    decay_matrix = torch.exp(
-        log_decay[:, None, None] * causal_exponent
-    )  # [H, L, L], zeros above the diagonal
-    output = ((q @ k.transpose(-1, -2)) * decay_matrix) @ v
-
+    if decay is None:
+        decay = parallel_decay(log_decay, q.shape[-2])
+    output = ((q @ k.transpose(-1, -2)) * decay.matrix) @ v
     # The state after the last token: S_{L−1} = Σ_m γ^{L−1−m} k_mᵀ v_m (+ γ^L S_{-1}).
-    to_end = _decay_powers(log_decay, (length - 1) - positions)[None, :, :, None]
-    final_state = k.transpose(-1, -2) @ (v * to_end)
+    final_state = k.transpose(-1, -2) @ (v * decay.to_end)
     if initial_state is not None:
-        from_start = _decay_powers(log_decay, positions + 1)[None, :, :, None]
-        output = output + (q * from_start) @ initial_state
-        final_state = final_state + torch.exp(log_decay * length)[None, :, None, None] * initial_state
+        output = output + (q * decay.from_start) @ initial_state
+        final_state = final_state + decay.total * initial_state
     return output, final_state
 
 
@@ -110,20 +128,27 @@ def chunkwise_retention(
     log_decay: torch.Tensor,
     chunk_size: int,
     initial_state: torch.Tensor | None = None,
+    decay: ParallelDecay | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise form: parallel within blocks of `chunk_size`, the recurrent state carried across blocks.
 
     R_{c+1} = γ^B R_c + K_cᵀ (V_c ⊙ ζ) is exactly the final state of the parallel form on block c started from
-    R_c, so each block is one `parallel_retention` call. O(L·B) time and memory. Returns `(output, final_state)`.
+    R_c, so each block is one `parallel_retention` call. O(L·B) time and memory. `decay`: `parallel_decay` for the
+    full blocks' length, when the caller has it (computed once here otherwise; blocks of another length, the last,
+    compute their own). Returns `(output, final_state)`.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    if decay is None and q.shape[-2] >= chunk_size:
+        decay = parallel_decay(log_decay, chunk_size)
     state = initial_state
     outputs = []
     for start in range(0, q.shape[-2], chunk_size):
         block = slice(start, start + chunk_size)
+        block_q = q[..., block, :]
+        same_length = decay is not None and decay.matrix.shape[-1] == block_q.shape[-2]
         block_output, state = parallel_retention(
-            q[..., block, :], k[..., block, :], v[..., block, :], log_decay, state
+            block_q, k[..., block, :], v[..., block, :], log_decay, state, decay if same_length else None
         )
         outputs.append(block_output)
     return torch.cat(outputs, dim=-2), state

@@ -6,7 +6,9 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import flashvideo
@@ -43,9 +45,13 @@ def test_saved_directory_declares_remote_code(tiny_model, tmp_path):
         assert (tmp_path / name).exists(), name
 
 
-def test_loads_with_trust_remote_code_without_the_package(tiny_model, tmp_path):
+@pytest.mark.parametrize("original_format", [False, True], ids=["fused", "pre-fusion layout"])
+def test_loads_with_trust_remote_code_without_the_package(tiny_model, tmp_path, original_format):
+    """Also a checkpoint in the layout from before the fused projections: the repo's own modelling file converts it."""
     checkpoint = tmp_path / "checkpoint"
-    tiny_model.save_pretrained(checkpoint)
+    tiny_model.save_pretrained(checkpoint, save_original_format=original_format)
+    weights = load_file(checkpoint / "model.safetensors")
+    assert ("model.layers.0.retention.q_proj.weight" in weights) == original_format
     ids = torch.randint(3, 90, (1, 15))
     with torch.no_grad():
         expected = tiny_model(ids).logits

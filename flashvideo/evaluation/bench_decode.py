@@ -165,15 +165,21 @@ def flops_per_call(model: FlashVideoForCausalLM, tokens: int) -> int:
     return tokens * (2 * linear + retention)
 
 
-def _median_seconds(fn, repeats: int, clock=time.thread_time) -> float:
-    """Median seconds of `fn()`; by default this thread's CPU time, which leaves out the time other processes
-    take the core (the floor and the calls are measured alike)."""
-    times = []
+def _median_times(fn, repeats: int) -> tuple[float, float]:
+    """Median seconds of `fn()`, wall clock and this thread's CPU time (which leaves out the time other processes
+    take the core)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        started = clock()
+        wall_start, cpu_start = time.perf_counter(), time.thread_time()
         fn()
-        times.append(clock() - started)
-    return statistics.median(times)
+        cpu.append(time.thread_time() - cpu_start)
+        wall.append(time.perf_counter() - wall_start)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    """Median CPU seconds of `fn()`: the floor is measured in CPU time, like the calls it is compared with."""
+    return _median_times(fn, repeats)[1]
 
 
 def measure_floor(weight_bytes: int, repeats: int = 20, memory: bool = True) -> MachineFloor:
@@ -213,7 +219,7 @@ def measure_step_cost(
     calls_per_round: int = 10,
     position: int = 256,
     seed: int = 0,
-) -> tuple[list[StepMeasurement], MachineFloor]:
+) -> tuple[list[StepMeasurement], dict[str, MachineFloor]]:
     """Median time of one call from a `RetNetCache` filled to `position`, per model, batch size and call length,
     with its aten operator count and the floor measured in the same run.
 
@@ -236,35 +242,42 @@ def measure_step_cost(
                     model(ids, cache=cache, use_cache=True, check_inputs=False)
 
                 cases[(name, batch, length)] = call
-    floors, timings, wall = [], {key: [] for key in cases}, {key: [] for key in cases}
+    # Each model's floor copies a tensor as large as its own weights: that size decides which cache level it sees.
     weight_bytes = {name: weight_bytes_per_call(model, 1) for name, model in models.items()}
-    memory_copy = measure_floor(max(weight_bytes.values()), repeats=5).memory_copy_gb_per_s
+    memory_copy = measure_floor(1, repeats=1).memory_copy_gb_per_s
+    floor_rounds = {name: [] for name in models}
+    timings = {key: [] for key in cases}  # (wall, CPU) medians per round
     for _ in range(rounds):
-        floors.append(measure_floor(max(weight_bytes.values()), repeats=5, memory=False))
+        for name in models:
+            floor_rounds[name].append(measure_floor(weight_bytes[name], repeats=5, memory=False))
         for key, call in cases.items():
-            timings[key].append(_median_seconds(call, calls_per_round))
-            wall[key].append(_median_seconds(call, calls_per_round, time.perf_counter))
-    copy = statistics.median(f.copy_gb_per_s for f in floors)
-    floor = MachineFloor(copy, memory_copy, statistics.median(f.gemm_gflop_per_s for f in floors))
+            timings[key].append(_median_times(call, calls_per_round))
+    floors = {
+        name: MachineFloor(
+            statistics.median(f.copy_gb_per_s for f in measured), memory_copy,
+            statistics.median(f.gemm_gflop_per_s for f in measured),
+        )  # fmt: skip
+        for name, measured in floor_rounds.items()
+    }
     results = []
     for (name, batch, length), call in cases.items():
-        model, tokens = models[name], batch * length
+        model, tokens, floor = models[name], batch * length, floors[name]
         call()  # the profiler's first call is not counted twice
         all_ops, top_ops = count_aten_ops(call)
         read, flops = weight_bytes_per_call(model, tokens), flops_per_call(model, tokens)
         floor_s = max(read / (floor.copy_gb_per_s * 1e9), flops / (floor.gemm_gflop_per_s * 1e9))
-        median = statistics.median(timings[(name, batch, length)])
+        wall, cpu = (statistics.median(times) for times in zip(*timings[(name, batch, length)]))
         results.append(
             StepMeasurement(
-                name, batch, length, 1000 * statistics.median(wall[(name, batch, length)]), 1000 * median, all_ops,
-                top_ops, read / 1e6, flops / 1e6, 1000 * floor_s, median / floor_s,
+                name, batch, length, 1000 * wall, 1000 * cpu, all_ops, top_ops, read / 1e6, flops / 1e6,
+                1000 * floor_s, cpu / floor_s,
             )  # fmt: skip
         )
-        logger.info("%s batch %d × %d tokens: %.3f ms/call, %d aten ops", name, batch, length, 1000 * median, all_ops)
-    return results, floor
+        logger.info("%s batch %d × %d tokens: %.3f ms/call, %d aten ops", name, batch, length, 1000 * cpu, all_ops)
+    return results, floors
 
 
-def step_cost_markdown(results: list[StepMeasurement], floor: MachineFloor) -> list[str]:
+def step_cost_markdown(results: list[StepMeasurement], floors: dict[str, MachineFloor]) -> list[str]:
     lines = [
         "### One call against the hardware floor",
         "",
@@ -273,9 +286,14 @@ def step_cost_markdown(results: list[StepMeasurement], floor: MachineFloor) -> l
         "Medians over round-robin rounds, wall clock and this thread's CPU time (on a shared machine the CPU time "
         "is the steadier; the floor is CPU time too); aten operators counted with torch.profiler (nested ones "
         "included; top level: called from Python).",
-        f"Floor measured in the same run: copy bandwidth {floor.copy_gb_per_s:.1f} GB/s for a tensor the size of the "
-        f"weights ({floor.memory_copy_gb_per_s:.1f} GB/s for 256 MiB), float32 GEMM {floor.gemm_gflop_per_s:.1f} "
-        "GFLOP/s; floor = max(weight bytes ÷ copy bandwidth, FLOPs ÷ GEMM rate).",
+        "Floor measured in the same run, interleaved with the calls: floor = max(weight bytes ÷ copy bandwidth of a "
+        "tensor as large as the model's weights, FLOPs ÷ float32 GEMM rate (512³)).",
+        "",
+        *(
+            f"- {name}: copy {floor.copy_gb_per_s:.1f} GB/s ({floor.memory_copy_gb_per_s:.1f} GB/s for 256 MiB), "
+            f"GEMM {floor.gemm_gflop_per_s:.1f} GFLOP/s"
+            for name, floor in floors.items()
+        ),
         "",
         "| model | batch | tokens per call | ms per call (wall) | CPU ms per call | aten ops (top level) "
         "| weights read (MB) | MFLOPs | floor (ms) | CPU time × floor |",
@@ -304,7 +322,7 @@ def write_report(
     results: list[DecodeMeasurement],
     config: FlashVideoConfig,
     output_dir: Path,
-    step_costs: tuple[list[StepMeasurement], MachineFloor] | None = None,
+    step_costs: tuple[list[StepMeasurement], dict[str, MachineFloor]] | None = None,
 ) -> Path:
     """Write `decode_latency.{md,json,png}` (and `decode_step.json` with `step_costs`) under `output_dir`; returns
     the markdown path."""
@@ -339,9 +357,10 @@ def write_report(
         lines.append(f"- {model}: latency at {last} / latency at {first} = {ratio:.3f}")
     if step_costs is not None:
         lines += ["", *step_cost_markdown(*step_costs)]
-        calls, floor = step_costs
+        calls, floors = step_costs
+        floors_json = {name: asdict(floor) for name, floor in floors.items()}
         (output_dir / "decode_step.json").write_text(
-            json.dumps({"floor": asdict(floor), "calls": [asdict(r) for r in calls]}, indent=2)
+            json.dumps({"floors": floors_json, "calls": [asdict(r) for r in calls]}, indent=2)
         )
     markdown_path = output_dir / "decode_latency.md"
     markdown_path.write_text("\n".join(lines) + "\n")
