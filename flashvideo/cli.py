@@ -115,7 +115,9 @@ def _add_bench(subparsers) -> None:
         "video",
         help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache",
     )
-    video.add_argument("--repeats", type=int, default=3, help="clips timed per mode; the median is reported (default 3)")
+    video.add_argument(
+        "--repeats", type=int, default=5, help="clips timed per method, round-robin; the median is reported (default 5)"
+    )
     video.add_argument(
         "--checkpoint",
         default=None,
@@ -128,6 +130,21 @@ def _add_bench(subparsers) -> None:
         help="also time (a), (b) and (c) with compiled decoding (torch.compile; needs a C++ compiler on a CPU)",
     )
     video.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
+    scaling = kinds.add_parser(
+        "scaling",
+        help="frames per second vs clip length and resolution (the paper's Figure 6): the default pipeline, "
+        "fully autoregressive FlashVideo, the Llama with and without KV cache",
+    )
+    scaling.add_argument(
+        "--lengths", type=int, nargs="+", default=[16, 31, 61, 121],
+        help="clip lengths in frames at 64x64; each minus 1 a multiple of 5 (default 16 31 61 121)",
+    )  # fmt: skip
+    scaling.add_argument("--repeats", type=int, default=1, help="clips timed per method and point (median; default 1)")
+    scaling.add_argument(
+        "--checkpoint", default=DEFAULT,
+        help="the trained pipeline of the length sweep's default-pipeline rows ('default' = the shipped one)",
+    )  # fmt: skip
+    scaling.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
     training = kinds.add_parser(
         "training",
         help="training tokens/s and peak memory, parallel vs chunkwise form, at long sequence lengths",
@@ -344,7 +361,7 @@ def _generate_with_random_weights(prompt: str, output: Path, seed: int, redundan
     return result
 
 
-BENCHMARK_REPORTS = ("decode_latency", "video_generation", "video_generation_trained", "training_throughput")
+BENCHMARK_REPORTS = ("decode_latency", "video_generation", "video_generation_trained", "scaling", "training_throughput")
 
 
 def write_benchmarks_readme(output_dir: Path) -> Path:
@@ -366,6 +383,15 @@ def write_benchmarks_readme(output_dir: Path) -> Path:
     return path
 
 
+def _checkpoint_path(name: str | None) -> str | None:
+    """A checkpoint argument as a path: "default" is the shipped checkpoint, wherever the command runs."""
+    if name != DEFAULT:
+        return name
+    from . import default_checkpoint
+
+    return str(default_checkpoint())
+
+
 def _run_bench(args: argparse.Namespace) -> None:
     from .evaluation import bench_decode, bench_training, bench_video
 
@@ -373,23 +399,26 @@ def _run_bench(args: argparse.Namespace) -> None:
         positions, steps = (
             (args.positions, args.steps) if args.benchmark == "decode" else ([256, 1024, 4096, 8192], 64)
         )
-        checkpoint = args.checkpoint if args.benchmark == "decode" else None
-        if checkpoint == DEFAULT:
-            from . import default_checkpoint
-
-            checkpoint = str(default_checkpoint())
+        checkpoint = _checkpoint_path(args.checkpoint if args.benchmark == "decode" else None)
         report = bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps, checkpoint=checkpoint)
         sys.stdout.write(report.read_text())
     if args.benchmark in ("video", "all"):
-        repeats = args.repeats if args.benchmark == "video" else 3
-        checkpoint = getattr(args, "checkpoint", None)
-        if checkpoint == DEFAULT:
-            from . import default_checkpoint
-
-            checkpoint = str(default_checkpoint())
+        repeats = args.repeats if args.benchmark == "video" else 5
         report = bench_video.run_video_benchmark(
-            args.output_dir, repeats=repeats, checkpoint=checkpoint, compile=getattr(args, "compile", False)
-        )
+            args.output_dir, repeats=repeats, checkpoint=_checkpoint_path(getattr(args, "checkpoint", None)),
+            compile=getattr(args, "compile", False),
+        )  # fmt: skip
+        sys.stdout.write(report.read_text())
+    if args.benchmark in ("scaling", "all"):
+        from .evaluation.bench_scaling import CLIP_LENGTHS, run_scaling_benchmark
+        from .pipeline_flashvideo import FlashVideoPipeline
+
+        checkpoint = _checkpoint_path(args.checkpoint if args.benchmark == "scaling" else DEFAULT)
+        report = run_scaling_benchmark(
+            args.output_dir, FlashVideoPipeline.from_pretrained(checkpoint, device="cpu"),
+            lengths=tuple(args.lengths) if args.benchmark == "scaling" else CLIP_LENGTHS,
+            repeats=args.repeats if args.benchmark == "scaling" else 1,
+        )  # fmt: skip
         sys.stdout.write(report.read_text())
     if args.benchmark in ("training", "all"):
         lengths = args.lengths if args.benchmark == "training" else [1024, 4096, 8192]
