@@ -30,6 +30,8 @@ from .redundant_free import classify_tokens
 logger = logging.get_logger(__name__)
 
 INTERPOLATION_SUBFOLDER = "interpolation"
+# `interpolation_model=KEY_FRAME_MODEL`: the key-frame model also interpolates (asked for, never assumed).
+KEY_FRAME_MODEL = "key_frame_model"
 OUTPUT_TYPES = ("np", "pil")
 # Where drafts come from: "previous_frame" drafts key frame j from key frame j - 1 and an inserted frame from the
 # frame before it in time (A for the first), the first key frame from its own row above; "row_above" always from
@@ -128,7 +130,7 @@ class FlashVideoPipeline(Pipeline):
         self,
         model: FlashVideoForCausalLM,
         processor: FlashVideoProcessor | None = None,
-        interpolation_model: FlashVideoForCausalLM | None = None,
+        interpolation_model: FlashVideoForCausalLM | str | None = None,
         show_progress: bool = True,
         **kwargs,
     ):
@@ -140,13 +142,20 @@ class FlashVideoPipeline(Pipeline):
                     "processor is required when the model was not loaded from a checkpoint directory."
                 )
             processor = FlashVideoProcessor.from_pretrained(source)
-        if interpolation_model is None and source and has_interpolation_model(source):
-            interpolation_model = FlashVideoForCausalLM.from_pretrained(
-                source, subfolder=INTERPOLATION_SUBFOLDER
-            )
-        if interpolation_model is None:
-            logger.info("No interpolation model given: the key-frame model also interpolates.")
+        if isinstance(interpolation_model, str):
+            if interpolation_model != KEY_FRAME_MODEL:
+                raise ValueError(
+                    f"interpolation_model must be a FlashVideoForCausalLM, {KEY_FRAME_MODEL!r} (the key-frame model "
+                    f"also interpolates) or None (the checkpoint's {INTERPOLATION_SUBFOLDER}/), got {interpolation_model!r}."
+                )
             interpolation_model = model
+        elif interpolation_model is None and source:
+            interpolation_model = load_interpolation_model(source)
+        elif interpolation_model is None:
+            logger.info("No interpolation model given for an in-memory model: the key-frame model also interpolates.")
+            interpolation_model = model
+        processor.layout.check_matches(model.config, "the key-frame model's config")
+        processor.layout.check_matches(interpolation_model.config, "the interpolation model's config")
         codebook_size = getattr(getattr(processor.image_tokenizer, "config", None), "num_vq_embeddings", None)
         if codebook_size is not None and codebook_size != model.config.image_vocab_size:
             raise ValueError(
@@ -160,16 +169,22 @@ class FlashVideoPipeline(Pipeline):
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path, device: str | torch.device | None = None, **hub_kwargs
-    ) -> "FlashVideoPipeline":
-        """Load the models and processor from a checkpoint directory or a Hub repo id (offline from the cache)."""
+        cls, pretrained_model_name_or_path: str | Path, device: str | torch.device | None = None,
+        interpolation_model: FlashVideoForCausalLM | str | None = None, **hub_kwargs,
+    ) -> "FlashVideoPipeline":  # fmt: skip
+        """Load the models and processor from a checkpoint directory or a Hub repo id (offline from the cache).
+
+        The interpolation model comes from the checkpoint's `interpolation/` unless `interpolation_model` is given
+        (`KEY_FRAME_MODEL`: the key-frame model interpolates); a checkpoint without one is refused, naming the file."""
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
             from huggingface_hub import snapshot_download
 
             path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
         model = AutoModelForCausalLM.from_pretrained(path)
-        return cls(model=model, device=device if device is not None else model.device)
+        return cls(
+            model=model, interpolation_model=interpolation_model, device=device if device is not None else model.device
+        )
 
     def compile_recurrent_step(self, **compile_kwargs) -> "FlashVideoPipeline":
         """Compile the recurrent decode step of the key-frame and interpolation models (`torch.compile`).
@@ -182,7 +197,8 @@ class FlashVideoPipeline(Pipeline):
         return self
 
     def save_pretrained(self, save_directory: str | Path, hub_ready: bool = False, **kwargs) -> None:
-        """Write the key-frame model, the interpolation model (`interpolation/`) and the processor.
+        """Write the key-frame model, the interpolation model (`interpolation/`, the key-frame model again when it
+        also interpolates) and the processor.
 
         With `hub_ready=True` the config also gets `custom_pipelines` and the directory the pipeline's code, so that
         `pipeline(model=repo, trust_remote_code=True)` works where flashvideo is not installed. transformers then
@@ -193,8 +209,8 @@ class FlashVideoPipeline(Pipeline):
             super().save_pretrained(save_directory, **kwargs)
         else:
             self.model.save_pretrained(save_directory, **kwargs)
-        if self.interpolation_model is not self.model:
-            self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
+        # Always written (the key-frame model again when it also interpolates), so that loading never has to guess.
+        self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
         self.processor.save_pretrained(save_directory)
 
     def push_to_hub(
@@ -615,6 +631,32 @@ class FlashVideoPipeline(Pipeline):
         stats.interpolation.frames += batch * (num_key_frames - 1) * num_inserted
         stats.interpolation.add(sampler.counts, time.perf_counter() - started)
         return video
+
+
+def missing_interpolation_file(source: str | Path) -> str | None:
+    """The first file of the checkpoint's interpolation model that is missing (`interpolation/config.json`, then its
+    weights), or None when it is complete. A local directory or a Hub repo id (online or from the cache)."""
+    weights = ("model.safetensors", "model.safetensors.index.json")
+    if Path(source).is_dir():
+        folder = Path(source) / INTERPOLATION_SUBFOLDER
+        if not (folder / "config.json").is_file():
+            return str(folder / "config.json")
+        return None if any((folder / name).is_file() for name in weights) else str(folder / weights[0])
+    if not has_interpolation_model(source):
+        return f"{source}/{INTERPOLATION_SUBFOLDER}/config.json"
+    return None
+
+
+def load_interpolation_model(source: str | Path) -> FlashVideoForCausalLM:
+    """The checkpoint's interpolation model (`interpolation/`); a FileNotFoundError names a missing file."""
+    missing = missing_interpolation_file(source)
+    if missing is not None:
+        raise FileNotFoundError(
+            f"The checkpoint {source} has no complete interpolation model: {missing} is missing. Pass "
+            f"interpolation_model={KEY_FRAME_MODEL!r} to let the key-frame model interpolate, or an interpolation "
+            "model (e.g. one trained with `flashvideo train --stage interpolation`)."
+        )
+    return FlashVideoForCausalLM.from_pretrained(source, subfolder=INTERPOLATION_SUBFOLDER)
 
 
 def has_interpolation_model(source: str | Path) -> bool:

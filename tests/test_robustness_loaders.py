@@ -103,3 +103,39 @@ def test_a_processor_layout_that_disagrees_with_the_config_is_named(tiny_process
                                 "image_token_start": None, "vocab_size": None})  # fmt: skip
     with pytest.raises(ValueError, match="max_frames=6 but the model config has 8"):
         tiny_processor.layout.check_matches(other)
+
+
+def test_a_pipeline_refuses_a_processor_saved_for_another_layout(tiny_processor, tiny_config):
+    from flashvideo import FlashVideoPipeline
+
+    other = FlashVideoConfig(**{**tiny_config.to_dict(), "max_frames": 8, "text_token_start": None,
+                                "image_token_start": None, "vocab_size": None})  # fmt: skip
+    with pytest.raises(ValueError, match="max_frames=6 but the key-frame model's config has 8"):
+        FlashVideoPipeline(model=FlashVideoForCausalLM(other), processor=tiny_processor, device="cpu")
+
+
+@pytest.fixture
+def saved_pipeline(tiny_pipeline, tmp_path):
+    folder = tmp_path / "pipeline"
+    tiny_pipeline.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("missing", ["interpolation", "interpolation/config.json", "interpolation/model.safetensors"])
+def test_a_missing_interpolation_model_is_named_not_replaced(saved_pipeline, missing):
+    import shutil
+
+    from flashvideo import FlashVideoPipeline
+    from flashvideo.pipeline_flashvideo import KEY_FRAME_MODEL
+
+    assert FlashVideoPipeline.from_pretrained(saved_pipeline).interpolation_model is not None  # complete: loads
+    target = saved_pipeline / missing
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    named = saved_pipeline / (missing if missing != "interpolation" else "interpolation/config.json")
+    with pytest.raises(FileNotFoundError, match=f"{named} is missing. Pass interpolation_model='key_frame_model'"):
+        FlashVideoPipeline.from_pretrained(saved_pipeline)
+    # Only when asked for does the key-frame model stand in.
+    pipe = FlashVideoPipeline.from_pretrained(saved_pipeline, interpolation_model=KEY_FRAME_MODEL)
+    assert pipe.interpolation_model is pipe.model
+    with pytest.raises(ValueError, match="interpolation_model must be"):
+        FlashVideoPipeline.from_pretrained(saved_pipeline, interpolation_model="the other one")
