@@ -15,6 +15,7 @@ image codes) runs beside the conditional one, and tokens are sampled from
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from transformers.generation import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -158,6 +159,7 @@ class FrameSampler:
         guidance_scale: float = 1.0,
         num_draft_tokens: int = 0,
         lockstep: bool = False,
+        static_windows: bool = False,
     ):
         self.model = model
         self.logits_processor = logits_processor
@@ -166,6 +168,9 @@ class FrameSampler:
         self.guidance_scale = guidance_scale
         self.num_draft_tokens = num_draft_tokens
         self.lockstep = lockstep
+        # Every verify call holds exactly one pending token and `num_draft_tokens` window positions (fixed tokens
+        # included), padded: one shape for a compiled model (`FlashVideoPipeline.compile_recurrent_step`).
+        self.static_windows = static_windows and num_draft_tokens > 0
         self.grid = model.config.code_grid_size
         self.counts = TokenCounts()
         # Created on the first call (the batch size comes with it); each holds a cache made by the model itself, so
@@ -200,6 +205,8 @@ class FrameSampler:
         0 … width (the last pending token's and the window's)."""
         pending_lengths = torch.where(active, stream.pending_lengths, 0)
         ids = _concatenate_ragged(stream.pending, pending_lengths, window, window_lengths)
+        if self.static_windows and ids.shape[1] < 1 + width:  # a row's pending token and a full window, padded
+            ids = nn.functional.pad(ids, (0, 1 + width - ids.shape[1]))
         # Logits only for the positions read below: from the earliest last-pending-token on.
         first_read = int(pending_lengths[active].min()) - 1
         output = self.model(
@@ -241,8 +248,10 @@ class FrameSampler:
         blocked = (~fixed_mask & ahead) & ~drafted if self.speculative else (~fixed_mask & ahead)
         count = drafted.long().cumsum(dim=1)
         in_window = ahead & (count <= limit) & (blocked.long().cumsum(dim=1) == 0)
+        if self.static_windows:
+            in_window &= positions[None, :] < decided[:, None] + limit
         lengths = in_window.sum(dim=1)
-        width = int(lengths.max())
+        width = limit if self.static_windows else int(lengths.max())
         window_positions = (decided[:, None] + torch.arange(width, device=tokens.device)).clamp(max=num_tokens - 1)
         if reference is not None:
             values = torch.where(fixed_mask, fixed_ids, reference)
@@ -267,9 +276,22 @@ class FrameSampler:
     def _distributions(
         self, window: torch.LongTensor, window_lengths: torch.LongTensor, width: int, active: torch.BoolTensor
     ) -> torch.Tensor:
-        """One call per stream; the processed scores `[batch, width + 1, vocab]` of window positions 0 … width."""
-        logits = [self._call(stream, window, window_lengths, width, active) for stream in self._streams()]
-        return self._process(self._guide(*logits))
+        """One call per stream; the processed scores `[batch, width + 1, image codes]` of window positions 0 … width,
+        over the image codes only (index c is token `image_token_range[0] + c`).
+
+        Slicing the logits to the image codes is the image-code restriction, done before the other processors rather
+        than by them: the scores differ by a constant per row at most (guidance's log-softmax normalises over fewer
+        tokens), which temperature, top-k, top-p and the softmax all ignore, so the distributions are the same.
+        """
+        start, end = self.model.config.image_token_range
+        logits = [self._call(stream, window, window_lengths, width, active)[..., start:end] for stream in self._streams()]
+        scores = self._guide(*logits)
+        shape = scores.shape
+        scores = scores.reshape(-1, shape[-1])
+        for processor in self.logits_processor:
+            if not isinstance(processor, ImageCodesOnlyLogitsProcessor):  # done by the slicing above
+                scores = processor(None, scores)
+        return scores.reshape(shape)
 
     @torch.inference_mode()
     def sample_frame(
@@ -312,7 +334,11 @@ class FrameSampler:
             width = window.shape[1]
             active = decided < num_tokens
             scores = self._distributions(window, window_lengths, width, active)
-            accepted, drawn = verify_drafts(scores, window, is_draft, window_lengths, self.do_sample, self.generator)
+            image_start = self.model.config.image_token_range[0]
+            # Windows in code indices (a fixed token outside the image codes, never judged, is clamped harmlessly).
+            codes = (window - image_start).clamp(0, scores.shape[-1] - 1)
+            accepted, drawn = verify_drafts(scores, codes, is_draft, window_lengths, self.do_sample, self.generator)
+            drawn = drawn + image_start
             next_token = drawn  # the token at the first position not accepted
             if self.lockstep:
                 # Every row advances by the least accepted; a row that accepted more takes its own accepted token

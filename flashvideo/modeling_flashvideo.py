@@ -664,6 +664,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         self.norm = FlashVideoRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
         self._compiled_run_layers = None  # set by `compile_recurrent_step`
+        self._compiled_call_lengths = frozenset()  # multi-token call lengths that take the compiled path too
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -709,7 +710,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             all_hidden_states += (hidden_states,)
         return hidden_states, states, keys_and_values, retention_positions.log_decay, all_hidden_states
 
-    def compile_recurrent_step(self, **compile_kwargs) -> None:
+    def compile_recurrent_step(self, call_lengths: tuple[int, ...] = (), **compile_kwargs) -> None:
         """Compile the decode step (one token through every layer in recurrent form) with `torch.compile`.
 
         A recurrent step at this model size is a few hundred small operators, so in eager mode its time is mostly
@@ -718,7 +719,9 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         `flashvideo bench video --compile`). Only length-1 inference calls take the compiled path, so prefill,
         chunkwise feeding and training are unchanged; outputs match the eager step to float rounding. The first
         call per batch size compiles (tens of seconds on a CPU; inductor needs a C++ compiler there).
-        `compile_kwargs` go to `torch.compile` (default `dynamic=False`: one graph per batch size).
+        `call_lengths`: multi-token calls of these lengths from a cache (parallel form) take the compiled path too —
+        speculative decoding's verify calls, which the pipeline pads to one length. `compile_kwargs` go to
+        `torch.compile` (default `dynamic=False`: one graph per batch size and length).
 
         Example:
 
@@ -728,6 +731,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         ```
         """
         self._compiled_run_layers = torch.compile(self._run_layers, **{"dynamic": False, **compile_kwargs})
+        self._compiled_call_lengths = frozenset(call_lengths)
 
     def _check_input_ids(self, input_ids: torch.Tensor, check_values: bool = True) -> None:
         if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
@@ -843,7 +847,10 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             for layer_idx in range(self.config.num_hidden_layers)
         ]
         run_layers = self._run_layers
-        if self._compiled_run_layers is not None and forward_mode == "recurrent" and length == 1 and not self.training:
+        compiled_shape = (forward_mode == "recurrent" and length == 1) or (
+            forward_mode == "parallel" and length in self._compiled_call_lengths and cache is not None
+        )
+        if self._compiled_run_layers is not None and compiled_shape and not self.training:
             run_layers = self._compiled_run_layers
         hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
             inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states)
@@ -890,9 +897,10 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
-    def compile_recurrent_step(self, **compile_kwargs) -> None:
-        """Compile the decoder's recurrent step; see `FlashVideoModel.compile_recurrent_step`."""
-        self.model.compile_recurrent_step(**compile_kwargs)
+    def compile_recurrent_step(self, call_lengths: tuple[int, ...] = (), **compile_kwargs) -> None:
+        """Compile the decoder's recurrent step (and calls of `call_lengths`); see
+        `FlashVideoModel.compile_recurrent_step`."""
+        self.model.compile_recurrent_step(call_lengths, **compile_kwargs)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
         # generate() would make a DynamicCache; a RetNetCache made here, before the first call, is also what assisted

@@ -37,6 +37,10 @@ OUTPUT_TYPES = ("np", "pil")
 # frame before it in time (A for the first), the first key frame from its own row above; "row_above" always from
 # the row above inside the frame being sampled.
 DRAFT_SOURCES = ("previous_frame", "row_above")
+# Drafts per verify call. Chosen by measurement on the shipped checkpoint (1 thread, 16-frame clips, 2 seeds): a
+# single prompt 2.76 / 2.39 / 2.42 / 2.60 / 2.92 s for 2 / 4 / 6 / 8 / 16 drafts (plain decoding 3.59 s); 8 prompts
+# at once 12.6 / 12.8 / 12.8 / 15.4 / 18.3 s (plain 12.8 s), where a call's compute, not its overhead, dominates.
+DEFAULT_NUM_DRAFT_TOKENS = 4
 
 
 @dataclass
@@ -166,6 +170,7 @@ class FlashVideoPipeline(Pipeline):
         self.interpolation_model = interpolation_model.to(self.device).eval()
         self.model.eval()
         self.show_progress = show_progress
+        self.compiled_num_draft_tokens: int | None = None  # set by `compile_recurrent_step`
 
     @classmethod
     def from_pretrained(
@@ -186,14 +191,19 @@ class FlashVideoPipeline(Pipeline):
             model=model, interpolation_model=interpolation_model, device=device if device is not None else model.device
         )
 
-    def compile_recurrent_step(self, **compile_kwargs) -> "FlashVideoPipeline":
-        """Compile the recurrent decode step of the key-frame and interpolation models (`torch.compile`).
+    def compile_recurrent_step(
+        self, num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS, **compile_kwargs
+    ) -> "FlashVideoPipeline":
+        """Compile the decode step of the key-frame and interpolation models (`torch.compile`): the one-token step
+        and speculative decoding's verify calls for `num_draft_tokens` drafts, which calls with that many drafts
+        then pad to one length (a token and `num_draft_tokens` drafts), so that every verify call has one shape.
 
         Sampled tokens are where the time goes; see `FlashVideoModel.compile_recurrent_step`. The first clip pays
-        the compilation (once per batch size and model). Returns the pipeline.
+        the compilation (once per batch size, length and model). Returns the pipeline.
         """
         for model in {id(model): model for model in (self.model, self.interpolation_model)}.values():
-            model.compile_recurrent_step(**compile_kwargs)
+            model.compile_recurrent_step(call_lengths=(1 + num_draft_tokens,), **compile_kwargs)
+        self.compiled_num_draft_tokens = num_draft_tokens
         return self
 
     def save_pretrained(self, save_directory: str | Path, hub_ready: bool = False, **kwargs) -> None:
@@ -269,7 +279,7 @@ class FlashVideoPipeline(Pipeline):
         output_type: str = "np",
         callback: Callable[[str, int, np.ndarray], None] | None = None,
         speculative: bool = True,
-        num_draft_tokens: int = 16,
+        num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS,
         draft_source: str = "previous_frame",
         lockstep: bool = False,
         recursive_spacings: tuple[int, ...] | list[int] = (),
@@ -306,7 +316,7 @@ class FlashVideoPipeline(Pipeline):
             speculative: lossless speculative decoding (on by default): each model call also verifies up to
                 `num_draft_tokens` drafted codes, and the output is exactly the model's distribution (greedy: exactly
                 greedy decoding's tokens). False: one call per sampled token, as plain decoding.
-            num_draft_tokens: drafts verified per call, in [1, tokens_per_frame].
+            num_draft_tokens: drafts verified per call, in [1, tokens_per_frame] (default `DEFAULT_NUM_DRAFT_TOKENS`).
             draft_source: where drafts come from, one of `DRAFT_SOURCES`: "previous_frame" (the same grid cell of the
                 previous key frame, of the previous frame of an interpolation pair, and the row above in the first key
                 frame) or "row_above" (the row above inside the frame).
@@ -476,7 +486,7 @@ class FlashVideoPipeline(Pipeline):
     def _sampler(
         self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
         do_sample: bool | None = None, generator: torch.Generator | None = None, guidance_scale: float = 1.0,
-        speculative: bool = True, num_draft_tokens: int = 16, lockstep: bool = False,
+        speculative: bool = True, num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS, lockstep: bool = False,
     ) -> FrameSampler:  # fmt: skip
         """A sampler for `model`; what the call leaves at None comes from `model.generation_config`."""
         temperature, top_k, top_p, do_sample = self._sampling_settings(model, temperature, top_k, top_p, do_sample)
@@ -484,6 +494,7 @@ class FlashVideoPipeline(Pipeline):
         return FrameSampler(
             model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale,
             num_draft_tokens=num_draft_tokens if speculative else 0, lockstep=lockstep,
+            static_windows=speculative and num_draft_tokens == self.compiled_num_draft_tokens,
         )  # fmt: skip
 
     def _guidance_scale(self, guidance_scale: float | None) -> float:

@@ -208,12 +208,21 @@ def test_generation_config_supplies_the_sampling_defaults(tiny_model, tiny_proce
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
 def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
+    # Plain sampling makes the same random draws compiled or not; speculative decoding, whose compiled verify calls
+    # have one padded shape (and so draw differently), gives greedy decoding's clip either way.
+    settings = [dict(speculative=False), dict(do_sample=False, num_draft_tokens=4)]
     kwargs = dict(num_frames=5, key_frame_spacing=4, redundant_free=True, inherit_ratio=0.5)
-    eager = tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs)
-    assert tiny_pipeline.compile_recurrent_step() is tiny_pipeline
-    compiled = tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs)
-    assert np.array_equal(compiled.frames, eager.frames)
-    assert compiled.stats.interpolation.tokens_inherited == eager.stats.interpolation.tokens_inherited
+    eager = [tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs, **s) for s in settings]
+    assert tiny_pipeline.compile_recurrent_step(num_draft_tokens=4) is tiny_pipeline
+    recorder = FeedRecorder(tiny_pipeline.model)
+    compiled = [tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs, **s) for s in settings]
+    recorder.remove()
+    for before, after in zip(eager, compiled):
+        assert np.array_equal(after.frames, before.frames)
+        assert after.stats.interpolation.tokens_inherited == before.stats.interpolation.tokens_inherited
+    # Verify calls from the cache are padded to one token and 4 drafts: one shape for the compiled model.
+    lengths = {call.shape[1] for call in recorder.calls}
+    assert 5 in lengths and lengths <= {1, 5} | {call.shape[1] for call in recorder.calls if call.shape[1] > 5}
 
 
 def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):
