@@ -1,10 +1,13 @@
-"""Sampling image-code frames from a FlashVideo model through its RetNetCache.
+"""Sampling image-code frames from a FlashVideo model through its RetNetCache, speculatively or plainly.
 
-Text and serial-number tokens are fed, never sampled; image codes are sampled one at a time in recurrent form,
-with logits restricted to the image-code range. Tokens known in advance (a given first frame, the key frames of
-an interpolation pair, inherited tokens of redundant-free interpolation) are fed in runs, one parallel or
-chunkwise call per run. Sampling applies the same processors, in the same order, as `model.generate()`, so both
-give the same tokens for the same seed.
+Text and serial-number tokens are fed, never sampled; image codes are sampled with logits restricted to the
+image-code range. Tokens known in advance (a given first frame, the key frames of an interpolation pair, inherited
+tokens of redundant-free interpolation) are fed, never sampled, in the same calls as what surrounds them.
+
+Speculative decoding (on by default in the pipeline) drafts each code from a frame already known and verifies the
+drafts in one call (`speculative.py`): the clips follow the model's distribution exactly, and greedy clips are greedy
+decoding's. Plain decoding makes one call per sampled token and applies the same processors, in the same order, as
+`model.generate()`, so both give the same tokens for the same seed.
 
 With classifier-free guidance a second, unconditional stream (its own prefix, e.g. without the text, then the same
 image codes) runs beside the conditional one, and tokens are sampled from
@@ -15,7 +18,6 @@ image codes) runs beside the conditional one, and tokens are sampled from
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from transformers.generation import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -91,40 +93,17 @@ class TokenCounts:
 
 
 class _Stream:
-    """One sequence of calls through the model: its `RetNetCache` and the tokens decided but not yet fed, per row."""
+    """One sequence of calls through the model: its `RetNetCache` and, per row, the tokens decided but not yet fed.
 
-    def __init__(self, batch: int, device: torch.device):
+    The per-row bookkeeping of speculative decoding (what waits, where each row stands, its window) is a few small
+    integers per row and call, so it lives in Python lists: a handful of tensor operations per call instead of a
+    hundred (they cost more than the arithmetic on a CPU). Tensors are built once per call, for the model and for
+    the acceptance rule.
+    """
+
+    def __init__(self, batch: int):
         self.cache: RetNetCache | None = None
-        self.pending = torch.zeros(batch, 0, dtype=torch.long, device=device)
-        self.pending_lengths = torch.zeros(batch, dtype=torch.long, device=device)
-
-    def queue(self, ids: torch.LongTensor) -> None:
-        """Append `ids` `[batch, n]` to what is waiting to be fed."""
-        lengths = torch.full_like(self.pending_lengths, ids.shape[1])
-        self.pending = _concatenate_ragged(self.pending, self.pending_lengths, ids, lengths)
-        self.pending_lengths = self.pending_lengths + lengths
-
-    def replace(self, rows: torch.BoolTensor, token: torch.LongTensor, has_token: torch.BoolTensor) -> None:
-        """In `rows`, what waits becomes `token` `[batch]` where `has_token`, else nothing; other rows keep theirs."""
-        if not self.pending.shape[1]:
-            self.pending = token[:, None].clone()
-        self.pending[:, 0] = torch.where(rows, token, self.pending[:, 0])
-        self.pending_lengths = torch.where(rows, has_token.long(), self.pending_lengths)
-
-
-def _concatenate_ragged(
-    first: torch.Tensor, first_lengths: torch.Tensor, second: torch.Tensor, second_lengths: torch.Tensor
-) -> torch.Tensor:
-    """Row b: `first[b, :first_lengths[b]]` then `second[b, :second_lengths[b]]`, right-padded with the pad id 0."""
-    width = int((first_lengths + second_lengths).max()) if first.shape[0] else 0
-    columns = torch.arange(width, device=first.device)[None, :]
-    from_first = first.gather(1, columns.clamp(max=max(first.shape[1] - 1, 0)).expand(first.shape[0], -1)) \
-        if first.shape[1] else torch.zeros(first.shape[0], width, dtype=first.dtype, device=first.device)
-    into_second = columns - first_lengths[:, None]
-    from_second = second.gather(1, into_second.clamp(0, max(second.shape[1] - 1, 0))) if second.shape[1] \
-        else torch.zeros_like(from_first)
-    in_second = (into_second >= 0) & (into_second < second_lengths[:, None])
-    return torch.where(columns < first_lengths[:, None], from_first, torch.where(in_second, from_second, 0))
+        self.pending: list[list[int]] = [[] for _ in range(batch)]
 
 
 class FrameSampler:
@@ -143,8 +122,9 @@ class FrameSampler:
     Example:
 
     ```python
-    >>> sampler = FrameSampler(model, build_logits_processor(model.config.image_token_range, top_k=100), num_draft_tokens=16)
-    >>> first = sampler.sample_frame(prefix_ids, model.config.tokens_per_frame)                # drafts from the row above
+    >>> processor = build_logits_processor(model.config.image_token_range, top_k=100)
+    >>> sampler = FrameSampler(model, processor, num_draft_tokens=4)
+    >>> first = sampler.sample_frame(prefix_ids, model.config.tokens_per_frame)  # drafts from the row above
     >>> second = sampler.sample_frame(next_prefix_ids, model.config.tokens_per_frame, reference=first)  # from frame 1
     >>> sampler.counts.accepted / sampler.counts.drafted
     ```
@@ -192,30 +172,30 @@ class FrameSampler:
 
     def _start(self, batch: int) -> None:
         if self.stream is None:
-            device = self.model.device
-            self.stream = _Stream(batch, device)
-            self.unconditional_stream = _Stream(batch, device)
+            self.stream, self.unconditional_stream = _Stream(batch), _Stream(batch)
 
     def _call(
-        self, stream: _Stream, window: torch.LongTensor, window_lengths: torch.LongTensor, width: int,
-        active: torch.BoolTensor,
-    ) -> torch.FloatTensor:  # fmt: skip
+        self, stream: _Stream, windows: list[list[int]], width: int, active: list[bool]
+    ) -> torch.FloatTensor:
         """Feed each active row's pending tokens then its window in one call (the other rows are fed a pad and rolled
         back); returns the float32 logits `[batch, width + 1, vocab]` of the positions that predict window positions
         0 … width (the last pending token's and the window's)."""
-        pending_lengths = torch.where(active, stream.pending_lengths, 0)
-        ids = _concatenate_ragged(stream.pending, pending_lengths, window, window_lengths)
-        if self.static_windows and ids.shape[1] < 1 + width:  # a row's pending token and a full window, padded
-            ids = nn.functional.pad(ids, (0, 1 + width - ids.shape[1]))
+        rows = [pending + window if on else [] for pending, window, on in zip(stream.pending, windows, active)]
+        length = max(max(len(row) for row in rows), 1 + width if self.static_windows else 1)
+        ids = torch.tensor([row + [0] * (length - len(row)) for row in rows], device=self.model.device)
         # Logits only for the positions read below: from the earliest last-pending-token on.
-        first_read = int(pending_lengths[active].min()) - 1
+        first_read = min(len(pending) for pending, on in zip(stream.pending, active) if on) - 1
         output = self.model(
-            ids, cache=stream.cache, use_cache=True, logits_to_keep=ids.shape[1] - first_read, check_inputs=False
+            ids, cache=stream.cache, use_cache=True, logits_to_keep=length - first_read, check_inputs=False
         )
         stream.cache = output.cache
         self.counts.model_calls += 1
-        read = (pending_lengths - 1 - first_read).clamp(min=0)[:, None] + torch.arange(width + 1, device=ids.device)
-        logits = output.logits.gather(1, read.clamp(max=output.logits.shape[1] - 1)[..., None].expand(-1, -1, output.logits.shape[-1]))
+        kept = output.logits.shape[1]
+        read = torch.tensor(
+            [[min(max(len(pending) - 1 - first_read, 0) + i, kept - 1) for i in range(width + 1)]
+             for pending in stream.pending], device=ids.device,
+        )  # fmt: skip
+        logits = output.logits.gather(1, read[..., None].expand(-1, -1, output.logits.shape[-1]))
         return logits.to(dtype=torch.float32)
 
     def _process(self, logits: torch.FloatTensor) -> torch.FloatTensor:
@@ -227,55 +207,41 @@ class FrameSampler:
             scores = processor(None, scores)
         return scores.reshape(shape)
 
-    def _windows(
-        self, tokens: torch.LongTensor, decided: torch.LongTensor, fixed_ids: torch.LongTensor,
-        fixed_mask: torch.BoolTensor, reference: torch.LongTensor | None,
-    ) -> tuple[torch.LongTensor, torch.BoolTensor, torch.LongTensor]:  # fmt: skip
-        """Each row's window from its first undecided position: `(window, is_draft, lengths)`.
+    def _window(
+        self, tokens: list[int], decided: int, fixed_ids: list[int] | None, fixed_mask: list[bool] | None,
+        reference: list[int] | None,
+    ) -> tuple[list[int], list[bool]]:  # fmt: skip
+        """One row's window from its first undecided position: `(tokens, is_draft)`.
 
-        A window holds every fixed position and up to `num_draft_tokens` drafts; without drafts, the run of fixed
-        positions only. Drafts: `reference` at the same cell, or (None) the row above, the last decided token in the
-        frame's first row.
+        A window holds every fixed position and up to `num_draft_tokens` drafts (static windows: at most that many
+        positions in all); without drafts, the run of fixed positions only. Drafts: `reference` at the same cell, or
+        (None) the row above — the last decided token in the frame's first row, none for the frame's first token.
         """
-        batch, num_tokens = tokens.shape
-        positions = torch.arange(num_tokens, device=tokens.device)
-        ahead = positions[None, :] >= decided[:, None]
-        drafted = ~fixed_mask & ahead
-        if self.speculative and reference is None:
-            # No row above and nothing decided yet: the frame's first token has no draft.
-            drafted = drafted & (decided[:, None] > 0)
-        limit = self.num_draft_tokens if self.speculative else 0
-        blocked = (~fixed_mask & ahead) & ~drafted if self.speculative else (~fixed_mask & ahead)
-        count = drafted.long().cumsum(dim=1)
-        in_window = ahead & (count <= limit) & (blocked.long().cumsum(dim=1) == 0)
-        if self.static_windows:
-            in_window &= positions[None, :] < decided[:, None] + limit
-        lengths = in_window.sum(dim=1)
-        width = limit if self.static_windows else int(lengths.max())
-        window_positions = (decided[:, None] + torch.arange(width, device=tokens.device)).clamp(max=num_tokens - 1)
-        if reference is not None:
-            values = torch.where(fixed_mask, fixed_ids, reference)
-        else:
-            values = self._row_above(tokens, decided, fixed_ids, fixed_mask, width)
-        window = values.gather(1, window_positions)
-        return window, ~fixed_mask.gather(1, window_positions), lengths
+        window, is_draft, drafts = [], [], 0
+        for position in range(decided, len(tokens)):
+            if fixed_mask is not None and fixed_mask[position]:
+                window.append(fixed_ids[position])
+                is_draft.append(False)
+            else:
+                if drafts == self.num_draft_tokens:
+                    break
+                if reference is not None:
+                    draft = reference[position]
+                elif position >= self.grid:  # the row above: decided, or drafted earlier in this window
+                    above = position - self.grid
+                    draft = tokens[above] if above < decided else window[above - decided]
+                elif decided > 0:
+                    draft = tokens[decided - 1]
+                else:
+                    break
+                window.append(draft)
+                is_draft.append(True)
+                drafts += 1
+            if self.static_windows and len(window) == self.num_draft_tokens:
+                break
+        return window, is_draft
 
-    def _row_above(
-        self, tokens: torch.LongTensor, decided: torch.LongTensor, fixed_ids: torch.LongTensor,
-        fixed_mask: torch.BoolTensor, width: int,
-    ) -> torch.LongTensor:  # fmt: skip
-        """Drafts from the row above (from the last decided token in the first row), chained through the window."""
-        positions = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
-        source = torch.where(positions >= self.grid, positions - self.grid, (decided[:, None] - 1).clamp(min=0))
-        values = tokens.clone()
-        for _ in range(width // self.grid + 1):  # each pass resolves drafts one more row into the window
-            drafts = torch.where(fixed_mask, fixed_ids, values.gather(1, source))
-            values = torch.where(positions >= decided[:, None], drafts, tokens)
-        return values
-
-    def _distributions(
-        self, window: torch.LongTensor, window_lengths: torch.LongTensor, width: int, active: torch.BoolTensor
-    ) -> torch.Tensor:
+    def _distributions(self, windows: list[list[int]], width: int, active: list[bool]) -> torch.Tensor:
         """One call per stream; the processed scores `[batch, width + 1, image codes]` of window positions 0 … width,
         over the image codes only (index c is token `image_token_range[0] + c`).
 
@@ -284,7 +250,7 @@ class FrameSampler:
         tokens), which temperature, top-k, top-p and the softmax all ignore, so the distributions are the same.
         """
         start, end = self.model.config.image_token_range
-        logits = [self._call(stream, window, window_lengths, width, active)[..., start:end] for stream in self._streams()]
+        logits = [self._call(stream, windows, width, active)[..., start:end] for stream in self._streams()]
         scores = self._guide(*logits)
         shape = scores.shape
         scores = scores.reshape(-1, shape[-1])
@@ -305,69 +271,81 @@ class FrameSampler:
         draft_source: str | None = None,
     ) -> torch.LongTensor:
         """Feed `prefix` `[batch, P]` (e.g. `[text][SN_i]`; with guidance the unconditional stream is fed
-        `unconditional_prefix`), then decide a frame of `num_tokens` image tokens. Returns the ids `[batch, num_tokens]`.
+        `unconditional_prefix`), then decide a frame of `num_tokens` image tokens. Returns the ids
+        `[batch, num_tokens]`.
 
         Where `fixed_mask` `[batch, num_tokens]` is True the token is `fixed_ids`'s, fed and never sampled. Drafts come
         from `reference` `[batch, num_tokens]` (a frame already known; counted under `draft_source`) or, when None,
         from the row above. The frame's last decided token may still be waiting to be fed: it rides in the next call.
         """
-        batch = prefix.shape[0]
-        device = self.model.device
+        batch, device = prefix.shape[0], self.model.device
         self._start(batch)
-        self.stream.queue(prefix.to(device))
-        if self.guided:
-            self.unconditional_stream.queue((prefix if unconditional_prefix is None else unconditional_prefix).to(device))
-        if fixed_mask is None:
-            fixed_mask = torch.zeros(batch, num_tokens, dtype=torch.bool, device=device)
-            fixed_ids = torch.zeros(batch, num_tokens, dtype=torch.long, device=device)
-        fixed_mask, fixed_ids = fixed_mask.to(device), fixed_ids.to(device)
-        reference = None if reference is None else reference.to(device)
-        source = draft_source or (ROW_ABOVE if reference is None else "reference")
-        self.counts.inherited += int(fixed_mask.sum())
-        self.counts.sampled += batch * num_tokens - int(fixed_mask.sum())
-        if not self.speculative and not bool(fixed_mask.any()):
+        unconditional_prefix = prefix if unconditional_prefix is None else unconditional_prefix
+        for stream, ids in zip(self._streams(), (prefix, unconditional_prefix)):
+            for pending, row in zip(stream.pending, ids.tolist()):
+                pending += row
+        num_fixed = 0 if fixed_mask is None else int(fixed_mask.sum())
+        self.counts.inherited += num_fixed
+        self.counts.sampled += batch * num_tokens - num_fixed
+        if not self.speculative and not num_fixed:
             return self._sample_plain(num_tokens)
-        tokens = torch.zeros(batch, num_tokens, dtype=torch.long, device=device)
-        decided = torch.zeros(batch, dtype=torch.long, device=device)
-        while bool((decided < num_tokens).any()):
-            window, is_draft, window_lengths = self._windows(tokens, decided, fixed_ids, fixed_mask, reference)
-            width = window.shape[1]
-            active = decided < num_tokens
-            scores = self._distributions(window, window_lengths, width, active)
-            image_start = self.model.config.image_token_range[0]
-            # Windows in code indices (a fixed token outside the image codes, never judged, is clamped harmlessly).
-            codes = (window - image_start).clamp(0, scores.shape[-1] - 1)
-            accepted, drawn = verify_drafts(scores, codes, is_draft, window_lengths, self.do_sample, self.generator)
-            drawn = drawn + image_start
-            next_token = drawn  # the token at the first position not accepted
+        fixed_masks = [None] * batch if fixed_mask is None else fixed_mask.tolist()
+        fixed_rows = [None] * batch if fixed_ids is None else fixed_ids.tolist()
+        references = [None] * batch if reference is None else reference.tolist()
+        source = draft_source or (ROW_ABOVE if reference is None else "reference")
+        image_start = self.model.config.image_token_range[0]
+        tokens = [[0] * num_tokens for _ in range(batch)]
+        decided = [0] * batch
+        while any(done < num_tokens for done in decided):
+            active = [done < num_tokens for done in decided]
+            windows, drafted = zip(*(
+                self._window(row, done, ids, mask, ref) if on else ([], [])
+                for row, done, ids, mask, ref, on in zip(tokens, decided, fixed_rows, fixed_masks, references, active)
+            ))  # fmt: skip
+            width = self.num_draft_tokens if self.static_windows else max(len(window) for window in windows)
+            scores = self._distributions(windows, width, active)
+            # Windows in code indices, padded (a fixed token outside the image codes is never judged).
+            last_code = scores.shape[-1] - 1
+            codes = torch.tensor(
+                [[min(max(t - image_start, 0), last_code) for t in w] + [0] * (width - len(w)) for w in windows],
+                dtype=torch.long, device=device,
+            ).view(batch, width)  # fmt: skip
+            is_draft = torch.tensor(
+                [list(d) + [False] * (width - len(d)) for d in drafted], dtype=torch.bool, device=device
+            ).view(batch, width)
+            lengths = torch.tensor([len(w) for w in windows], device=device)
+            accepted, drawn = verify_drafts(scores, codes, is_draft, lengths, self.do_sample, self.generator)
+            accepted, drawn = accepted.tolist(), [t + image_start for t in drawn.tolist()]
             if self.lockstep:
                 # Every row advances by the least accepted; a row that accepted more takes its own accepted token
                 # there, a valid draw (where to cut depends only on tokens already decided, a stopping time).
-                least = accepted[active].min()
-                at_least = window.gather(1, least.clamp(max=max(width - 1, 0)).expand(batch, 1))[:, 0] if width else drawn
-                next_token = torch.where(accepted > least, at_least, drawn)
-                accepted = torch.where(active, least, 0)
-            self._count(is_draft, window_lengths, accepted, active, source)
-            self._commit(accepted, active)
-            # Write the accepted window positions and the next token into the frame.
-            offsets = torch.arange(width + 1, device=device)[None, :]
-            positions = decided[:, None] + offsets
-            values = torch.where(offsets == accepted[:, None], next_token[:, None], torch.cat([window, next_token[:, None]], 1))
-            rows, columns = ((offsets <= accepted[:, None]) & active[:, None] & (positions < num_tokens)).nonzero(as_tuple=True)
-            tokens[rows, positions[rows, columns]] = values[rows, columns]
-            produced = active & (decided + accepted < num_tokens)
-            decided = torch.where(active, decided + accepted + produced.long(), decided)
-            for stream in self._streams():
-                stream.replace(active, next_token, produced)
+                least = min(a for a, on in zip(accepted, active) if on)
+                drawn = [w[least] if a > least else t for w, a, t in zip(windows, accepted, drawn)]
+                accepted = [least] * batch
+            self._commit([a if on else 0 for a, on in zip(accepted, active)], active)
+            for b in range(batch):
+                if not active[b]:
+                    continue
+                judged = drafted[b][: accepted[b] + 1]
+                self._count(source, sum(judged), sum(drafted[b][: accepted[b]]))
+                start, kept = decided[b], accepted[b]
+                tokens[b][start : start + kept] = windows[b][:kept]
+                produced = start + kept < num_tokens
+                if produced:
+                    tokens[b][start + kept] = drawn[b]
+                decided[b] = start + kept + produced
+                for stream in self._streams():
+                    stream.pending[b] = [drawn[b]] if produced else []
         if not self.speculative:
             self.flush()  # as plain decoding: every token fed before the next prefix, in a call of its own
-        return tokens
+        return torch.tensor(tokens, device=device)
 
     def _sample_plain(self, num_tokens: int) -> torch.LongTensor:
         """Plain decoding, one call per token: the prefix's call gives the first token's distribution, and every
         token is fed as it is drawn (the frame's last one too), exactly as `generate()` does."""
         streams = self._streams()
-        fed = [stream.pending for stream in streams]  # the prefixes: nothing else waits in plain decoding
+        # The prefixes: in plain decoding nothing else waits, so every row's is as long.
+        fed = [torch.tensor(stream.pending, device=self.model.device) for stream in streams]
         tokens = []
         for _ in range(num_tokens + 1):
             logits = [self._feed(stream, ids) for stream, ids in zip(streams, fed)]
@@ -381,7 +359,7 @@ class FrameSampler:
             tokens.append(token)
             fed = [token[:, None]] * len(streams)
         for stream in streams:
-            stream.pending_lengths = torch.zeros_like(stream.pending_lengths)
+            stream.pending = [[] for _ in stream.pending]
         return torch.stack(tokens, dim=1)
 
     def _feed(self, stream: _Stream, ids: torch.LongTensor) -> torch.FloatTensor:
@@ -398,36 +376,31 @@ class FrameSampler:
         conditional, unconditional = logits.log_softmax(dim=-1), unconditional.log_softmax(dim=-1)
         return unconditional + self.guidance_scale * (conditional - unconditional)
 
-    def _commit(self, accepted: torch.LongTensor, active: torch.BoolTensor) -> None:
-        """Roll each stream back to its pending tokens plus the accepted window positions."""
+    def _commit(self, accepted: list[int], active: list[bool]) -> None:
+        """Roll each stream back to its pending tokens plus the accepted window positions (inactive rows: nothing)."""
         for stream in self._streams():
-            kept = torch.where(active, stream.pending_lengths + accepted, 0)
-            fed = stream.cache.records[-1].length
-            if bool((kept != fed).any()):
-                stream.cache.rewind(kept)
+            kept = [len(pending) + a if on else 0 for pending, a, on in zip(stream.pending, accepted, active)]
+            if any(n != stream.cache.records[-1].length for n in kept):
+                stream.cache.rewind(torch.tensor(kept))
 
-    def _count(self, is_draft, window_lengths, accepted, active, source: str) -> None:
-        # Verified: the drafts up to and including the first refused one (those after it are never judged).
-        offsets = torch.arange(is_draft.shape[1], device=is_draft.device)[None, :]
-        verified = is_draft & (offsets <= accepted[:, None]) & (offsets < window_lengths[:, None]) & active[:, None]
-        drafted = int(verified.sum())
-        if drafted:
-            accepted_drafts = int((verified & (offsets < accepted[:, None])).sum())
-            self.counts.drafted += drafted
-            self.counts.accepted += accepted_drafts
+    def _count(self, source: str, verified: int, accepted: int) -> None:
+        """Drafts verified (up to and including the first refused one: those after it are never judged) and accepted."""
+        if verified:
+            self.counts.drafted += verified
+            self.counts.accepted += accepted
             tally = self.counts.drafts_by_source.setdefault(source, [0, 0])
-            tally[0] += drafted
-            tally[1] += accepted_drafts
+            tally[0] += verified
+            tally[1] += accepted
 
     @torch.inference_mode()
     def flush(self) -> None:
         """Feed the tokens still waiting (each row's last decided token), so that the cache holds everything."""
-        if self.stream is None or not bool((self.stream.pending_lengths > 0).any()):
+        if self.stream is None or not any(self.stream.pending):
             return
-        empty = torch.zeros(self.stream.pending.shape[0], 0, dtype=torch.long, device=self.stream.pending.device)
         for stream in self._streams():
-            lengths = stream.pending_lengths
-            self._call(stream, empty, torch.zeros_like(lengths), 0, lengths > 0)
-            if bool((lengths != stream.cache.records[-1].length).any()):
-                stream.cache.rewind(lengths)
-            stream.pending_lengths = torch.zeros_like(lengths)
+            lengths = [len(pending) for pending in stream.pending]
+            active = [n > 0 for n in lengths]
+            self._call(stream, [[] for _ in lengths], 0, active)
+            if any(n != stream.cache.records[-1].length for n in lengths):
+                stream.cache.rewind(torch.tensor(lengths))
+            stream.pending = [[] for _ in lengths]
