@@ -81,6 +81,19 @@ def _add_generate(subparsers) -> None:
         help="classifier-free guidance for the key frames, >= 1 (default: the checkpoint's generation_config, else 1)",
     )  # fmt: skip
     generate.add_argument("--negative-prompt", default=None, help="text of the unconditional stream (default: none)")
+    generate.add_argument(
+        "--speculative", action=argparse.BooleanOptionalAction, default=True,
+        help="lossless speculative decoding: drafts from frames already known, verified in each call (default: on; "
+        "--no-speculative: one call per sampled code)",
+    )  # fmt: skip
+    generate.add_argument(
+        "--num-draft-tokens", type=int, default=None, help="drafts verified per call (default: the pipeline's, 4)"
+    )
+    generate.add_argument(
+        "--recursive-spacings", type=int, nargs="+", default=(),
+        help="interpolate again between adjacent frames, one level per spacing (e.g. --num-frames 61 "
+        "--recursive-spacings 4: 4 key frames, 16 frames, then 61)",
+    )  # fmt: skip
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument(
         "--fps", type=float, default=8.0,
@@ -295,11 +308,15 @@ def generate_clip(
 
 
 def _stats_summary(stats) -> str:
+    def drafts(stage) -> str:
+        return f", drafts {stage.tokens_accepted}/{stage.tokens_drafted} accepted" if stage.tokens_drafted else ""
+
     return (
         f"key frames: {stats.key_frames.frames} frames, {stats.key_frames.tokens_sampled} tokens sampled, "
-        f"{stats.key_frames.seconds:.2f} s; interpolation: {stats.interpolation.frames} frames, "
-        f"{stats.interpolation.tokens_sampled} sampled / {stats.interpolation.tokens_inherited} inherited, "
-        f"{stats.interpolation.seconds:.2f} s; decode {stats.decode.seconds:.2f} s; "
+        f"{stats.key_frames.model_calls} calls{drafts(stats.key_frames)}, {stats.key_frames.seconds:.2f} s; "
+        f"interpolation: {stats.interpolation.frames} frames, {stats.interpolation.tokens_sampled} sampled / "
+        f"{stats.interpolation.tokens_inherited} inherited, {stats.interpolation.model_calls} calls"
+        f"{drafts(stats.interpolation)}, {stats.interpolation.seconds:.2f} s; decode {stats.decode.seconds:.2f} s; "
         f"{stats.frames_per_second:.1f} frames/s\n"
     )
 
@@ -310,7 +327,8 @@ def _run_generate(args: argparse.Namespace) -> None:
         num_frames=args.num_frames, key_frame_spacing=args.key_frame_spacing, interpolate=not args.no_interpolation,
         redundant_free=args.redundant_free, inherit_ratio=args.inherit_ratio, unstable_radius=args.unstable_radius,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt,
+        negative_prompt=args.negative_prompt, speculative=args.speculative, recursive_spacings=tuple(args.recursive_spacings),
+        **({} if args.num_draft_tokens is None else {"num_draft_tokens": args.num_draft_tokens}),
     )  # fmt: skip
     sys.stdout.write(f"wrote {args.output}\n" + _stats_summary(result.stats))
 
