@@ -73,3 +73,24 @@ def shapes_sized_pipeline():
         image_vocab_size=64,
     )  # fmt: skip
     return random_pipeline(config)
+
+
+@pytest.fixture
+def tiny_benchmark_pipeline():
+    """A one-layer random pipeline over 16×16 frames (4×4 codes), 16 serial numbers: the benchmarks' tests run on it."""
+    from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoPipeline
+    from flashvideo.image_tokenizer import build_vq_model
+    from flashvideo.processing_flashvideo import FlashVideoProcessor
+    from flashvideo.text_tokenizer import build_text_tokenizer
+
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, text_vocab_size=40,
+        image_vocab_size=60, max_frames=16, image_size=16, code_grid_size=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
+    tokenizer = build_text_tokenizer(["a red circle moving right"], vocab_size=40)
+    return FlashVideoPipeline(
+        model=FlashVideoForCausalLM(config).eval(), processor=FlashVideoProcessor(tokenizer, vq, config),
+        device="cpu", show_progress=False,
+    )  # fmt: skip

@@ -2,20 +2,12 @@
 
 import json
 
-import torch
-
-from flashvideo import FlashVideoConfig
 from flashvideo.evaluation.bench_scaling import METHODS, ScalingPoint, crossing, run_scaling_benchmark
-from flashvideo.evaluation.bench_video import random_pipeline
 
 
-def test_scaling_benchmark_times_every_method_at_every_length_and_resolution(tmp_path):
-    config = FlashVideoConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, text_vocab_size=40,
-        image_vocab_size=60, max_frames=8, image_size=16, code_grid_size=4,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    report = run_scaling_benchmark(tmp_path, random_pipeline(config), lengths=(6, 11), resolutions=((16, 4), (32, 8)))
+def test_scaling_benchmark_times_every_method_at_every_length_and_resolution(tiny_benchmark_pipeline, tmp_path):
+    pipe = tiny_benchmark_pipeline
+    report = run_scaling_benchmark(tmp_path, pipe, lengths=(6, 11), resolutions=((16, 4), (32, 8)))
     rows = json.loads((tmp_path / "scaling.json").read_text())
     assert [(row["sweep"], row["num_frames"], row["image_size"]) for row in rows] == [
         ("length", 6, 16), ("length", 11, 16), ("resolution", 16, 16), ("resolution", 16, 32),

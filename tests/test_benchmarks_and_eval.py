@@ -38,23 +38,9 @@ def test_decode_benchmark_writes_table_plot_and_json(tmp_path):
         run_decode_benchmark([], tmp_path)
 
 
-def test_video_benchmark_counts_the_sequential_calls_of_each_method(tmp_path):
-    from flashvideo import FlashVideoForCausalLM, FlashVideoPipeline
-    from flashvideo.image_tokenizer import build_vq_model
-    from flashvideo.processing_flashvideo import FlashVideoProcessor
-    from flashvideo.text_tokenizer import build_text_tokenizer
-
-    config = FlashVideoConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, text_vocab_size=40,
-        image_vocab_size=60, max_frames=16, image_size=16, code_grid_size=4,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
-    tokenizer = build_text_tokenizer(["a red circle moving right"], vocab_size=40)
-    pipe = FlashVideoPipeline(
-        model=FlashVideoForCausalLM(config).eval(), processor=FlashVideoProcessor(tokenizer, vq, config),
-        device="cpu", show_progress=False,
-    )  # fmt: skip
+def test_video_benchmark_counts_the_sequential_calls_of_each_method(tiny_benchmark_pipeline, tmp_path):
+    pipe = tiny_benchmark_pipeline
+    config = pipe.model.config
     report = run_video_benchmark(tmp_path, repeats=1, pipe=pipe).read_text()
     results = json.loads((tmp_path / "video_generation.json").read_text())
     rows = {row["method"].split()[0]: row for row in results["methods"]}
