@@ -70,6 +70,13 @@ def build_logits_processor(
 ROW_ABOVE = "row_above"
 
 
+def add_drafts(tallies: dict[str, list[int]], source: str, drafted: int, accepted: int) -> None:
+    """Add drafts verified and accepted to a `{draft source: [drafted, accepted]}` tally."""
+    tally = tallies.setdefault(source, [0, 0])
+    tally[0] += drafted
+    tally[1] += accepted
+
+
 @dataclass
 class TokenCounts:
     """What a sampler did: image tokens the model decided (`sampled`, accepted drafts included) and fed from elsewhere
@@ -198,13 +205,16 @@ class FrameSampler:
         logits = output.logits.gather(1, read[..., None].expand(-1, -1, output.logits.shape[-1]))
         return logits.to(dtype=torch.float32)
 
-    def _process(self, logits: torch.FloatTensor) -> torch.FloatTensor:
+    def _process(self, logits: torch.FloatTensor, image_codes_only: bool = False) -> torch.FloatTensor:
+        """The processors applied to logits `[..., vocab]`; `image_codes_only`: the logits are already sliced to the
+        image codes, so the image-code restriction is skipped."""
         # Each processor called directly: LogitsProcessorList.__call__ inspects every processor's signature on
         # every call (35–80 µs per token on this project's CPU). Same processors, same order, same scores.
         shape = logits.shape
         scores = logits.reshape(-1, shape[-1])
         for processor in self.logits_processor:
-            scores = processor(None, scores)
+            if not (image_codes_only and isinstance(processor, ImageCodesOnlyLogitsProcessor)):
+                scores = processor(None, scores)
         return scores.reshape(shape)
 
     def _window(
@@ -251,13 +261,7 @@ class FrameSampler:
         """
         start, end = self.model.config.image_token_range
         logits = [self._call(stream, windows, width, active)[..., start:end] for stream in self._streams()]
-        scores = self._guide(*logits)
-        shape = scores.shape
-        scores = scores.reshape(-1, shape[-1])
-        for processor in self.logits_processor:
-            if not isinstance(processor, ImageCodesOnlyLogitsProcessor):  # done by the slicing above
-                scores = processor(None, scores)
-        return scores.reshape(shape)
+        return self._process(self._guide(*logits), image_codes_only=True)
 
     @torch.inference_mode()
     def sample_frame(
@@ -388,9 +392,7 @@ class FrameSampler:
         if verified:
             self.counts.drafted += verified
             self.counts.accepted += accepted
-            tally = self.counts.drafts_by_source.setdefault(source, [0, 0])
-            tally[0] += verified
-            tally[1] += accepted
+            add_drafts(self.counts.drafts_by_source, source, verified, accepted)
 
     @torch.inference_mode()
     def flush(self) -> None:

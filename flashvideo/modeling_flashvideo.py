@@ -137,7 +137,8 @@ class RetNetCache(Cache):
     @property
     def rollback_tokens(self) -> int:
         """How many of the last tokens `crop` can remove."""
-        return sum(record.length for record in self.records)
+        # The records are contiguous (each call starts where the one before it ends), so this needs no sum.
+        return self._seen_tokens - self.records[0].seen_tokens if self.records else 0
 
     @property
     def is_linear(self) -> list[bool]:
@@ -180,14 +181,14 @@ class RetNetCache(Cache):
                 log_decay=log_decay, row_positions=self.row_positions, frame_places=self.frame_places, places=places,
             )  # fmt: skip
         )
-        while len(self.records) > 1 and self.rollback_tokens > self.max_rollback_tokens:
-            self.records.pop(0)
         self.states = list(states)
         if places is not None:
             self.frame_places = places[:, -1]
         if self.row_positions is not None:
             self.row_positions = self.row_positions + length
         self._seen_tokens += length
+        while len(self.records) > 1 and self.rollback_tokens > self.max_rollback_tokens:
+            self.records.pop(0)
 
     def activate_past_recording(self) -> None:
         """Called by assisted decoding before it starts; the calls are always recorded (see `max_rollback_tokens`)."""
@@ -220,16 +221,15 @@ class RetNetCache(Cache):
             last = record.places.gather(1, (kept_rows - 1).clamp(min=0)[:, None])[:, 0]
             before = record.frame_places if record.frame_places is not None else torch.full_like(last, -1)
             self.frame_places = torch.where(kept_rows > 0, last, before)
-        before = record.row_positions if record.row_positions is not None else record.seen_tokens
         if isinstance(kept, int):
             self._seen_tokens = record.seen_tokens + kept
             self.row_positions = None if record.row_positions is None else record.row_positions + kept
-        else:
-            self._seen_tokens = record.seen_tokens + record.length
-            self.row_positions = before + kept_rows
-        if isinstance(kept, int):
             # What is left of the call stays recorded, so that a later rewind or crop can go further back inside it.
             record.length = kept
+        else:  # rows now stand apart; the token counter counts the call's slots
+            self._seen_tokens = record.seen_tokens + record.length
+            before = record.row_positions if record.row_positions is not None else record.seen_tokens
+            self.row_positions = before + kept_rows
 
     def check_batch_size(self, batch_size: int) -> None:
         if self.batch_size not in (-1, batch_size):

@@ -23,7 +23,7 @@ from transformers.utils import logging
 
 from .modeling_flashvideo import FlashVideoForCausalLM
 from .processing_flashvideo import FlashVideoProcessor
-from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, build_logits_processor
+from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, add_drafts, build_logits_processor
 from .redundant_free import classify_tokens
 
 
@@ -66,13 +66,7 @@ class StageStats:
         self.model_calls += counts.model_calls
         self.seconds += seconds
         for source, (drafted, accepted) in counts.drafts_by_source.items():
-            tally = self.drafts_by_source.setdefault(source, [0, 0])
-            tally[0] += drafted
-            tally[1] += accepted
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.tokens_accepted / self.tokens_drafted if self.tokens_drafted else float("nan")
+            add_drafts(self.drafts_by_source, source, drafted, accepted)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from transformers.utils import logging
 from ..configuration_flashvideo import FlashVideoConfig
 from ..pipeline_flashvideo import FlashVideoPipeline
 from .bench_decode import machine_description, same_size_llama
-from .bench_video import PAPER_SPEED_UP, PROMPT, _interleaved_medians, llama_clip_with_cache, random_pipeline
+from .bench_video import PAPER_SPEED_UP, PROMPT, interleaved_medians, llama_clip_with_cache, random_pipeline
 from .plotting import pyplot
 
 
@@ -83,7 +83,7 @@ def _time_point(
 ) -> ScalingPoint:  # fmt: skip
     processor = autoregressive.processor  # numbers as many frames as the clip has, for the Llama too
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    measured = _interleaved_medians(
+    measured = interleaved_medians(
         {
             "a": lambda: trained(PROMPT, num_frames=num_frames, generator=generator()),
             "b": lambda: autoregressive(

@@ -81,10 +81,10 @@ def random_pipeline(config: FlashVideoConfig | None = None) -> FlashVideoPipelin
 
 def _median_time(fn, repeats: int, warm_up: bool = False) -> tuple[float, object]:
     """Median seconds of `repeats` calls of `fn` (after one untimed call with `warm_up`) and the last result."""
-    return _interleaved_medians({"": fn}, repeats, warm_up)[""]
+    return interleaved_medians({"": fn}, repeats, warm_up)[""]
 
 
-def _interleaved_medians(fns: dict, repeats: int, warm_up: bool = False) -> dict[str, tuple[float, object]]:
+def interleaved_medians(fns: dict, repeats: int, warm_up: bool = False) -> dict[str, tuple[float, object]]:
     """Median seconds and last result of each function, timed round-robin (one call of each, `repeats` times), so
     that a machine's slow spell hits every method alike; with `warm_up`, one untimed round first."""
     if warm_up:
@@ -233,7 +233,7 @@ def run_video_benchmark(
         # The pass counter stays off compiled runs, where it would be traced into the graph.
         handle = None if compiled else llama.register_forward_pre_hook(lambda module, args: llama_passes.append(1))
         try:
-            measured = _interleaved_medians(functions, repeats, warm_up=compiled)
+            measured = interleaved_medians(functions, repeats, warm_up=compiled)
         finally:
             if handle is not None:
                 handle.remove()
