@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 from skimage.metrics import structural_similarity
 from torch import nn
 
-import flashvideo.evaluation.metrics as metrics_module
 from flashvideo.evaluation.metrics import (
     LPIPS,
     I3DFeatureExtractor,
@@ -22,6 +21,7 @@ from flashvideo.evaluation.metrics import (
     frechet_distance,
     fvd,
     lpips,
+    PSNR_MAX_DB,
     psnr,
     ssim,
 )
@@ -54,14 +54,15 @@ def test_psnr_per_frame_matches_direct_formula():
     torch.testing.assert_close(scaled, psnr(a, b))
 
 
-def test_psnr_identical_frames_is_inf_only_where_identical():
+def test_psnr_identical_frames_give_the_cap_only_where_identical():
+    # One behaviour everywhere (training logs, eval, users): capped at PSNR_MAX_DB, never +inf.
     a = torch.rand(3, 3, 8, 8)
     b = a.clone()
     b[1] = (b[1] + 0.05).clamp(0, 1)
     out = psnr(a, b)
-    assert math.isinf(out[0].item()) and out[0] > 0
-    assert math.isfinite(out[1].item())
-    assert math.isinf(out[2].item())
+    assert out[0].item() == out[2].item() == PSNR_MAX_DB == 100.0
+    assert math.isfinite(out[1].item()) and out[1] < PSNR_MAX_DB
+    assert math.isfinite(psnr(a, a).mean().item())
 
 
 @pytest.mark.parametrize(
@@ -335,7 +336,7 @@ def test_frechet_distance_retries_with_eps_when_sqrtm_is_not_finite(monkeypatch)
         calls.append(matrix)
         return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
 
-    monkeypatch.setattr(metrics_module.scipy.linalg, "sqrtm", flaky_sqrtm)
+    monkeypatch.setattr(scipy.linalg, "sqrtm", flaky_sqrtm)  # imported on use by frechet_distance
     eps = 1e-3
     retried = frechet_distance(mu1, s1, mu2, s2, eps=eps)
     assert len(calls) == 2

@@ -25,16 +25,18 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.utils import logging
 
+from ..extras import import_extra
+
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "PSNR_MAX_DB",
     "psnr",
     "ssim",
     "LPIPS",
@@ -95,11 +97,17 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------
 
 
+# The one PSNR of the package (training logs, `flashvideo eval` and users call this function). Identical frames
+# (MSE = 0) would give +inf, and one inf makes a set's mean inf; so every value is capped here, once, at 100 dB
+# (an MSE of 1e-10 of the range squared, far below 8-bit quantisation's ~48 dB), and means stay finite.
+PSNR_MAX_DB = 100.0
+
+
 def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio in dB, one value per frame, computed over C x H x W.
 
-    ``PSNR = 10 * log10(data_range**2 / MSE)``. Identical frames have ``MSE = 0`` and give ``+inf``;
-    average PSNR over a set that may contain exact copies with care (e.g. drop or clip the infs).
+    ``PSNR = min(10 * log10(data_range**2 / MSE), PSNR_MAX_DB)``: identical frames (``MSE = 0``) give
+    ``PSNR_MAX_DB`` = 100 dB, not ``+inf``, so that the mean over a set with exact copies stays finite.
 
     Args:
         a, b: floating tensors with values in ``[0, data_range]``, same shape ``[..., C, H, W]``.
@@ -116,8 +124,8 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
     _check_pair(a, b, data_range)
     dtype = _compute_dtype(a)
     mse = (a.to(dtype) - b.to(dtype)).square().mean(dim=(-3, -2, -1))
-    # data_range**2 / 0 -> inf and log10(inf) -> inf, so identical frames give +inf without warnings.
-    return 10.0 * torch.log10(data_range**2 / mse)
+    # data_range**2 / 0 -> inf and log10(inf) -> inf without warnings; the clamp then turns it into the cap.
+    return (10.0 * torch.log10(data_range**2 / mse)).clamp(max=PSNR_MAX_DB)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,13 +493,14 @@ def frechet_distance(
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise ValueError(f"`eps` must be a number > 0, got {eps!r}")
 
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    linalg = import_extra("scipy.linalg", "The Fréchet distance (FVD)")  # the eval extra; psnr/ssim need none
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         # A (near-)singular product can make the Schur square root blow up; pytorch-fid
         # retries with a small ridge on both covariances, which moves the distance by O(eps * D).
         logger.warning("sqrtm(sigma1 @ sigma2) is not finite; adding %g to the covariance diagonals", eps)
         offset = np.eye(d) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         max_imag = np.max(np.abs(np.diagonal(covmean).imag))
         if max_imag > 1e-3:

@@ -29,13 +29,19 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import ndimage
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..data.shapes import COLORS, parse_prompt
+from ..extras import import_extra
 
 logger = logging.get_logger(__name__)
+
+
+def _ndimage():
+    """`scipy.ndimage`, imported on first use: SciPy comes with the `eval` extra, not the core install."""
+    return import_extra("scipy.ndimage", "The Shapes analyzer (flashvideo.evaluation.shapes)")
+
 
 ATTRIBUTES: tuple[str, ...] = ("color", "shape", "direction")
 
@@ -90,7 +96,7 @@ def analyze_clip(frames: Any, frame_stride: int = 1) -> dict[str, Any]:
     clip = _as_uint8_clip(frames)
     # A 3x3 median per frame removes pixel noise before thresholding while keeping straight edges
     # and corners of a 14+ px object in place.
-    brightness = ndimage.median_filter(clip.max(axis=-1), size=(1, 3, 3), mode="constant")
+    brightness = _ndimage().median_filter(clip.max(axis=-1), size=(1, 3, 3), mode="constant")
     peak = float(np.percentile(brightness, 99.5))
     threshold = max(_MIN_THRESHOLD, 0.5 * peak)
     blobs = _largest_blob_per_frame(brightness > threshold)
@@ -255,7 +261,7 @@ def frame_objects(frame: np.ndarray, criteria: CleanClipCriteria = CLEAN_CLIP_CR
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
     bright = frame.max(axis=-1) > criteria.bright_level
-    labels, count = ndimage.label(bright, structure=_EIGHT_CONNECTED)
+    labels, count = _ndimage().label(bright, structure=_EIGHT_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     objects = np.flatnonzero(sizes >= criteria.min_object_pixels)
     total = int(bright.sum())
@@ -515,12 +521,12 @@ _IN_FRAME[1] = True
 
 def _largest_blob_per_frame(mask: np.ndarray) -> list[_Blob]:
     # Keeping only each frame's largest blob discards specks a decoder may leave elsewhere.
-    labels, count = ndimage.label(mask, structure=_IN_FRAME)
+    labels, count = _ndimage().label(mask, structure=_IN_FRAME)
     if count == 0:
         return []
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     best: dict[int, tuple[int, int, tuple[slice, ...]]] = {}
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+    for label, box in enumerate(_ndimage().find_objects(labels), start=1):
         t = box[0].start
         if sizes[label] >= _MIN_BLOB_PIXELS and (t not in best or sizes[label] > best[t][0]):
             best[t] = (sizes[label], label, box)

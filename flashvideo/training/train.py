@@ -56,6 +56,7 @@ from ..configuration_flashvideo import FlashVideoConfig
 from ..data.shapes import DEFAULT_IMAGE_SIZE, shapes_dataset
 from ..data.tokenized import drop_prompts, tokenize_video_dataset
 from ..data.video_folders import load_video_folder, resize_and_center_crop
+from ..evaluation.metrics import psnr
 from ..image_tokenizer import build_vq_model, frames_to_model_input
 from ..modeling_flashvideo import FlashVideoForCausalLM
 from ..pipeline_flashvideo import INTERPOLATION_SUBFOLDER, has_interpolation_model
@@ -642,11 +643,12 @@ def setup_tokenizer_stage(
         reconstruction_loss = F.mse_loss(output.sample.float(), pixels.float())
         vq_loss = output.commit_loss.float().mean()
         with torch.no_grad():
-            psnr = _psnr(output.sample.float(), pixels.float()).mean()
+            # The VQ works on [-1, 1]; PSNR is taken on [0, 1], as everywhere else.
+            psnr_db = psnr((output.sample.float().clamp(-1, 1) + 1) / 2, (pixels.float() + 1) / 2).mean()
         return reconstruction_loss + vq_loss, {
             "reconstruction_loss": reconstruction_loss,
             "vq_loss": vq_loss,
-            "psnr": psnr,
+            "psnr": psnr_db,
             "codes_in_use": torch.tensor(float(restarter.codes_in_use)),
         }
 
@@ -1090,12 +1092,6 @@ def collate_frames(rows: list[dict[str, np.ndarray]]) -> torch.Tensor:
     return frames_to_model_input(torch.from_numpy(np.stack([row["frame"] for row in rows])))
 
 
-def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-frame PSNR (dB) of [-1, 1] frames, on [0, 1] as in `flashvideo.evaluation.metrics.psnr`."""
-    mse = ((prediction.clamp(-1, 1) - target) / 2).square().mean(dim=(1, 2, 3))
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
 @torch.no_grad()
 def evaluate_reconstruction(
     processor: FlashVideoProcessor, frames: datasets.Dataset, num_frames: int, device: torch.device
@@ -1108,10 +1104,8 @@ def evaluate_reconstruction(
     processor.to("cpu")
     original = torch.from_numpy(subset).float().div(255)
     reconstructed = torch.from_numpy(decoded).float().div(255)
-    mse = (original - reconstructed).square().mean(dim=(1, 2, 3))
-    psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
     return {
-        "eval/psnr": psnr.mean().item(),
+        "eval/psnr": psnr(original.permute(0, 3, 1, 2), reconstructed.permute(0, 3, 1, 2)).mean().item(),
         "eval/num_frames": len(subset),
         "eval/codebook_usage": codes.unique().numel() / processor.layout.image_vocab_size,
     }
