@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from .hub import add_push_parser, check_local_or_repo_id, run_push
+from .checkpoint_files import check_local_or_repo_id
+from .hub import add_push_parser, run_push
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -307,20 +308,6 @@ def generate_clip(
     return result
 
 
-def _stats_summary(stats) -> str:
-    def drafts(stage) -> str:
-        return f", drafts {stage.tokens_accepted}/{stage.tokens_drafted} accepted" if stage.tokens_drafted else ""
-
-    return (
-        f"key frames: {stats.key_frames.frames} frames, {stats.key_frames.tokens_sampled} tokens sampled, "
-        f"{stats.key_frames.model_calls} calls{drafts(stats.key_frames)}, {stats.key_frames.seconds:.2f} s; "
-        f"interpolation: {stats.interpolation.frames} frames, {stats.interpolation.tokens_sampled} sampled / "
-        f"{stats.interpolation.tokens_inherited} inherited, {stats.interpolation.model_calls} calls"
-        f"{drafts(stats.interpolation)}, {stats.interpolation.seconds:.2f} s; decode {stats.decode.seconds:.2f} s; "
-        f"{stats.frames_per_second:.1f} frames/s\n"
-    )
-
-
 def _run_generate(args: argparse.Namespace) -> None:
     result = generate_clip(
         args.prompt, args.output, checkpoint=args.checkpoint, device=args.device, fps=args.fps, seed=args.seed,
@@ -330,7 +317,7 @@ def _run_generate(args: argparse.Namespace) -> None:
         negative_prompt=args.negative_prompt, speculative=args.speculative, recursive_spacings=tuple(args.recursive_spacings),
         **({} if args.num_draft_tokens is None else {"num_draft_tokens": args.num_draft_tokens}),
     )  # fmt: skip
-    sys.stdout.write(f"wrote {args.output}\n" + _stats_summary(result.stats))
+    sys.stdout.write(f"wrote {args.output}\n{result.stats.summary()}\n")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
@@ -359,7 +346,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         else:
             result = _generate_with_random_weights(args.prompt, output, args.seed, redundant_free)
         summary[name] = {"file": str(output), "frames_per_second": result.stats.frames_per_second}
-        sys.stdout.write(f"wrote {output}\n" + _stats_summary(result.stats))
+        sys.stdout.write(f"wrote {output}\n{result.stats.summary()}\n")
     reference = args.output_dir / "ground_truth.mp4"
     export_to_video(render_clip(**parse_prompt(args.prompt)), reference)
     sys.stdout.write(f"wrote {reference} (the Shapes clip the prompt describes)\n")

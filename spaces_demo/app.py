@@ -127,37 +127,6 @@ def _request_dir() -> Path:
     return folder
 
 
-def _stats_dict(stats) -> dict:
-    stages = {}
-    for name in ("key_frames", "interpolation", "decode"):
-        stage = getattr(stats, name)
-        stages[name] = {
-            "frames": stage.frames,
-            "tokens_sampled": stage.tokens_sampled,
-            "tokens_inherited": stage.tokens_inherited,
-            "seconds": round(stage.seconds, 4),
-        }
-    sampled = stats.key_frames.tokens_sampled + stats.interpolation.tokens_sampled
-    inherited = stats.key_frames.tokens_inherited + stats.interpolation.tokens_inherited
-    return {
-        **stages,
-        "total_seconds": round(stats.seconds, 4),
-        "frames_per_second": round(stats.frames_per_second, 2),
-        "tokens_sampled": sampled,
-        "tokens_inherited": inherited,
-        "inherited_share": round(inherited / (sampled + inherited), 4) if sampled + inherited else 0.0,
-    }
-
-
-def _summary(stats: dict, num_frames: int) -> str:
-    return (
-        f"**{num_frames} frames in {stats['total_seconds']:.2f} s** ({stats['frames_per_second']:.1f} frames/s) — "
-        f"key frames {stats['key_frames']['seconds']:.2f} s, interpolation {stats['interpolation']['seconds']:.2f} s, "
-        f"decoding {stats['decode']['seconds']:.2f} s. Tokens: {stats['tokens_sampled']} sampled, "
-        f"**{stats['tokens_inherited']} inherited** ({stats['inherited_share']:.0%})."
-    )
-
-
 def _time_index(stage: str, index: int, pair: int, spacing: int) -> int:
     """Where a frame reported by the pipeline's callback sits in the clip."""
     if stage == "key_frames":
@@ -331,10 +300,12 @@ def _follow(worker: threading.Thread, events: queue.Queue, num_frames: int, spac
     enlarged = np.stack([_enlarge(frame, DISPLAY_SIZE) for frame in clip])
     video = export_to_video(enlarged, folder / "flashvideo.mp4", fps=FPS)
     gif = export_to_gif(enlarged, folder / "flashvideo.gif", fps=FPS)
-    stats = _stats_dict(event[1].stats)
+    stats = event[1].stats
     # The clip as decoded in one batch (the callback's frames were decoded one at a time).
     timeline = _timeline(list(clip), kinds, folder / "timeline-final.png")
-    yield video, gif, stats, _summary(stats, len(clip)), timeline
+    # GenerationStats formats itself (the CLI prints the same line); the Space only adds the headline.
+    summary = f"**{len(clip)} frames in {stats.seconds:.2f} s** — {stats.summary()}."
+    yield video, gif, stats.to_dict(), summary, timeline
 
 
 def model_info() -> str:

@@ -99,17 +99,10 @@ def interleaved_medians(fns: dict, repeats: int, warm_up: bool = False) -> dict[
     return {name: (statistics.median(timings[name]), results[name]) for name in fns}
 
 
-def stage_summary(stats) -> dict:
-    """Seconds, model calls and token counts of each stage of a `GenerationStats`."""
-    return {
-        name: {
-            "seconds": round(stage.seconds, 4), "model_calls": stage.model_calls, "frames": stage.frames,
-            "tokens_sampled": stage.tokens_sampled, "tokens_inherited": stage.tokens_inherited,
-            "tokens_drafted": stage.tokens_drafted, "tokens_accepted": stage.tokens_accepted,
-            "drafts_by_source": {source: list(tally) for source, tally in stage.drafts_by_source.items()},
-        }  # fmt: skip
-        for name, stage in (("key_frames", stats.key_frames), ("interpolation", stats.interpolation))
-    }
+def stage_summary(stats: GenerationStats) -> dict:
+    """Seconds, model calls and token counts of the two sampling stages of a `GenerationStats`."""
+    summary = stats.to_dict()
+    return {name: summary[name] for name in ("key_frames", "interpolation")}
 
 
 def flashvideo_timing(method: str, seconds: float, stats, compiled: bool = False) -> VideoTiming:

@@ -132,10 +132,7 @@ def evaluate_pipeline(
                     **(sampling or {}),
                 )
                 seconds += time.perf_counter() - began
-                stats = out.stats
-                tokens += sum(
-                    s.tokens_sampled + s.tokens_inherited for s in (stats.key_frames, stats.interpolation)
-                )
+                tokens += out.stats.tokens_sampled + out.stats.tokens_inherited
                 frames += out.frames.shape[0] * out.frames.shape[1]
                 sink.append(out.frames)
         generated, conditioned = np.concatenate(generated), np.concatenate(conditioned)
