@@ -5,19 +5,24 @@ flashvideo train --stage keyframe --output_dir runs/shapes ...   # same as `pyth
 flashvideo bench decode                                          # speed benchmarks → benchmarks/
 flashvideo push runs/shapes --repo-id ORG/NAME [--private] [--eval-results eval/eval_results.json]
 flashvideo demo                                                  # what `make demo` runs
+
+Each subcommand registers itself: its `_add_*` function builds its parser and names the function that runs it
+(`set_defaults(func=...)`), and `build_parser` calls the functions listed in `SUBCOMMANDS`. A new subcommand is one
+more `_add_*` function in that list; `main` knows none of them by name (except `train`, below).
 """
 
 import argparse
+import functools
 import json
 import logging as python_logging
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint_files import check_local_or_repo_id
-from .hub import add_push_parser, run_push
+from .hub import add_push_parser, check_local_or_repo_id, run_push
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -103,6 +108,15 @@ def _add_generate(subparsers) -> None:
     generate.add_argument(
         "--device", default=None, help='torch device, e.g. "cuda" (default: cuda if available)'
     )
+    generate.set_defaults(func=_run_generate)
+
+
+def _add_benchmark(kinds, name: str, run: Callable[[argparse.Namespace], Path], **parser_kwargs):
+    """A `flashvideo bench NAME` parser whose arguments `run` reads; `run` returns the report it wrote."""
+    parser = kinds.add_parser(name, **parser_kwargs)
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
+    parser.set_defaults(func=_run_benchmark, run_benchmark=run)
+    return parser
 
 
 def _add_bench(subparsers) -> None:
@@ -110,10 +124,10 @@ def _add_bench(subparsers) -> None:
         "bench", help="speed benchmarks; results go to tables and plots under benchmarks/"
     )
     kinds = bench.add_subparsers(dest="benchmark", required=True)
-    decode = kinds.add_parser(
-        "decode",
+    decode = _add_benchmark(
+        kinds, "decode", _bench_decode,
         help="per-token decode latency and cache memory vs position, FlashVideo vs a same-size Llama",
-    )
+    )  # fmt: skip
     decode.add_argument(
         "--positions", type=int, nargs="+", default=[256, 1024, 4096, 8192],
         help="sequence positions to time a decode step at (default 256 1024 4096 8192)",
@@ -124,11 +138,10 @@ def _add_bench(subparsers) -> None:
         help="also measure one call of this checkpoint's key-frame model against the hardware floor ('default' = "
         "the shipped one); the random-weight model always is",
     )  # fmt: skip
-    decode.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
-    video = kinds.add_parser(
-        "video",
+    video = _add_benchmark(
+        kinds, "video", _bench_video,
         help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache",
-    )
+    )  # fmt: skip
     video.add_argument(
         "--repeats", type=int, default=5, help="clips timed per method, round-robin; the median is reported (default 5)"
     )
@@ -143,12 +156,11 @@ def _add_bench(subparsers) -> None:
         action="store_true",
         help="also time (a), (b) and (c) with compiled decoding (torch.compile; needs a C++ compiler on a CPU)",
     )
-    video.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
-    scaling = kinds.add_parser(
-        "scaling",
+    scaling = _add_benchmark(
+        kinds, "scaling", _bench_scaling,
         help="frames per second vs clip length and resolution (the paper's Figure 6): the default pipeline, "
         "fully autoregressive FlashVideo, the Llama with and without KV cache",
-    )
+    )  # fmt: skip
     scaling.add_argument(
         "--lengths", type=int, nargs="+", default=[16, 31, 61, 121],
         help="clip lengths in frames at 64x64; each minus 1 a multiple of 5 (default 16 31 61 121)",
@@ -158,20 +170,20 @@ def _add_bench(subparsers) -> None:
         "--checkpoint", default=DEFAULT,
         help="the trained pipeline of the length sweep's default-pipeline rows ('default' = the shipped one)",
     )  # fmt: skip
-    scaling.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
-    training = kinds.add_parser(
-        "training",
+    training = _add_benchmark(
+        kinds, "training", _bench_training,
         help="training tokens/s and peak memory, parallel vs chunkwise form, at long sequence lengths",
-    )
+    )  # fmt: skip
     training.add_argument(
         "--lengths", type=int, nargs="+", default=[1024, 4096, 8192],
         help="training sequence lengths in tokens (default 1024 4096 8192)",
     )  # fmt: skip
-    training.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
     every = kinds.add_parser(
-        "all", help="every benchmark above, then benchmarks/README.md with all tables and plots"
+        "all", help="every benchmark above with its defaults, then benchmarks/README.md with all tables and plots"
     )
     every.add_argument("--output-dir", type=Path, default=Path("benchmarks"), help=BENCH_OUTPUT_HELP)
+    # `all` runs each benchmark as `flashvideo bench NAME` would with no arguments: its defaults are its parser's.
+    every.set_defaults(func=functools.partial(_run_every_benchmark, parsers=(decode, video, scaling, training)))
 
 
 def _add_eval(subparsers) -> None:
@@ -211,6 +223,7 @@ def _add_eval(subparsers) -> None:
     evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"
     )
+    evaluate.set_defaults(func=_run_eval)
 
 
 def _add_demo(subparsers) -> None:
@@ -222,6 +235,26 @@ def _add_demo(subparsers) -> None:
         "--prompt", default="a red circle moving right", help='what to show (default "a red circle moving right")'
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(func=_run_demo)
+
+
+def _add_train(subparsers) -> None:
+    # Listed for `flashvideo --help`; `main` hands `train`'s arguments to its own parser before this one runs.
+    subparsers.add_parser(
+        "train",
+        help="train a stage (tokenizer | keyframe | interpolation); see `flashvideo train --help`",
+        add_help=False,
+    )
+
+
+def _add_push(subparsers) -> None:
+    add_push_parser(subparsers).set_defaults(func=_run_push)
+
+
+# The subcommands, in `flashvideo --help` order; each `_add_*` builds its parser and registers its `func`.
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_generate, _add_train, _add_eval, _add_bench, _add_demo, _add_push,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,16 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flashvideo", description="FlashVideo: RetNet-based swift text-to-video."
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_generate(subparsers)
-    subparsers.add_parser(
-        "train",
-        help="train a stage (tokenizer | keyframe | interpolation); see `flashvideo train --help`",
-        add_help=False,
-    )
-    _add_eval(subparsers)
-    _add_bench(subparsers)
-    _add_demo(subparsers)
-    add_push_parser(subparsers)
+    for add_subcommand in SUBCOMMANDS:
+        add_subcommand(subparsers)
     return parser
 
 
@@ -308,8 +333,17 @@ def generate_clip(
     return result
 
 
-def _run_generate(args: argparse.Namespace) -> None:
-    result = generate_clip(
+def _run_generate(args: argparse.Namespace) -> int:
+    try:
+        result = _generate_from_args(args)
+    except (ValueError, OSError) as error:  # bad arguments, a missing checkpoint, an unwritable output
+        return _user_error("generate", error)
+    sys.stdout.write(f"wrote {args.output}\n{result.stats.summary()}\n")
+    return 0
+
+
+def _generate_from_args(args: argparse.Namespace):
+    return generate_clip(
         args.prompt, args.output, checkpoint=args.checkpoint, device=args.device, fps=args.fps, seed=args.seed,
         num_frames=args.num_frames, key_frame_spacing=args.key_frame_spacing, interpolate=not args.no_interpolation,
         redundant_free=args.redundant_free, inherit_ratio=args.inherit_ratio, unstable_radius=args.unstable_radius,
@@ -317,10 +351,9 @@ def _run_generate(args: argparse.Namespace) -> None:
         negative_prompt=args.negative_prompt, speculative=args.speculative, recursive_spacings=tuple(args.recursive_spacings),
         **({} if args.num_draft_tokens is None else {"num_draft_tokens": args.num_draft_tokens}),
     )  # fmt: skip
-    sys.stdout.write(f"wrote {args.output}\n{result.stats.summary()}\n")
 
 
-def _run_demo(args: argparse.Namespace) -> None:
+def _run_demo(args: argparse.Namespace) -> int:
     """Clips of one prompt, plain and redundant-free interpolation, plus the Shapes ground truth for reference.
 
     Uses the shipped default checkpoint; an installation without it runs the same pipeline on random weights (the
@@ -351,6 +384,7 @@ def _run_demo(args: argparse.Namespace) -> None:
     export_to_video(render_clip(**parse_prompt(args.prompt)), reference)
     sys.stdout.write(f"wrote {reference} (the Shapes clip the prompt describes)\n")
     (args.output_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    return 0
 
 
 def _generate_with_random_weights(prompt: str, output: Path, seed: int, redundant_free: bool):
@@ -397,38 +431,80 @@ def _checkpoint_path(name: str | None) -> str | None:
     return str(default_checkpoint())
 
 
-def _run_bench(args: argparse.Namespace) -> None:
-    from .evaluation import bench_decode, bench_training, bench_video
+def _bench_decode(args: argparse.Namespace) -> Path:
+    from .evaluation import bench_decode
 
-    if args.benchmark in ("decode", "all"):
-        positions, steps = (
-            (args.positions, args.steps) if args.benchmark == "decode" else ([256, 1024, 4096, 8192], 64)
-        )
-        checkpoint = _checkpoint_path(args.checkpoint if args.benchmark == "decode" else None)
-        report = bench_decode.run_decode_benchmark(positions, args.output_dir, steps=steps, checkpoint=checkpoint)
-        sys.stdout.write(report.read_text())
-    if args.benchmark in ("video", "all"):
-        repeats = args.repeats if args.benchmark == "video" else 5
-        report = bench_video.run_video_benchmark(
-            args.output_dir, repeats=repeats, checkpoint=_checkpoint_path(getattr(args, "checkpoint", None)),
-            compile=getattr(args, "compile", False),
-        )  # fmt: skip
-        sys.stdout.write(report.read_text())
-    if args.benchmark in ("scaling", "all"):
-        from .evaluation.bench_scaling import CLIP_LENGTHS, run_scaling_benchmark
-        from .pipeline_flashvideo import FlashVideoPipeline
+    return bench_decode.run_decode_benchmark(
+        args.positions, args.output_dir, steps=args.steps, checkpoint=_checkpoint_path(args.checkpoint)
+    )
 
-        checkpoint = _checkpoint_path(args.checkpoint if args.benchmark == "scaling" else DEFAULT)
-        report = run_scaling_benchmark(
-            args.output_dir, FlashVideoPipeline.from_pretrained(checkpoint, device="cpu"),
-            lengths=tuple(args.lengths) if args.benchmark == "scaling" else CLIP_LENGTHS,
-            repeats=args.repeats if args.benchmark == "scaling" else 1,
-        )  # fmt: skip
-        sys.stdout.write(report.read_text())
-    if args.benchmark in ("training", "all"):
-        lengths = args.lengths if args.benchmark == "training" else [1024, 4096, 8192]
-        sys.stdout.write(bench_training.run_training_benchmark(args.output_dir, lengths).read_text())
+
+def _bench_video(args: argparse.Namespace) -> Path:
+    from .evaluation import bench_video
+
+    return bench_video.run_video_benchmark(
+        args.output_dir, repeats=args.repeats, checkpoint=_checkpoint_path(args.checkpoint), compile=args.compile
+    )
+
+
+def _bench_scaling(args: argparse.Namespace) -> Path:
+    from .evaluation import bench_scaling
+    from .pipeline_flashvideo import FlashVideoPipeline
+
+    pipe = FlashVideoPipeline.from_pretrained(_checkpoint_path(args.checkpoint), device="cpu")
+    return bench_scaling.run_scaling_benchmark(args.output_dir, pipe, lengths=tuple(args.lengths), repeats=args.repeats)
+
+
+def _bench_training(args: argparse.Namespace) -> Path:
+    from .evaluation import bench_training
+
+    return bench_training.run_training_benchmark(args.output_dir, args.lengths)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    """`flashvideo bench NAME`: run it, print its report, then rewrite `benchmarks/README.md`."""
+    sys.stdout.write(args.run_benchmark(args).read_text())
     sys.stdout.write(f"updated {write_benchmarks_readme(args.output_dir)}\n")
+    return 0
+
+
+def _run_every_benchmark(args: argparse.Namespace, parsers: tuple[argparse.ArgumentParser, ...]) -> int:
+    """`flashvideo bench all`: every benchmark with its own parser's defaults, into `args.output_dir`."""
+    for parser in parsers:
+        defaults = parser.parse_args([])
+        defaults.output_dir = args.output_dir
+        sys.stdout.write(defaults.run_benchmark(defaults).read_text())
+    sys.stdout.write(f"updated {write_benchmarks_readme(args.output_dir)}\n")
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from . import default_checkpoint
+    from .evaluation import evaluate
+
+    sampling = {
+        name: value
+        for name, value in (
+            ("temperature", args.temperature), ("top_k", args.top_k), ("guidance_scale", args.guidance_scale)
+        )  # fmt: skip
+        if value is not None
+    }
+    path = evaluate.run_evaluation(
+        str(default_checkpoint()) if args.model in (None, DEFAULT) else args.model,
+        args.output_dir,
+        args.num_samples,
+        args.seed,
+        modes=args.modes,
+        sampling=sampling,
+        compile=args.compile,
+    )
+    sys.stdout.write(path.read_text())
+    return 0
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    run_push(args)
+    return 0
 
 
 def _user_error(command: str, error: Exception) -> int:
@@ -449,39 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     # Our own progress messages at INFO; transformers' (generation configs etc.) only from WARNING up.
     python_logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     python_logging.getLogger("flashvideo").setLevel(python_logging.INFO)
-    if args.command == "generate":
-        try:
-            _run_generate(args)
-        except (ValueError, OSError) as error:  # bad arguments, a missing checkpoint, an unwritable output
-            return _user_error("generate", error)
-    elif args.command == "eval":
-        from . import default_checkpoint
-        from .evaluation.evaluate import run_evaluation
-
-        sampling = {
-            name: value
-            for name, value in (
-                ("temperature", args.temperature), ("top_k", args.top_k), ("guidance_scale", args.guidance_scale)
-            )  # fmt: skip
-            if value is not None
-        }
-        path = run_evaluation(
-            str(default_checkpoint()) if args.model in (None, DEFAULT) else args.model,
-            args.output_dir,
-            args.num_samples,
-            args.seed,
-            modes=args.modes,
-            sampling=sampling,
-            compile=args.compile,
-        )
-        sys.stdout.write(path.read_text())
-    elif args.command == "demo":
-        _run_demo(args)
-    elif args.command == "bench":
-        _run_bench(args)
-    elif args.command == "push":
-        run_push(args)
-    return 0
+    return args.func(args)  # the subcommand's own function (set_defaults), which returns the exit status
 
 
 if __name__ == "__main__":

@@ -73,3 +73,30 @@ def test_eval_writes_results_with_compiled_decoding(shapes_sized_pipeline, tmp_p
     assert results["sampling"] == {"top_k": 5} and results["num_samples"] == 2
     assert list(results["modes"]) == ["key frames only (every 5th frame)"]
     assert "Decode step compiled" in capsys.readouterr().out
+
+
+def test_bench_all_runs_each_benchmark_with_its_own_defaults(monkeypatch, tmp_path):
+    # `bench all` states no defaults of its own: each benchmark gets what `flashvideo bench NAME` gets.
+    from flashvideo import cli
+
+    seen: dict[str, list[dict]] = {}
+
+    def fake(name):
+        def run(args):
+            settings = {key: value for key, value in vars(args).items() if key not in ("command", "benchmark", "func")}
+            seen.setdefault(name, []).append(settings)
+            (args.output_dir / f"{name}.md").write_text(f"# {name}\n")
+            return args.output_dir / f"{name}.md"
+
+        return run
+
+    names = ("decode", "video", "scaling", "training")
+    for name in names:
+        monkeypatch.setattr(cli, f"_bench_{name}", fake(name))
+    assert main(["bench", "all", "--output-dir", str(tmp_path)]) == 0
+    assert list(seen) == list(names)
+    for name in names:
+        assert main(["bench", name, "--output-dir", str(tmp_path)]) == 0
+        assert seen[name][0] == seen[name][1], name
+    assert seen["scaling"][0]["lengths"] == [16, 31, 61, 121] and seen["video"][0]["repeats"] == 5
+    assert (tmp_path / "README.md").is_file()
