@@ -75,6 +75,7 @@ from .arguments import (
     run_identity,
 )
 from .codebook import CodebookRestarter
+from . import sharding
 
 logger = get_logger(__name__)
 
@@ -148,6 +149,11 @@ def train(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     _set_library_verbosity(accelerator)
+    try:  # `accelerate launch --use_fsdp` shards on CPU processes too; a launch of lone processes is refused
+        sharding.check_process_count(accelerator)
+        sharding.enable_fsdp(accelerator, model_args.stage)
+    except sharding.ShardingError as error:
+        raise TrainingSetupError(str(error)) from None
     logger.info(f"Stage {model_args.stage!r} on {accelerator.num_processes} process(es); {accelerator.state}")
     set_seed(args.seed)
 
@@ -195,7 +201,7 @@ def train(
     progress = TrainingProgress()
     if checkpoint is not None:
         # Model, optimizer, LR scheduler, every process's RNG states, the gradient-accumulation counter.
-        accelerator.load_state(str(checkpoint))
+        sharding.load_state(accelerator, checkpoint)  # accelerator.load_state; model weights in safetensors
         progress = read_training_state(checkpoint, model_args.stage, accelerator, args)
         if stage.step_hook is not None:
             stage.step_hook.load_state_dict(load_file(checkpoint / STEP_HOOK_STATE_NAME))
@@ -515,7 +521,7 @@ def save_checkpoint(
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    sharding.save_state(accelerator, partial)  # accelerator.save_state; under FSDP the gathered weights too
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {
@@ -773,14 +779,18 @@ def setup_lm_stage(
 
     def finish(accelerator: Accelerator, prepared: torch.nn.Module) -> dict[str, float]:
         target = output_dir if stage_name == "keyframe" else output_dir / INTERPOLATION_SUBFOLDER
-        unwrapped = accelerator.unwrap_model(prepared)
+        state_dict = accelerator.get_state_dict(prepared)  # the full weights, also under FSDP
+        # Under FSDP 2, a plain model of the original class (see sharding.unsharded_model).
+        unwrapped = sharding.unsharded_model(
+            accelerator.unwrap_model(prepared), state_dict if accelerator.is_main_process else None
+        )
         if args.gradient_checkpointing:
             unwrapped.gradient_checkpointing_disable()
         unwrapped.save_pretrained(
             target,
             is_main_process=accelerator.is_main_process,
             save_function=accelerator.save,
-            state_dict=accelerator.get_state_dict(prepared),
+            state_dict=state_dict,
         )
         if accelerator.is_main_process:
             processor_dir = Path(processor_source)
