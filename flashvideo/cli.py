@@ -15,7 +15,6 @@ import argparse
 import functools
 import json
 import logging as python_logging
-import math
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .hub import add_push_parser, check_local_or_repo_id, run_push
+from .validation import check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -289,8 +289,7 @@ def check_output(output: Path) -> None:
 
 def check_fps(fps: float) -> None:
     """Raise a ValueError unless `fps` is a finite number in (0, MAX_FPS]."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
-        raise ValueError(f"fps must be a number in (0, {MAX_FPS:g}], got {fps!r}.")
+    check_number("fps", fps, 0, MAX_FPS, exclusive_minimum=True)
 
 
 def write_clip(frames, output: Path, fps: float) -> None:

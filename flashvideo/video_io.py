@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 from transformers.utils import logging
 
+from .validation import check_number
+
 logger = logging.get_logger(__name__)
 
 __all__ = ["VideoDecodeError", "export_to_gif", "export_to_video", "frames_to_uint8", "read_video"]
@@ -214,8 +216,7 @@ def _output_path(path: str | os.PathLike | None, suffix: str) -> str:
 
 
 def _check_fps(fps: float) -> Fraction:
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not fps > 0:
-        raise ValueError(f"fps must be a number > 0, got {fps!r}")
+    check_number("fps", fps, 0, exclusive_minimum=True)
     return Fraction(fps).limit_denominator(1001)
 
 

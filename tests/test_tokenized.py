@@ -1,4 +1,4 @@
-"""Tests of `tokenize_video_dataset`: layouts, cached and fingerprinted `Dataset.map`, multiprocessing."""
+"""Tests of `tokenize_video_dataset`: sample kinds, cached and fingerprinted `Dataset.map`, multiprocessing."""
 
 import datasets
 import numpy as np
@@ -56,10 +56,10 @@ def test_frame_selection():
         interpolation_windows(4, 3)
 
 
-def test_keyframe_layout_matches_the_processor(processor, tmp_path):
+def test_keyframe_samples_match_the_processor(processor, tmp_path):
     videos = make_videos()
     dataset = on_disk_dataset(tmp_path / "raw", videos)
-    tokenized = tokenize_video_dataset(dataset, processor, layout="keyframe", num_key_frames=4, batch_size=2)
+    tokenized = tokenize_video_dataset(dataset, processor, sample_kind="keyframe", num_key_frames=4, batch_size=2)
     assert tokenized.column_names == ["input_ids", "labels"]
     assert len(tokenized) == len(videos)
     for row, video in enumerate(videos):
@@ -67,10 +67,10 @@ def test_keyframe_layout_matches_the_processor(processor, tmp_path):
         assert tokenized[row] == processor.build_keyframe_sample(dataset[row]["text"], codes)
 
 
-def test_interpolation_layout_matches_the_processor(processor, tmp_path):
+def test_interpolation_samples_match_the_processor(processor, tmp_path):
     videos = make_videos(2)
     dataset = on_disk_dataset(tmp_path / "raw", videos)
-    tokenized = tokenize_video_dataset(dataset, processor, layout="interpolation", interpolation_frames=2)
+    tokenized = tokenize_video_dataset(dataset, processor, sample_kind="interpolation", interpolation_frames=2)
     # Windows (0, 3) and (3, 6) of each 8-frame video: two samples per video.
     assert len(tokenized) == 4
     codes = processor.encode_frames(videos[1])
@@ -78,7 +78,7 @@ def test_interpolation_layout_matches_the_processor(processor, tmp_path):
     assert tokenized[2] == processor.build_interpolation_sample(text, codes[0], codes[3], codes[1:3])
     assert tokenized[3] == processor.build_interpolation_sample(text, codes[3], codes[6], codes[4:6])
     unlabelled = tokenize_video_dataset(
-        dataset, processor, layout="interpolation", interpolation_frames=2, label_key_frames=False
+        dataset, processor, sample_kind="interpolation", interpolation_frames=2, label_key_frames=False
     )
     assert unlabelled[3] == processor.build_interpolation_sample(
         text, codes[3], codes[6], codes[4:6], label_key_frames=False
@@ -127,19 +127,19 @@ def test_two_processes_give_the_same_result(processor, tmp_path):
 
 def test_bad_arguments(processor):
     dataset = datasets.Dataset.from_dict({"video": make_videos(1).tolist(), "text": TEXTS[:1]})
-    with pytest.raises(ValueError, match="layout must be one of"):
-        tokenize_video_dataset(dataset, processor, layout="random")
+    with pytest.raises(ValueError, match="sample_kind must be one of"):
+        tokenize_video_dataset(dataset, processor, sample_kind="random")
     with pytest.raises(ValueError, match="interpolation_frames .* is required"):
-        tokenize_video_dataset(dataset, processor, layout="interpolation")
+        tokenize_video_dataset(dataset, processor, sample_kind="interpolation")
     with pytest.raises(ValueError, match=r"interpolation_frames must be an integer in \[1, 6\]"):
-        tokenize_video_dataset(dataset, processor, layout="interpolation", interpolation_frames=7)
+        tokenize_video_dataset(dataset, processor, sample_kind="interpolation", interpolation_frames=7)
     with pytest.raises(ValueError, match=r"num_key_frames must be an integer in \[1, 8\]"):
         tokenize_video_dataset(dataset, processor, num_key_frames=9)
     with pytest.raises(ValueError, match="text_column 'caption'"):
         tokenize_video_dataset(dataset, processor, text_column="caption")
     short = datasets.Dataset.from_dict({"video": make_videos(1)[:, :4].tolist(), "text": TEXTS[:1]})
     with pytest.raises(ValueError, match=r"interpolation_frames \(3\) \+ 2 must be at most the video length"):
-        tokenize_video_dataset(short, processor, layout="interpolation", interpolation_frames=3)
+        tokenize_video_dataset(short, processor, sample_kind="interpolation", interpolation_frames=3)
     with pytest.raises(
         ValueError, match=r"num_key_frames \(5\) must be at most the video length \(4 frames\)"
     ):
@@ -168,3 +168,12 @@ def test_drop_prompts_removes_the_caption_of_a_seeded_share(processor):
     assert drop_prompts(dataset, 0.0, seed=3, text_token_range=(start, end)) is dataset
     with pytest.raises(ValueError, match=r"proportion must be a number in \[0, 1\]"):
         drop_prompts(dataset, 1.5, seed=3, text_token_range=(start, end))
+
+
+def test_the_old_layout_keyword_still_works_with_a_warning(processor):
+    # `layout=` was the sample kind's old name; the word now means only the vocabulary layout.
+    dataset = datasets.Dataset.from_dict({"video": make_videos(1).tolist(), "text": TEXTS[:1]})
+    new = tokenize_video_dataset(dataset, processor, sample_kind="interpolation", interpolation_frames=2)
+    with pytest.warns(FutureWarning, match="sample_kind"):
+        old = tokenize_video_dataset(dataset, processor, layout="interpolation", interpolation_frames=2)
+    assert old._fingerprint == new._fingerprint and old["input_ids"] == new["input_ids"]

@@ -1,4 +1,4 @@
-"""Tests of `load_video_folder` on UCF-101, metadata.csv and frame-folder layouts written by the tests."""
+"""Tests of `load_video_folder` on UCF-101, metadata.csv and frame-folder formats written by the tests."""
 
 import logging
 
@@ -51,7 +51,7 @@ def test_caption_from_class_name():
     assert caption_from_class_name("UCFTest") == "ucf test"
 
 
-def test_ucf101_layout(tmp_path):
+def test_ucf101_format(tmp_path):
     root = tmp_path / "ucf"
     (root / "ApplyEyeMakeup").mkdir(parents=True)
     (root / "PlayingGuitar").mkdir()
@@ -76,12 +76,12 @@ def test_ucf101_layout(tmp_path):
     assert reloaded["text"] == dataset["text"]
 
     templated, _ = load_video_folder(
-        root, layout="ucf101", num_frames=4, image_size=16, caption_template="a person doing {label}"
+        root, folder_format="ucf101", num_frames=4, image_size=16, caption_template="a person doing {label}"
     )
     assert templated["text"][2] == "a person doing playing guitar"
 
 
-def test_metadata_layout(tmp_path):
+def test_metadata_format(tmp_path):
     root = tmp_path / "meta"
     (root / "clips").mkdir(parents=True)
     export_to_video(numbered_frames(8), root / "clips" / "b.mp4")
@@ -101,8 +101,12 @@ def test_metadata_layout(tmp_path):
 
     (root / "metadata.csv").unlink()
     (root / "metadata.jsonl").write_text('{"file_name": "a.mp4", "text": "from jsonl"}\n')
-    dataset, _ = load_video_folder(root, layout="metadata", num_frames=6, image_size=32)
+    dataset, _ = load_video_folder(root, folder_format="metadata", num_frames=6, image_size=32)
     assert dataset["text"] == ["from jsonl"]
+    # `layout=` was the folder format's old name; the word now means only the vocabulary layout.
+    with pytest.warns(FutureWarning, match="folder_format"):
+        old, _ = load_video_folder(root, layout="metadata", num_frames=6, image_size=32)
+    assert old._fingerprint == dataset._fingerprint
 
 
 def write_frame_folder(folder, count: int, height: int = 24, width: int = 24) -> None:
@@ -129,7 +133,7 @@ def test_frame_folders_with_default_text(tmp_path):
     assert report.skipped_files == [str(root / "traj_2")]
 
     with pytest.raises(ValueError, match="text"):
-        load_video_folder(root, layout="frames", num_frames=4)
+        load_video_folder(root, folder_format="frames", num_frames=4)
 
 
 def test_frame_folders_with_metadata_captions(tmp_path):
@@ -154,7 +158,7 @@ def test_broken_and_short_files_are_skipped_counted_and_logged(tmp_path, caplog)
     (bad_frames / "frame_2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
 
     with caplog.at_level(logging.WARNING):
-        dataset, report = load_video_folder(tmp_path / "mixed", layout="ucf101", num_frames=8, image_size=16)
+        dataset, report = load_video_folder(tmp_path / "mixed", folder_format="ucf101", num_frames=8, image_size=16)
     assert len(dataset) == 1 and dataset["file_name"] == ["Juggling/good.mp4"]
     assert (report.num_ok, report.num_skipped, report.num_corrupt, report.num_too_short) == (1, 3, 2, 1)
     assert sorted(p.rsplit("/", 1)[-1] for p in report.skipped_files) == [
@@ -220,16 +224,16 @@ def test_parallel_loading_matches_serial(tmp_path, monkeypatch):
     assert parallel.data.column("video").num_chunks == 3 and len(parallel) == 6
 
 
-def test_bad_roots_layouts_and_arguments(tmp_path):
+def test_bad_roots_formats_and_arguments(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_video_folder(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="layout"):
+    with pytest.raises(ValueError, match="Cannot detect the folder format"):
         load_video_folder(tmp_path / "empty")
-    with pytest.raises(ValueError, match="layout"):
-        load_video_folder(tmp_path / "empty", layout="kinetics")
+    with pytest.raises(ValueError, match="folder_format must be one of"):
+        load_video_folder(tmp_path / "empty", folder_format="kinetics")
     with pytest.raises(ValueError, match="metadata"):
-        load_video_folder(tmp_path / "empty", layout="metadata")
+        load_video_folder(tmp_path / "empty", folder_format="metadata")
     for name, value in [
         ("num_frames", 0),
         ("stride", 0),

@@ -27,6 +27,8 @@ from datasets.features.features import Array4DExtensionType
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..validation import check_choice, check_int, check_number
+
 logger = logging.get_logger(__name__)
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -70,9 +72,9 @@ def make_prompt(color: str, shape: str, direction: str) -> str:
         >>> make_prompt("red", "circle", "right")
         'a red circle moving right'
     """
-    _check_choice("color", color, COLORS)
-    _check_choice("shape", shape, SHAPES)
-    _check_choice("direction", direction, DIRECTIONS)
+    check_choice("color", color, COLORS)
+    check_choice("shape", shape, SHAPES)
+    check_choice("direction", direction, DIRECTIONS)
     return PROMPT_TEMPLATE.format(color=color, shape=shape, direction=direction)
 
 
@@ -107,7 +109,7 @@ def prompts_for_all_attributes() -> list[str]:
 
 def size_range(image_size: int = DEFAULT_IMAGE_SIZE) -> tuple[int, int]:
     """Inclusive range of object sizes (px across) used at ``image_size``: 14–18 px at 64 px."""
-    _check_int("image_size", image_size, 8)
+    check_int("image_size", image_size, 8)
     low = max(2, round(_MIN_SIZE_64 * image_size / DEFAULT_IMAGE_SIZE))
     high = max(low, round(_MAX_SIZE_64 * image_size / DEFAULT_IMAGE_SIZE))
     return low, high
@@ -123,8 +125,8 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
         >>> bool(shape_mask("square", 3).all())
         True
     """
-    _check_choice("shape", shape, SHAPES)
-    _check_int("size", size, 2)
+    check_choice("shape", shape, SHAPES)
+    check_int("size", size, 2)
     # Pixel centres relative to the box centre.
     centres = np.arange(size) + 0.5 - size / 2
     if shape == "square":
@@ -152,10 +154,10 @@ def start_range(
     Raises:
         ValueError: if no such position exists (object plus travel longer than ``image_size``).
     """
-    _check_choice("direction", direction, DIRECTIONS)
-    _check_int("size", size, 2)
-    _check_int("num_frames", num_frames, 1)
-    _check_int("image_size", image_size, 8)
+    check_choice("direction", direction, DIRECTIONS)
+    check_int("size", size, 2)
+    check_int("num_frames", num_frames, 1)
+    check_int("image_size", image_size, 8)
     _check_speed("speed", speed)
     travel = int(_offsets(speed, num_frames)[-1])
     free = image_size - size
@@ -180,9 +182,9 @@ def max_speed(size: int, *, num_frames: int = DEFAULT_NUM_FRAMES, image_size: in
         >>> max_speed(18)  # (64 - 18) px over 15 steps
         3.066666666666667
     """
-    _check_int("size", size, 2)
-    _check_int("num_frames", num_frames, 2)
-    _check_int("image_size", image_size, 8)
+    check_int("size", size, 2)
+    check_int("num_frames", num_frames, 2)
+    check_int("image_size", image_size, 8)
     return (image_size - size) / (num_frames - 1)
 
 
@@ -378,10 +380,10 @@ def shapes_dataset(
         >>> ds[0]["video"].dtype, ds.column_names
         (dtype('uint8'), ['video', 'text', 'color', 'shape', 'direction', 'speed'])
     """
-    _check_int("num_clips", num_clips, 1)
-    _check_int("seed", seed, 0)
-    _check_int("num_frames", num_frames, 1)
-    _check_int("image_size", image_size, 8)
+    check_int("num_clips", num_clips, 1)
+    check_int("seed", seed, 0)
+    check_int("num_frames", num_frames, 1)
+    check_int("image_size", image_size, 8)
     # Fail early (before any rendering) when the largest object cannot travel the whole clip.
     slowest = SPEED if speed_range is None else check_speed_range(speed_range)[0]
     start_range("right", size_range(image_size)[1], num_frames=num_frames, image_size=image_size, speed=slowest)
@@ -476,15 +478,12 @@ def _offsets(speed: float, num_frames: int) -> np.ndarray:
 
 
 def _check_speed(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number > 0 (px/frame), got {value!r}")
-    if not 0 < value < np.inf:
-        raise ValueError(f"{name} must be a number > 0 (px/frame), got {value!r}")
+    check_number(name, value, 0, exclusive_minimum=True, why=" (px/frame)")
 
 
 def _resolve_color(color: str | tuple[int, int, int]) -> np.ndarray:
     if isinstance(color, str):
-        _check_choice("color", color, COLORS)
+        check_choice("color", color, COLORS)
         return np.asarray(COLORS[color], dtype=np.uint8)
     rgb = np.asarray(color)
     if rgb.shape != (3,) or rgb.min() < 0 or rgb.max() > 255:
@@ -492,13 +491,3 @@ def _resolve_color(color: str | tuple[int, int, int]) -> np.ndarray:
             f"color must be a name in {list(COLORS)} or an RGB triple in [0, 255], got {color!r}"
         )
     return rgb.astype(np.uint8)
-
-
-def _check_choice(name: str, value: Any, choices: Any) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; accepted: {list(choices)}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,14 +1,15 @@
 """Tokenized video data sets: videos + captions → FlashVideo key-frame or interpolation token sequences.
 
 The result is an ordinary 🤗 `datasets.Dataset` with `input_ids` and `labels` columns, produced by a batched
-`Dataset.map` whose fingerprint depends only on the input data set, the processor (layout, text tokenizer and
-VQ weights) and the arguments. Mapping the same data set with the same processor twice therefore loads the
+`Dataset.map` whose fingerprint depends only on the input data set, the processor (vocabulary layout, text
+tokenizer and VQ weights) and the arguments. Mapping the same data set with the same processor twice therefore loads the
 cached Arrow files instead of re-encoding every frame.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Literal
 
 import datasets
@@ -17,10 +18,14 @@ import torch
 from datasets.fingerprint import Hasher
 from transformers.utils import logging
 
+from ..validation import check_choice, check_int
+
 
 logger = logging.get_logger(__name__)
 
-LAYOUTS = ("keyframe", "interpolation")
+# What one training sample is: key frames of a video, or an interpolation window between two of them. (Called
+# `layout` before; that word now means only the vocabulary layout, `processor.layout`.)
+SAMPLE_KINDS = ("keyframe", "interpolation")
 
 
 def keyframe_indices(num_frames: int, num_key_frames: int) -> list[int]:
@@ -71,7 +76,7 @@ class _TokenizeVideos:
     def __init__(
         self,
         processor: Any,
-        layout: str,
+        sample_kind: str,
         num_key_frames: int,
         interpolation_frames: int | None,
         video_column: str,
@@ -80,7 +85,7 @@ class _TokenizeVideos:
         encode_batch_size: int | None,
     ) -> None:
         self.processor = processor
-        self.layout = layout
+        self.sample_kind = sample_kind
         self.num_key_frames = num_key_frames
         self.interpolation_frames = interpolation_frames
         self.video_column = video_column
@@ -110,13 +115,13 @@ class _TokenizeVideos:
 
     def _plan(self, video: np.ndarray) -> list[int]:
         num_frames = video.shape[0]
-        if self.layout == "keyframe":
+        if self.sample_kind == "keyframe":
             return keyframe_indices(num_frames, self.num_key_frames)
         windows = interpolation_windows(num_frames, self.interpolation_frames)
         return list(range(windows[0][0], windows[-1][1] + 1))
 
     def _samples(self, text: str, codes: torch.Tensor) -> list[dict[str, list[int]]]:
-        if self.layout == "keyframe":
+        if self.sample_kind == "keyframe":
             return [self.processor.build_keyframe_sample(text, codes)]
         # `codes` holds frames windows[0][0] .. windows[-1][1]; windows start at frame 0, so frame t is
         # codes[t].
@@ -138,7 +143,7 @@ def tokenize_video_dataset(
     dataset: datasets.Dataset,
     processor: Any,
     *,
-    layout: Literal["keyframe", "interpolation"] = "keyframe",
+    sample_kind: Literal["keyframe", "interpolation"] = "keyframe",
     num_key_frames: int = 4,
     interpolation_frames: int | None = None,
     batch_size: int = 16,
@@ -149,6 +154,7 @@ def tokenize_video_dataset(
     label_key_frames: bool = True,
     load_from_cache_file: bool | None = None,
     desc: str | None = None,
+    layout: Literal["keyframe", "interpolation"] | None = None,
 ) -> datasets.Dataset:
     """
     Tokenize a video data set into FlashVideo training sequences with a cached, fingerprinted `Dataset.map`.
@@ -158,20 +164,21 @@ def tokenize_video_dataset(
             as `flashvideo.data.shapes_dataset`.
         processor: a [`FlashVideoProcessor`] (or the icetk adapter): anything with `encode_frames`,
             `build_keyframe_sample`, `build_interpolation_sample` and `fingerprint()`.
-        layout: `"keyframe"` — one sample per video, `num_key_frames` frames evenly spaced with serial numbers
+        sample_kind: `"keyframe"` — one sample per video, `num_key_frames` frames evenly spaced with serial numbers
             1 … K (16 frames, K = 4 → frames 0, 5, 10, 15); or `"interpolation"` — one sample per adjacent
             key-frame pair, key frames every `interpolation_frames + 1` frames, the frames between them as the
             frames to insert (16 frames, n = 4 → pairs (0, 5), (5, 10), (10, 15)).
-        num_key_frames: K for the key-frame layout (at most `max_frames`).
-        interpolation_frames: n for the interpolation layout (required there; `n + 2` at most `max_frames`).
+        num_key_frames: K for key-frame samples (at most `max_frames`).
+        interpolation_frames: n for interpolation samples (required there; `n + 2` at most `max_frames`).
         batch_size: videos per `map` batch; their frames go through the image tokenizer together.
         encode_batch_size: frames per image-tokenizer call (all of the batch's frames at once when `None`).
         num_proc: worker processes for `map`.
         video_column, text_column: the input columns.
-        label_key_frames: interpolation layout only: whether the key frames' codes carry labels (see
+        label_key_frames: interpolation samples only: whether the key frames' codes carry labels (see
             `build_interpolation_sample`).
         load_from_cache_file: passed to `map` (`None`: use the cache when caching is enabled).
         desc: progress-bar description.
+        layout: the old name of `sample_kind` (deprecated; still accepted, with a FutureWarning).
 
     Returns:
         A `datasets.Dataset` with `input_ids` and `labels` (int32 sequences; labels -100 off the image codes).
@@ -186,30 +193,28 @@ def tokenize_video_dataset(
     ['input_ids', 'labels']
     ```
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    if layout is not None:
+        warnings.warn(
+            "tokenize_video_dataset(layout=...) is now sample_kind=... ('layout' is the processor's vocabulary "
+            "layout); the old keyword will be removed.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        sample_kind = layout
+    check_choice("sample_kind", sample_kind, SAMPLE_KINDS)
     max_frames = processor.layout.max_frames
-    if layout == "keyframe":
-        if not _is_int(num_key_frames) or not 1 <= num_key_frames <= max_frames:
-            raise ValueError(
-                f"num_key_frames must be an integer in [1, {max_frames}] (max_frames), "
-                f"got {num_key_frames!r}."
-            )
+    if sample_kind == "keyframe":
+        check_int("num_key_frames", num_key_frames, 1, max_frames, why=" (max_frames)")
         interpolation_frames = None  # irrelevant here; keep it out of the fingerprint
     else:
         if interpolation_frames is None:
             raise ValueError(
                 "interpolation_frames (the number of frames between two key frames) is required for "
-                "layout='interpolation'."
+                "sample_kind='interpolation'."
             )
-        if not _is_int(interpolation_frames) or not 1 <= interpolation_frames <= max_frames - 2:
-            raise ValueError(
-                f"interpolation_frames must be an integer in [1, {max_frames - 2}] (max_frames - 2), got "
-                f"{interpolation_frames!r}."
-            )
+        check_int("interpolation_frames", interpolation_frames, 1, max_frames - 2, why=" (max_frames - 2)")
         num_key_frames = None
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size, 1)
     for name, column in (("video_column", video_column), ("text_column", text_column)):
         if column not in dataset.column_names:
             raise ValueError(
@@ -217,7 +222,7 @@ def tokenize_video_dataset(
             )
 
     function = _TokenizeVideos(
-        processor, layout, num_key_frames, interpolation_frames, video_column, text_column, label_key_frames,
+        processor, sample_kind, num_key_frames, interpolation_frames, video_column, text_column, label_key_frames,
         encode_batch_size,
     )  # fmt: skip
     # datasets would hash the function by pickling the processor, whose tokenizer state may change with use;
@@ -228,7 +233,7 @@ def tokenize_video_dataset(
             "flashvideo.tokenize_video_dataset/1",
             dataset._fingerprint,
             processor.fingerprint(),
-            layout,
+            sample_kind,  # the value, as before the rename: caches made under `layout=` still hit
             num_key_frames,
             interpolation_frames,
             video_column,
@@ -261,7 +266,7 @@ def tokenize_video_dataset(
         num_proc=num_proc,
         load_from_cache_file=load_from_cache_file,
         new_fingerprint=new_fingerprint,
-        desc=desc or f"Tokenizing videos ({layout})",
+        desc=desc or f"Tokenizing videos ({sample_kind})",
     )
     return tokenized.with_format(None)
 
@@ -278,10 +283,6 @@ def _as_uint8_video(video: Any, column: str) -> np.ndarray:
             f"column {column!r} must hold uint8 pixels (integers in [0, 255]), got dtype {video.dtype}."
         )
     return video.astype(np.uint8)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_proportion(value: Any) -> bool:

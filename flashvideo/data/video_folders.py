@@ -1,6 +1,7 @@
 """Load folders of real videos into a 🤗 ``datasets.Dataset`` with the columns of Shapes.
 
-Three layouts are understood:
+Three folder formats are understood (`folder_format`; "layout", in this package, means only the vocabulary
+layout):
 
 ``ucf101``
     ``root/<ClassName>/*.avi`` (UCF-101, Kinetics-style class folders, any video extension).
@@ -31,6 +32,7 @@ import csv
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,12 +45,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..validation import check_choice, check_int
 from ..video_io import VideoDecodeError, read_video
 from .shapes import _to_array4d, clips_per_chunk  # shared packing: both data sets store video alike
 
 logger = logging.get_logger(__name__)
 
-LAYOUTS: tuple[str, ...] = ("auto", "ucf101", "metadata", "frames")
+FOLDER_FORMATS: tuple[str, ...] = ("auto", "ucf101", "metadata", "frames")
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".flv", ".wmv", ".gif", ".ogv"}
 )
@@ -162,7 +165,7 @@ def resize_and_center_crop(frames: np.ndarray, image_size: int) -> np.ndarray:
 def load_video_folder(
     root: str | os.PathLike,
     *,
-    layout: str = "auto",
+    folder_format: str = "auto",
     num_frames: int = 16,
     stride: int = 1,
     start: int = 0,
@@ -170,12 +173,13 @@ def load_video_folder(
     text: str | None = None,
     caption_template: str = "{label}",
     num_workers: int = 1,
+    layout: str | None = None,
 ) -> tuple[datasets.Dataset, LoadReport]:
     """Load a folder of videos (or of frame folders) as a 🤗 ``Dataset`` plus a :class:`LoadReport`.
 
     Args:
         root: the data set folder.
-        layout: ``"ucf101"``, ``"metadata"``, ``"frames"`` (see the module docstring), or
+        folder_format: ``"ucf101"``, ``"metadata"``, ``"frames"`` (see the module docstring), or
             ``"auto"`` to detect it: a ``metadata.csv``/``.jsonl`` naming files → ``metadata``;
             naming folders → ``frames``; otherwise class folders of videos → ``ucf101`` and
             folders of images → ``frames``.
@@ -183,11 +187,12 @@ def load_video_folder(
         stride: take every ``stride``-th frame (>= 1).
         start: first frame index (>= 0).
         image_size: output side after resizing the shorter side and centre cropping (>= 1).
-        text: caption for frame folders that have none (``frames`` layout); required there when
+        text: caption for frame folders that have none (``frames`` format); required there when
             no metadata file gives captions.
         caption_template: ``ucf101`` captions, with ``{label}`` replaced by the caption made from
             the class folder name, e.g. ``"a video of a person doing {label}"``.
         num_workers: threads decoding in parallel (>= 1); FFmpeg and Pillow release the GIL.
+        layout: the old name of `folder_format` (deprecated; still accepted, with a FutureWarning).
 
     Returns:
         ``(dataset, report)``: the dataset has columns ``video`` (``Array4D`` uint8
@@ -196,20 +201,27 @@ def load_video_folder(
 
     Raises:
         FileNotFoundError: if ``root`` is not a folder.
-        ValueError: on a bad argument, an undetectable layout, or a malformed metadata file.
+        ValueError: on a bad argument, an undetectable format, or a malformed metadata file.
 
     Example:
-        >>> ds, report = load_video_folder("bair/", layout="frames", text="a robot arm")  # doctest: +SKIP
+        >>> ds, report = load_video_folder("bair/", folder_format="frames", text="a robot arm")  # doctest: +SKIP
         >>> print(report.summary())  # doctest: +SKIP
         256 clips loaded, 0 skipped (0 corrupt, 0 too short, 0 missing)
     """
-    _check_int("num_frames", num_frames, 1)
-    _check_int("stride", stride, 1)
-    _check_int("start", start, 0)
-    _check_int("image_size", image_size, 1)
-    _check_int("num_workers", num_workers, 1)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r} is not valid; accepted: {list(LAYOUTS)}")
+    check_int("num_frames", num_frames, 1)
+    check_int("stride", stride, 1)
+    check_int("start", start, 0)
+    check_int("image_size", image_size, 1)
+    check_int("num_workers", num_workers, 1)
+    if layout is not None:
+        warnings.warn(
+            "load_video_folder(layout=...) is now folder_format=... ('layout' is the processor's vocabulary "
+            "layout); the old keyword will be removed.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        folder_format = layout
+    check_choice("folder_format", folder_format, FOLDER_FORMATS)
     if "{label}" not in caption_template:
         raise ValueError(f"caption_template must contain '{{label}}', got {caption_template!r}")
     root = os.path.abspath(os.fspath(root))
@@ -217,17 +229,17 @@ def load_video_folder(
         raise FileNotFoundError(f"root={root!r} is not a folder")
 
     report = LoadReport()
-    if layout == "auto":
-        layout = _detect_layout(root)
-        logger.info("Detected the %r layout under %s", layout, root)
-    if layout == "ucf101":
+    if folder_format == "auto":
+        folder_format = _detect_folder_format(root)
+        logger.info("Detected the %r format under %s", folder_format, root)
+    if folder_format == "ucf101":
         entries = _ucf101_entries(root, caption_template)
-    elif layout == "metadata":
+    elif folder_format == "metadata":
         entries = _metadata_entries(root, report)
     else:
         entries = _frame_folder_entries(root, text, report)
     if not entries and not report.num_skipped:
-        logger.warning("No clips found under %s with the %r layout", root, layout)
+        logger.warning("No clips found under %s with the %r format", root, folder_format)
 
     indices = [start + i * stride for i in range(num_frames)]
 
@@ -277,7 +289,7 @@ def load_video_folder(
         chunks.append(_to_array4d(np.stack(buffer), video_type))
     report.num_ok = len(texts)
 
-    dataset = _build_dataset(chunks, texts, names, video_type, root, entries, layout, indices, image_size)
+    dataset = _build_dataset(chunks, texts, names, video_type, root, entries, folder_format, indices, image_size)
     if report.num_skipped:
         shown = ", ".join(report.skipped_files[:_MAX_PATHS_IN_WARNING])
         more = report.num_skipped - _MAX_PATHS_IN_WARNING
@@ -316,7 +328,7 @@ def _build_dataset(
     video_type: Array4DExtensionType,
     root: str,
     entries: list[_Entry],
-    layout: str,
+    folder_format: str,
     indices: list[int],
     image_size: int,
 ) -> datasets.Dataset:
@@ -329,7 +341,7 @@ def _build_dataset(
         }
     )
     info = datasets.DatasetInfo(
-        description=f"Videos from {root} ({layout} layout)",
+        description=f"Videos from {root} ({folder_format} format)",
         features=video_folder_features(num_frames, image_size),
     )
     # Fingerprint from what determines the content (paths, sizes, mtimes, options) instead of hashing
@@ -342,7 +354,7 @@ def _build_dataset(
         except OSError:
             stats.append((entry.path, entry.text, -1, -1))
     fingerprint = datasets.fingerprint.Hasher.hash(
-        ("flashvideo-video-folder", 1, layout, indices, image_size, stats)
+        ("flashvideo-video-folder", 1, folder_format, indices, image_size, stats)
     )
     dataset = datasets.Dataset(datasets.table.InMemoryTable(table), info=info, fingerprint=fingerprint)
     # dtype as a string: format kwargs must be JSON-serialisable for save_to_disk.
@@ -411,7 +423,7 @@ def _read_metadata(path: str) -> list[dict[str, str]]:
     return rows
 
 
-def _detect_layout(root: str) -> str:
+def _detect_folder_format(root: str) -> str:
     metadata = _find_metadata(root)
     if metadata is not None:
         rows = _read_metadata(metadata)
@@ -427,9 +439,9 @@ def _detect_layout(root: str) -> str:
         if _list(folder, IMAGE_EXTENSIONS):
             return "frames"
     raise ValueError(
-        f"Cannot detect the layout of {root}: expected class folders of videos (layout='ucf101'), a "
-        f"metadata.csv with file_name,text columns (layout='metadata'), or folders of frames "
-        f"(layout='frames')"
+        f"Cannot detect the folder format of {root}: expected class folders of videos (folder_format='ucf101'), "
+        f"a metadata.csv with file_name,text columns (folder_format='metadata'), or folders of frames "
+        f"(folder_format='frames')"
     )
 
 
@@ -445,7 +457,7 @@ def _ucf101_entries(root: str, caption_template: str) -> list[_Entry]:
 def _metadata_entries(root: str, report: LoadReport) -> list[_Entry]:
     metadata = _find_metadata(root)
     if metadata is None:
-        raise ValueError(f"layout='metadata' needs one of {list(METADATA_FILES)} in {root}")
+        raise ValueError(f"folder_format='metadata' needs one of {list(METADATA_FILES)} in {root}")
     entries = []
     for row in _read_metadata(metadata):
         path = os.path.join(root, row["file_name"])
@@ -464,7 +476,7 @@ def _frame_folder_entries(root: str, text: str | None, report: LoadReport) -> li
             captions[os.path.normpath(row["file_name"])] = str(row["text"])
     elif text is None:
         raise ValueError(
-            "text must be given for layout='frames' when there is no metadata.csv giving captions, "
+            "text must be given for folder_format='frames' when there is no metadata.csv giving captions, "
             "e.g. text='a robot arm pushing objects'"
         )
     entries = []
@@ -508,8 +520,3 @@ def _check_pixels(image: Image.Image, path: str) -> None:
         raise ValueError(
             f"{path} is {image.width}×{image.height} pixels, more than PIL.Image.MAX_IMAGE_PIXELS ({limit})"
         )
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

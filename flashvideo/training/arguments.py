@@ -26,12 +26,15 @@ from transformers import HfArgumentParser
 from ..configuration_flashvideo import is_decay_exponent
 from ..data.tokenized import is_proportion
 from ..data.shapes import check_speed_range
+from ..data.video_folders import FOLDER_FORMATS
+from ..validation import check_choice, check_int, check_number
 
 STAGES = ("tokenizer", "keyframe", "interpolation")
-FORWARD_MODES = ("chunkwise", "parallel")
+# The forms of `modeling_flashvideo.FORWARD_MODES` that training may use: whole sequences at once, with labels
+# ("recurrent" is for decoding, "auto" picks by length).
+TRAINING_FORWARD_MODES = ("chunkwise", "parallel")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 OPTIMIZERS = ("adamw_torch", "sgd")
-VIDEO_FOLDER_LAYOUTS = ("auto", "ucf101", "metadata", "frames")
 # The transformers schedulers (`transformers.get_scheduler` names) that need nothing beyond warm-up and
 # length.
 LR_SCHEDULERS = (
@@ -51,29 +54,18 @@ def _fail(name: str, requirement: str, value: object) -> None:
     raise ValueError(f"--{name} {requirement}, got {value!r}.")
 
 
+# The dataclasses' fields are checked by name, as the command line spells them (`--name`), with the package's one
+# set of validators (flashvideo/validation.py).
 def _check_int(obj: object, name: str, minimum: int, optional: bool = False) -> None:
-    value = getattr(obj, name)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        requirement = "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}"
-        _fail(name, requirement + (" (or left unset)" if optional else ""), value)
+    check_int(f"--{name}", getattr(obj, name), minimum, optional=optional)
 
 
 def _check_float(obj: object, name: str, minimum: float, strict: bool = False) -> None:
-    value = getattr(obj, name)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (value > minimum if strict else value >= minimum)
-    ):
-        _fail(name, f"must be a number {'>' if strict else '>='} {minimum}", value)
+    check_number(f"--{name}", getattr(obj, name), minimum, exclusive_minimum=strict)
 
 
 def _check_choice(obj: object, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in choices:
-        _fail(name, f"must be one of {list(choices)}", value)
+    check_choice(f"--{name}", getattr(obj, name), choices)
 
 
 @dataclass
@@ -188,7 +180,7 @@ class ModelArguments:
 
     def __post_init__(self) -> None:
         _check_choice(self, "stage", STAGES)
-        _check_choice(self, "forward_mode", FORWARD_MODES)
+        _check_choice(self, "forward_mode", TRAINING_FORWARD_MODES)
         for name in self.architecture_overrides_names() + self.layout_overrides_names():
             _check_int(self, name, 1, optional=True)
         for name in ("vq_embed_dim", "vq_layers_per_block", "vq_norm_num_groups"):
@@ -277,15 +269,21 @@ class DataArguments:
             "flashvideo.data.load_video_folder)."
         },
     )
+    # The folder's format (load_video_folder's `folder_format`). The field keeps its old name: it is a public flag,
+    # a key of YAML configs and part of the run identity saved in checkpoints; --video_folder_format is its alias.
     video_folder_layout: Literal["auto", "ucf101", "metadata", "frames"] = field(
-        default="auto", metadata={"help": "--video_folder layout: 'auto', 'ucf101', 'metadata' or 'frames'."}
+        default="auto",
+        metadata={
+            "help": "--video_folder's format: 'auto', 'ucf101', 'metadata' or 'frames' (also --video_folder_format).",
+            "aliases": ["--video_folder_format"],
+        },
     )
     video_folder_text: str | None = field(
-        default=None, metadata={"help": "--video_folder, 'frames' layout: caption of folders that have none."}
+        default=None, metadata={"help": "--video_folder, 'frames' format: caption of folders that have none."}
     )
     caption_template: str = field(
         default="{label}",
-        metadata={"help": "--video_folder, 'ucf101' layout: caption template with {label}."},
+        metadata={"help": "--video_folder, 'ucf101' format: caption template with {label}."},
     )
     dataset_name: str | None = field(
         default=None,
@@ -349,7 +347,7 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         _check_choice(self, "dataset", ("shapes",))
-        _check_choice(self, "video_folder_layout", VIDEO_FOLDER_LAYOUTS)
+        _check_choice(self, "video_folder_layout", FOLDER_FORMATS)
         if self.video_folder is not None and self.dataset_name is not None:
             raise ValueError("Give at most one of --video_folder and --dataset_name.")
         if self.video_folder is not None and not os.path.isdir(self.video_folder):

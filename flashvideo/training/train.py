@@ -726,7 +726,7 @@ def setup_lm_stage(
             tokenized = tokenize_video_dataset(
                 videos,
                 processor,
-                layout=stage_name,
+                sample_kind=stage_name,
                 num_key_frames=data_args.num_key_frames,
                 interpolation_frames=data_args.interpolation_frames,
                 batch_size=data_args.tokenize_batch_size,
@@ -908,7 +908,7 @@ def load_videos(data_args: DataArguments, image_size: int) -> datasets.Dataset:
     if data_args.video_folder is not None:
         dataset, report = load_video_folder(
             data_args.video_folder,
-            layout=data_args.video_folder_layout,
+            folder_format=data_args.video_folder_layout,
             num_frames=data_args.num_frames,
             stride=data_args.frame_stride,
             image_size=image_size,
