@@ -28,6 +28,7 @@ from PIL import Image
 import flashvideo
 from flashvideo import FlashVideoPipeline, export_to_gif, export_to_video
 from flashvideo.data.shapes import prompts_for_all_attributes
+from flashvideo.validation import check_int
 
 
 FPS = 8
@@ -180,8 +181,10 @@ def _check_seed(seed: object) -> int:
     value = seed
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise gr.Error(f"seed must be an integer in [{low}, {high}], got {seed!r}.")
+    try:
+        check_int("seed", value, low, high)
+    except ValueError as error:  # the page shows a gr.Error, with the package's wording
+        raise gr.Error(str(error)) from None
     return value
 
 
