@@ -23,6 +23,7 @@ from transformers.utils import logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_flashvideo import FlashVideoConfig
+from .fused_layers import FusedDecoder, fused_decoder_layers
 # transformers' GenerationMixin and output classes, with 5.24's `cache` naming also on 5.23.
 from .transformers_compat import BaseModelOutputWithPast, CausalLMOutputWithPast, GenerationMixin
 from .retention import (
@@ -327,6 +328,8 @@ class FlashVideoRetentionPositions(nn.Module):
     the config, not learned), recomputed in `_init_weights`.
     """
 
+    MAX_KEPT_BLOCK_LENGTH = 64  # parallel-form decay factors kept for block lengths up to this (at most 64 of them)
+
     def __init__(self, config: FlashVideoConfig):
         super().__init__()
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
@@ -335,6 +338,7 @@ class FlashVideoRetentionPositions(nn.Module):
         self.log_decay = nn.Buffer(log_decay, persistent=False)
         self.angles = nn.Buffer(angles, persistent=False)
         self.rotation_scales = nn.Buffer(rotation_scales, persistent=False)
+        self._kept_parallel_decays: dict[tuple[int, torch.dtype, torch.device], ParallelDecay] = {}
 
     def exact_constants(
         self, device: torch.device | None = None, dtype: torch.dtype = torch.float32
@@ -350,6 +354,7 @@ class FlashVideoRetentionPositions(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
+        self._kept_parallel_decays = {}
         # `.half()` would round γ_h = 1 − 2^(−e_h) enough to change the decay over thousands of positions: after a
         # cast, both constants are recomputed in at least float32 (`.double()` makes them exact).
         if self.log_decay.dtype != torch.float32:
@@ -368,8 +373,23 @@ class FlashVideoRetentionPositions(nn.Module):
         if angles.dtype != compute_dtype:
             angles, log_decay, scales = (x.to(compute_dtype) for x in (angles, log_decay, scales))
         rotation = rotation_phasors(positions, angles, scales)
-        blocks = None if block_length is None else parallel_decay(log_decay, block_length)
-        return RetentionPositions(rotation, log_decay, log_decay.exp().view(-1, 1, 1), blocks)
+        return RetentionPositions(
+            rotation, log_decay, log_decay.exp().view(-1, 1, 1), self._parallel_decay(log_decay, block_length)
+        )
+
+    def _parallel_decay(self, log_decay: torch.Tensor, block_length: int | None) -> ParallelDecay | None:
+        """`parallel_decay` for blocks of `block_length`; kept for the short lengths that decoding calls repeat
+        (speculative verify calls), where recomputing it costs a few percent of the call."""
+        if block_length is None:
+            return None
+        if block_length > self.MAX_KEPT_BLOCK_LENGTH:
+            return parallel_decay(log_decay, block_length)
+        key = (block_length, log_decay.dtype, log_decay.device)
+        if key not in self._kept_parallel_decays:
+            # Made as ordinary tensors even inside `torch.inference_mode()`, so that training may use them later.
+            with torch.inference_mode(False):
+                self._kept_parallel_decays[key] = parallel_decay(log_decay, block_length)
+        return self._kept_parallel_decays[key]
 
 
 class FlashVideoCodePositions(nn.Module):
@@ -634,6 +654,7 @@ class FlashVideoPreTrainedModel(PreTrainedModel):
                 (module.log_decay, module.angles, module.rotation_scales), module.exact_constants(dtype=torch.float64)
             ):
                 init.copy_(buffer, value)
+            module._kept_parallel_decays = {}  # derived from the buffers just written
         elif isinstance(module, FlashVideoCodePositions):
             init.zeros_(module.weight)
 
@@ -665,6 +686,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         self.gradient_checkpointing = False
         self._compiled_run_layers = None  # set by `compile_recurrent_step`
         self._compiled_call_lengths = frozenset()  # multi-token call lengths that take the compiled path too
+        # Inference runs the layers as one function over their weights (`fused_layers.py`) where that is exact;
+        # False keeps the module path everywhere. The decoder is found on first use and again after train()/eval()
+        # or a move (None: not looked for yet; False: the layers are not plain FlashVideo layers).
+        self.fused_inference = True
+        self._fused_decoder: FusedDecoder | None | Literal[False] = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -709,6 +735,47 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         return hidden_states, states, keys_and_values, retention_positions.log_decay, all_hidden_states
+
+    def _run_fused_layers(
+        self,
+        hidden_states: torch.Tensor,
+        positions: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        past_states: list[torch.Tensor | None],
+        forward_mode: ForwardMode,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, None]:
+        """`_run_layers` for inference, as one function over the layers' weights (`fused_layers.py`)."""
+        block_length = hidden_states.shape[1] if forward_mode == "parallel" else None
+        retention_positions = self.positions(positions, hidden_states.dtype, block_length)
+        hidden_states, states, keys_and_values = fused_decoder_layers(
+            self._fused_decoder, hidden_states, retention_positions, padding_mask, past_states
+        )
+        return hidden_states, states, keys_and_values, retention_positions.log_decay, None
+
+    def _fused_path_applies(self, forward_mode: ForwardMode, output_hidden_states: bool, dtype: torch.dtype) -> bool:
+        """Whether this call may run `_run_fused_layers`: inference in float32/float64 in the recurrent or parallel
+        form, the layers still plain FlashVideo layers without hooks (see `fused_layers.FusedDecoder`)."""
+        if (
+            not self.fused_inference
+            or self.training
+            or output_hidden_states
+            or forward_mode == "chunkwise"
+            or dtype not in (torch.float32, torch.float64)
+        ):
+            return False
+        decoder = self._fused_decoder
+        if decoder is None or (decoder is not False and not decoder.matches(self)):
+            decoder = self._fused_decoder = FusedDecoder.from_model(self) or False
+        return decoder is not False and not decoder.hooked()
+
+    def train(self, mode: bool = True):
+        self._fused_decoder = None  # look at the layers again on the next inference call
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._fused_decoder = None
+        return super()._apply(fn, recurse)
 
     def compile_recurrent_step(self, call_lengths: tuple[int, ...] = (), **compile_kwargs) -> None:
         """Compile the decode step (one token through every layer in recurrent form) with `torch.compile`.
@@ -852,6 +919,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         )
         if self._compiled_run_layers is not None and compiled_shape and not self.training:
             run_layers = self._compiled_run_layers
+        elif self._fused_path_applies(forward_mode, bool(output_hidden_states), inputs_embeds.dtype):
+            run_layers = self._run_fused_layers
         hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
             inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states)
         )

@@ -1,0 +1,175 @@
+"""Inference through `fused_layers.py` (the layer stack as one function over the weights) computes what the modules
+compute, and the model falls back to its modules whenever that would no longer be true (training, hooks, a replaced
+projection, hidden states asked for)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, RetNetCache
+from flashvideo.fused_layers import FusedDecoder
+
+
+@pytest.fixture
+def model():
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, chunk_size=8,
+        text_vocab_size=40, image_vocab_size=60, max_frames=6, image_size=16, code_grid_size=4,
+        code_position_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = FlashVideoForCausalLM(config).double().eval()
+    with torch.no_grad():  # non-zero norm weights and code positions, so that every parameter matters
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight") or "code_positions" in name:
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    return model
+
+
+def prompt(model, batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    start, end = model.config.serial_token_range
+    ids = torch.randint(model.config.image_token_start, model.config.vocab_size, (batch, length), generator=generator)
+    if length > 3:
+        ids[:, 3] = start  # a serial number inside, so that code places are exercised
+    return ids
+
+
+def calls(model, prefix: torch.Tensor, continuations: list[torch.Tensor], fused: bool, **prefill_kwargs):
+    """Logits of a prefix and then of each continuation, fed from the cache; and the final cache."""
+    model.model.fused_inference = fused
+    cache = RetNetCache(model.config.num_hidden_layers)
+    logits = [model(prefix, cache=cache, use_cache=True, **prefill_kwargs).logits]
+    for ids in continuations:
+        logits.append(model(ids, cache=cache, use_cache=True).logits)
+    model.model.fused_inference = True
+    return logits, cache
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("length", [1, 5])
+def test_fused_calls_match_the_modules(model, batch, length):
+    prefix = prompt(model, batch, 7)
+    continuations = [prompt(model, batch, length, seed=seed + 1) for seed in range(3)]
+    with torch.inference_mode():
+        reference, reference_cache = calls(model, prefix, continuations, fused=False)
+        fused, fused_cache = calls(model, prefix, continuations, fused=True)
+    assert isinstance(model.model._fused_decoder, FusedDecoder)  # the fused path was taken
+    for expected, actual in zip(reference, fused):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
+    for expected, actual in zip(reference_cache.states, fused_cache.states):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(fused_cache.frame_places, reference_cache.frame_places)
+
+
+def test_fused_calls_match_with_padding_and_per_row_positions(model):
+    prefix = prompt(model, 2, 9)
+    mask = torch.ones_like(prefix)
+    mask[0, :3] = 0  # row 0 left-padded
+    drafts = prompt(model, 2, 4, seed=5)
+    with torch.inference_mode():
+        results = []
+        for fused in (False, True):
+            model.model.fused_inference = fused
+            cache = RetNetCache(model.config.num_hidden_layers)
+            first = model(prefix, attention_mask=mask, cache=cache, use_cache=True).logits
+            model(drafts, cache=cache, use_cache=True)
+            cache.rewind(torch.tensor([1, 3]))  # rows now stand at different positions
+            after = model(prompt(model, 2, 2, seed=6), cache=cache, use_cache=True).logits
+            step = model(prompt(model, 2, 1, seed=7), cache=cache, use_cache=True).logits
+            results.append((first, after, step, cache.states))
+        model.model.fused_inference = True
+    for expected, actual in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
+
+
+def test_float32_fused_step_is_within_rounding_of_the_modules(model):
+    model = model.float()
+    prefix = prompt(model, 2, 7)
+    with torch.inference_mode():
+        reference, _ = calls(model, prefix, [prompt(model, 2, 1, seed=1)], fused=False)
+        fused, _ = calls(model, prefix, [prompt(model, 2, 1, seed=1)], fused=True)
+    torch.testing.assert_close(fused[-1], reference[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_generate_gives_the_same_tokens_either_way(model):
+    ids = prompt(model, 2, 6)
+    outputs = []
+    for fused in (False, True):
+        model.model.fused_inference = fused
+        outputs.append(model.generate(ids, max_new_tokens=12, do_sample=False))
+    model.model.fused_inference = True
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_a_hook_or_a_replaced_projection_takes_the_module_path(model):
+    ids, step = prompt(model, 1, 6), prompt(model, 1, 1, seed=3)
+    with torch.inference_mode():
+        model(ids)  # the fused decoder is built
+        assert isinstance(model.model._fused_decoder, FusedDecoder)
+
+        seen = []
+        handle = model.model.layers[1].ffn.register_forward_hook(lambda module, args, output: seen.append(output))
+        model(step, cache=RetNetCache(model.config.num_hidden_layers), use_cache=True)
+        handle.remove()
+        assert len(seen) == 1  # the hook ran: the modules were called
+
+        class LowRankAdapted(nn.Module):  # what an adapter does: wrap the projection and add to it
+            def __init__(self, base: nn.Linear):
+                super().__init__()
+                self.base = base
+                self.delta = nn.Linear(base.in_features, base.out_features, bias=False, dtype=base.weight.dtype)
+
+            def forward(self, x):
+                return self.base(x) + self.delta(x)
+
+        plain = model(ids).logits
+        retention = model.model.layers[0].retention
+        retention.qkvg_proj = LowRankAdapted(retention.qkvg_proj)
+        adapted = model(ids).logits
+        assert model.model._fused_decoder is False  # not a plain layer any more: modules only
+        model.model.fused_inference = False
+        torch.testing.assert_close(model(ids).logits, adapted, rtol=0, atol=0)
+        model.model.fused_inference = True
+        assert not torch.allclose(adapted, plain)
+
+
+def test_weights_changed_in_place_or_reassigned_are_seen(model):
+    ids = prompt(model, 1, 6)
+    with torch.inference_mode():
+        before = model(ids).logits
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(1.1)
+    model.load_state_dict(other.state_dict())  # copies in place
+    with torch.inference_mode():
+        after = model(ids).logits
+        model.model.fused_inference = False
+        expected = model(ids).logits
+        model.model.fused_inference = True
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-10)
+    layer = model.model.layers[0]
+    layer.ffn.down_proj.weight = nn.Parameter(torch.zeros_like(layer.ffn.down_proj.weight))
+    with torch.inference_mode():
+        fused = model(ids).logits
+        model.model.fused_inference = False
+        torch.testing.assert_close(fused, model(ids).logits, rtol=0, atol=1e-10)
+
+
+def test_training_and_hidden_states_take_the_module_path(model):
+    ids = prompt(model, 2, 6)
+    with torch.inference_mode():  # what inference keeps (decay factors of short blocks) must not break training
+        model(ids)
+    model.train()
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    assert model.model._fused_decoder is None  # never looked for in training
+    assert model.model.layers[0].retention.qkvg_proj.weight.grad is not None
+    model.eval()
+    with torch.inference_mode():
+        out = model(ids, output_hidden_states=True)
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
