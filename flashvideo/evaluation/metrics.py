@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 from ..extras import import_extra
+from ..validation import check_int, check_number
 
 
 logger = logging.get_logger(__name__)
@@ -79,8 +79,7 @@ def _check_frames(name: str, x: Any, data_range: float = 1.0) -> None:
 
 
 def _check_pair(a: Any, b: Any, data_range: float = 1.0) -> None:
-    if not (isinstance(data_range, (int, float)) and data_range > 0 and math.isfinite(data_range)):
-        raise ValueError(f"`data_range` must be a finite number > 0, got {data_range!r}")
+    check_number("`data_range`", data_range, 0, exclusive_minimum=True)
     _check_frames("a", a, data_range)
     _check_frames("b", b, data_range)
     if a.shape != b.shape:
@@ -413,8 +412,7 @@ def lpips(a: Tensor, b: Tensor, model: LPIPS, batch_size: int = 64) -> Tensor:
     _check_pair(a, b)
     if not isinstance(model, LPIPS):
         raise ValueError(f"`model` must be an LPIPS module, got {type(model).__name__}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    check_int("`batch_size`", batch_size, 1)
     *lead, c, h, w = a.shape
     if c != 3:
         raise ValueError(f"`a` and `b` must have 3 (RGB) channels for LPIPS, got shape {tuple(a.shape)}")
@@ -490,8 +488,7 @@ def frechet_distance(
     for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
         if not np.isfinite(value).all():
             raise ValueError(f"`{name}` must be finite (no NaN/inf)")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ValueError(f"`eps` must be a number > 0, got {eps!r}")
+    check_number("`eps`", eps, 0, exclusive_minimum=True)
 
     linalg = import_extra("scipy.linalg", "The Fréchet distance (FVD)")  # the eval extra; psnr/ssim need none
     covmean = linalg.sqrtm(sigma1 @ sigma2)
@@ -569,8 +566,7 @@ class I3DFeatureExtractor:
     ) -> None:
         if not callable(model):
             raise ValueError(f"`model` must be a callable module, got {type(model).__name__}")
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        check_int("`batch_size`", batch_size, 1)
         self.model = model.eval() if isinstance(model, nn.Module) else model
         self.call_kwargs = dict(DEFAULT_I3D_CALL_KWARGS if call_kwargs is None else call_kwargs)
         self.batch_size = batch_size

@@ -34,6 +34,7 @@ from transformers.utils import logging
 
 from ..data.shapes import COLORS, parse_prompt
 from ..extras import import_extra
+from ..validation import check_choice, check_int
 
 logger = logging.get_logger(__name__)
 
@@ -91,8 +92,7 @@ def analyze_clip(frames: Any, frame_stride: int = 1) -> dict[str, Any]:
         >>> result["color"], result["shape"], result["direction"]
         ('blue', 'triangle', 'up')
     """
-    if not isinstance(frame_stride, int) or frame_stride < 1:
-        raise ValueError(f"frame_stride must be an integer >= 1, got {frame_stride!r}.")
+    check_int("frame_stride", frame_stride, 1)
     clip = _as_uint8_clip(frames)
     # A 3x3 median per frame removes pixel noise before thresholding while keeping straight edges
     # and corners of a 14+ px object in place.
@@ -396,10 +396,8 @@ def clean_clip_report(
         >>> clean_clip_report(clip, "red")["failures"]  # the blank frame has no object, so not the color either
         ['objects', 'color']
     """
-    if color not in _PALETTE_NAMES:
-        raise ValueError(f"color must be one of {_PALETTE_NAMES}, got {color!r}.")
-    if not isinstance(frame_stride, int) or frame_stride < 1:
-        raise ValueError(f"frame_stride must be an integer >= 1, got {frame_stride!r}.")
+    check_choice("color", color, _PALETTE_NAMES)
+    check_int("frame_stride", frame_stride, 1)
     found = [frame_objects(frame, criteria) for frame in _as_uint8_clip(frames)]
     tracked = [(t * frame_stride, f.centroid) for t, f in enumerate(found) if f.centroid is not None]
     report: dict[str, Any] = {
