@@ -185,25 +185,29 @@ class FrameSampler:
         self, stream: _Stream, windows: list[list[int]], width: int, active: list[bool]
     ) -> torch.FloatTensor:
         """Feed each active row's pending tokens then its window in one call (the other rows are fed a pad and rolled
-        back); returns the float32 logits `[batch, width + 1, vocab]` of the positions that predict window positions
-        0 … width (the last pending token's and the window's)."""
+        back); returns the float32 logits `[batch, width + 1, image codes]` of the positions that predict window
+        positions 0 … width (the last pending token's and the window's)."""
+        start, end = self.model.config.image_token_range
         rows = [pending + window if on else [] for pending, window, on in zip(stream.pending, windows, active)]
         length = max(max(len(row) for row in rows), 1 + width if self.static_windows else 1)
         ids = torch.tensor([row + [0] * (length - len(row)) for row in rows], device=self.model.device)
         # Logits only for the positions read below: from the earliest last-pending-token on.
         first_read = min(len(pending) for pending, on in zip(stream.pending, active) if on) - 1
         output = self.model(
-            ids, cache=stream.cache, use_cache=True, logits_to_keep=length - first_read, check_inputs=False
-        )
+            ids, cache=stream.cache, use_cache=True, logits_to_keep=length - first_read,
+            logits_vocab_range=(start, end), check_inputs=False,
+        )  # fmt: skip
         stream.cache = output.cache
         self.counts.model_calls += 1
-        kept = output.logits.shape[1]
+        logits = output.logits
+        if logits.shape[-1] != end - start:  # modelling code from before `logits_vocab_range` (remote code) ignores it
+            logits = logits[..., start:end]
+        kept = logits.shape[1]
         read = torch.tensor(
             [[min(max(len(pending) - 1 - first_read, 0) + i, kept - 1) for i in range(width + 1)]
              for pending in stream.pending], device=ids.device,
         )  # fmt: skip
-        logits = output.logits.gather(1, read[..., None].expand(-1, -1, output.logits.shape[-1]))
-        return logits.to(dtype=torch.float32)
+        return logits.gather(1, read[..., None].expand(-1, -1, logits.shape[-1])).to(dtype=torch.float32)
 
     def _process(self, logits: torch.FloatTensor, image_codes_only: bool = False) -> torch.FloatTensor:
         """The processors applied to logits `[..., vocab]`; `image_codes_only`: the logits are already sliced to the
@@ -259,8 +263,7 @@ class FrameSampler:
         than by them: the scores differ by a constant per row at most (guidance's log-softmax normalises over fewer
         tokens), which temperature, top-k, top-p and the softmax all ignore, so the distributions are the same.
         """
-        start, end = self.model.config.image_token_range
-        logits = [self._call(stream, windows, width, active)[..., start:end] for stream in self._streams()]
+        logits = [self._call(stream, windows, width, active) for stream in self._streams()]
         return self._process(self._guide(*logits), image_codes_only=True)
 
     @torch.inference_mode()

@@ -993,6 +993,21 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             input_ids, cache=cache, attention_mask=attention_mask, **kwargs
         )
 
+    def _logits(self, hidden_states: torch.Tensor, vocab_range: tuple[int, int] | None) -> torch.Tensor:
+        """The LM head on `hidden_states`, for the token ids in `vocab_range` only when given."""
+        if vocab_range is None:
+            return self.lm_head(hidden_states)
+        start, end = vocab_range
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= self.config.vocab_size):
+            raise ValueError(
+                f"logits_vocab_range must be (start, end) with 0 <= start < end <= {self.config.vocab_size} "
+                f"(vocab_size), got {vocab_range!r}."
+            )
+        head = self.lm_head
+        if type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks):
+            return nn.functional.linear(hidden_states, head.weight[start:end])
+        return head(hidden_states)[..., start:end]  # an adapted or hooked head: called as it is, then sliced
+
     @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     def forward(
         self,
@@ -1006,6 +1021,7 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         forward_mode: ForwardMode = "auto",
         logits_to_keep: int | torch.Tensor = 0,
+        logits_vocab_range: tuple[int, int] | None = None,
         check_inputs: bool = True,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
@@ -1014,6 +1030,9 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             labels: `[batch, length]` targets for the next-token loss (shifted inside); -100 is ignored. The
                 processor labels text and serial-number positions -100, so the loss is on image codes only.
             logits_to_keep: compute logits only for the last `logits_to_keep` positions (0: all).
+            logits_vocab_range: `(start, end)`: compute logits only for token ids `start … end − 1` (the last
+                dimension of `logits` is then `end − start`), e.g. `config.image_token_range` for a sampler that
+                only ever draws image codes; the LM head then reads a third of its weights for the shipped models.
 
         See `FlashVideoModel.forward` for the other arguments.
         """
@@ -1030,10 +1049,12 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             check_inputs=check_inputs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)
+        logits = self._logits(hidden_states, logits_vocab_range)
 
         loss = None
         if labels is not None:
+            if logits_vocab_range is not None:
+                raise ValueError("labels need the logits of the whole vocabulary: pass logits_vocab_range=None.")
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )

@@ -173,3 +173,18 @@ def test_training_and_hidden_states_take_the_module_path(model):
     with torch.inference_mode():
         out = model(ids, output_hidden_states=True)
     assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+
+
+def test_logits_vocab_range_gives_those_columns_of_the_logits(model):
+    ids = prompt(model, 2, 6)
+    start, end = model.config.image_token_range
+    with torch.inference_mode():
+        full = model(ids).logits
+        torch.testing.assert_close(model(ids, logits_vocab_range=(start, end)).logits, full[..., start:end])
+        model.lm_head.register_forward_hook(lambda module, args, output: output * 2)  # a hooked head is still called
+        torch.testing.assert_close(model(ids, logits_vocab_range=(start, end)).logits, 2 * full[..., start:end])
+    for bad in [(end, start), (0, model.config.vocab_size + 1), (-1, 3)]:
+        with pytest.raises(ValueError, match="logits_vocab_range"):
+            model(ids, logits_vocab_range=bad)
+    with pytest.raises(ValueError, match="logits_vocab_range=None"):
+        model(ids, labels=ids, logits_vocab_range=(start, end))
