@@ -480,7 +480,12 @@ def _run_every_benchmark(args: argparse.Namespace, parsers: tuple[argparse.Argum
 def _run_eval(args: argparse.Namespace) -> int:
     from . import default_checkpoint
     from .evaluation import evaluate
+    from .extras import require_extra
 
+    try:
+        require_extra("eval", "flashvideo eval")
+    except ImportError as error:  # a one-line error naming the extra, not a traceback
+        return _user_error("eval", error)
     sampling = {
         name: value
         for name, value in (

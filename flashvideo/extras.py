@@ -10,6 +10,7 @@ Example:
     >>> ndimage = import_extra("scipy.ndimage", "the Shapes analyzer")  # raises if SciPy is missing
     >>> ndimage.label([[1, 0, 1]])[1]  # two separate blobs
     2
+    >>> require_extra("eval", "flashvideo eval")  # before a long run that needs it at the end
 """
 
 from __future__ import annotations
@@ -43,3 +44,11 @@ def import_extra(module: str, purpose: str) -> ModuleType:
             f"{purpose} needs {package}, which the core install of flashvideo leaves out; install the "
             f"'{extra}' extra: {install_hint(extra)}."
         ) from error
+
+
+def require_extra(extra: str, purpose: str) -> None:
+    """Import every package of `extra` now, or raise the ImportError of `import_extra`: for a command that would
+    otherwise find out only after minutes of work."""
+    for package, provider in EXTRA_OF.items():
+        if provider == extra:
+            import_extra(package, purpose)

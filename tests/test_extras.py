@@ -13,7 +13,8 @@ import torch
 from flashvideo.data.shapes import render_clip
 from flashvideo.evaluation.metrics import frechet_distance, psnr
 from flashvideo.evaluation.shapes import analyze_clip
-from flashvideo.extras import import_extra
+from flashvideo.cli import main
+from flashvideo.extras import import_extra, require_extra
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,8 @@ def test_missing_scipy_names_the_eval_extra(without_scipy):
         analyze_clip(render_clip("red", "circle", "right", size=16))
     with pytest.raises(ImportError, match=r'pip install "\.\[eval\]"'):
         import_extra("scipy.ndimage", "this")
+    with pytest.raises(ImportError, match=r"flashvideo eval needs scipy"):
+        require_extra("eval", "flashvideo eval")
     # What needs no SciPy still works.
     frames = torch.rand(2, 3, 8, 8)
     assert psnr(frames, frames).tolist() == [100.0, 100.0]
@@ -65,3 +68,10 @@ def test_the_package_imports_without_scipy():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_flashvideo_eval_without_scipy_is_a_one_line_error(without_scipy, capsys):
+    assert main(["eval", "--num-samples", "1"]) == 2  # refused before the checkpoint is even loaded
+    err = capsys.readouterr().err
+    assert err.startswith("flashvideo eval: error: flashvideo eval needs scipy") and err.count("\n") == 1
+    assert 'pip install "flashvideo[eval]"' in err

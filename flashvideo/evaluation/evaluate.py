@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..extras import import_extra
+from ..extras import require_extra
 from ..pipeline_flashvideo import FlashVideoPipeline
 from .metrics import psnr, ssim
 from .shapes import CLEAN_CLIP_CRITERIA, CLEAN_CLIP_FAILURES, accuracy
@@ -254,7 +254,7 @@ def run_evaluation(
     the speeds measured include the compilation on the first batch of each shape.
     """
     selected = select_modes(modes)
-    import_extra("scipy.ndimage", "flashvideo eval (the Shapes analyzer)")  # before minutes of generation, not after
+    require_extra("eval", "flashvideo eval")  # before minutes of generation, not after
     pipe = FlashVideoPipeline.from_pretrained(checkpoint)
     pipe.show_progress = False
     if compile:
