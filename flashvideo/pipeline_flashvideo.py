@@ -25,6 +25,7 @@ from .modeling_flashvideo import FlashVideoForCausalLM
 from .processing_flashvideo import FlashVideoProcessor
 from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, add_drafts, build_logits_processor
 from .redundant_free import classify_tokens
+from .validation import check_bool, check_choice, check_int, check_number, is_int
 
 
 logger = logging.get_logger(__name__)
@@ -418,13 +419,9 @@ class FlashVideoPipeline(Pipeline):
         speculative, num_draft_tokens, draft_source, lockstep, recursive_spacings,
     ) -> None:  # fmt: skip
         max_spacing = self.interpolation_model.config.max_frames - 1
-        if not _is_int(key_frame_spacing) or not 1 <= key_frame_spacing <= max_spacing:
-            raise ValueError(
-                f"key_frame_spacing must be an integer in [1, {max_spacing}] (the interpolation model's max_frames "
-                f"- 1), got {key_frame_spacing!r}."
-            )
+        check_int("key_frame_spacing", key_frame_spacing, 1, max_spacing, why=" (the interpolation model's max_frames - 1)")
         if not isinstance(recursive_spacings, tuple) or not all(
-            _is_int(spacing) and 2 <= spacing <= max_spacing for spacing in recursive_spacings
+            is_int(spacing) and 2 <= spacing <= max_spacing for spacing in recursive_spacings
         ):
             raise ValueError(
                 f"recursive_spacings must be a list or tuple of integers in [2, {max_spacing}] (the interpolation "
@@ -433,10 +430,7 @@ class FlashVideoPipeline(Pipeline):
         if recursive_spacings and (not interpolate or key_frame_spacing == 1):
             raise ValueError("recursive_spacings needs interpolation: interpolate=True and key_frame_spacing >= 2.")
         most = self.max_num_frames(key_frame_spacing, bool(interpolate), recursive_spacings)
-        if not _is_int(num_frames) or not 2 <= num_frames <= most:
-            raise ValueError(
-                f"num_frames must be an integer in [2, {most}] for key_frame_spacing={key_frame_spacing}, got {num_frames!r}."
-            )
+        check_int("num_frames", num_frames, 2, most, why=f" for key_frame_spacing={key_frame_spacing}")
         spacing = key_frame_spacing * math.prod(recursive_spacings)
         if interpolate and (num_frames - 1) % spacing:
             raise ValueError(
@@ -444,24 +438,12 @@ class FlashVideoPipeline(Pipeline):
                 f"spacings {list(recursive_spacings)} = {spacing}, so that the last frame is a key frame; got "
                 f"num_frames={num_frames}. Try num_frames={max((num_frames - 1) // spacing, 1) * spacing + 1}."
             )
-        if not isinstance(speculative, (bool, np.bool_)):
-            raise ValueError(f"speculative must be True or False, got {speculative!r}.")
-        tokens_per_frame = self.model.config.tokens_per_frame
-        if not _is_int(num_draft_tokens) or not 1 <= num_draft_tokens <= tokens_per_frame:
-            raise ValueError(
-                f"num_draft_tokens must be an integer in [1, {tokens_per_frame}] (tokens_per_frame), got {num_draft_tokens!r}."
-            )
-        if draft_source not in DRAFT_SOURCES:
-            raise ValueError(f"draft_source must be one of {DRAFT_SOURCES}, got {draft_source!r}.")
-        if not isinstance(lockstep, (bool, np.bool_)):
-            raise ValueError(f"lockstep must be True or False, got {lockstep!r}.")
-        if not _is_real(inherit_ratio) or not 0.0 <= float(inherit_ratio) <= 1.0:
-            raise ValueError(f"inherit_ratio must be a number in [0, 1], got {inherit_ratio!r}.")
-        grid = self.model.config.code_grid_size
-        if not _is_int(unstable_radius) or not 0 <= unstable_radius <= grid:
-            raise ValueError(
-                f"unstable_radius must be an integer in [0, {grid}] (code_grid_size), got {unstable_radius!r}."
-            )
+        check_bool("speculative", speculative)
+        check_int("num_draft_tokens", num_draft_tokens, 1, self.model.config.tokens_per_frame, why=" (tokens_per_frame)")
+        check_choice("draft_source", draft_source, DRAFT_SOURCES)
+        check_bool("lockstep", lockstep)
+        check_number("inherit_ratio", inherit_ratio, 0, 1)
+        check_int("unstable_radius", unstable_radius, 0, self.model.config.code_grid_size, why=" (code_grid_size)")
         _check_sampling(temperature, top_k, top_p, do_sample, source="")
         for model in (self.model, self.interpolation_model):  # the checkpoints' own settings, before any work
             self._sampling_settings(model, temperature, top_k, top_p, do_sample)
@@ -734,14 +716,6 @@ def has_interpolation_model(source: str | Path) -> bool:
     return found is not None
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def _first_set(*values):
     """The first value that is not None (None if all are); a NumPy scalar becomes the Python number it holds, as
     transformers' sampling checks (`isinstance(top_k, int)`, `isinstance(temperature, float)`) want."""
@@ -750,22 +724,15 @@ def _first_set(*values):
 
 
 def _check_guidance_scale(guidance_scale, source: str) -> None:
-    if guidance_scale is not None and (
-        not _is_real(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 1
-    ):
-        raise ValueError(f"guidance_scale must be None or a finite number >= 1 (1: off), got {guidance_scale!r}{source}.")
+    check_number("guidance_scale", guidance_scale, 1, optional=True, why=" (1: off)", where=source)
 
 
 def _check_sampling(temperature, top_k, top_p, do_sample, source: str) -> None:
     """Raise a ValueError naming the first invalid sampling setting; None (not set) is valid for each."""
-    if temperature is not None and (not _is_real(temperature) or not math.isfinite(temperature) or temperature <= 0):
-        raise ValueError(f"temperature must be None or a finite number > 0, got {temperature!r}{source}.")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}{source}.")
-    if top_p is not None and (not _is_real(top_p) or not 0.0 < float(top_p) <= 1.0):
-        raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}{source}.")
-    if do_sample is not None and not isinstance(do_sample, (bool, np.bool_)):
-        raise ValueError(f"do_sample must be None, True or False, got {do_sample!r}{source}.")
+    check_number("temperature", temperature, 0, exclusive_minimum=True, optional=True, where=source)
+    check_int("top_k", top_k, 1, optional=True, where=source)
+    check_number("top_p", top_p, 0, 1, exclusive_minimum=True, optional=True, where=source)
+    check_bool("do_sample", do_sample, optional=True, where=source)
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
