@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig
 
 
@@ -189,8 +190,11 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
         for name in ("code_position_embeddings", "use_cache", "tie_word_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"FlashVideoConfig.{name} must be True or False, got {getattr(self, name)!r}.")
-        if self.hidden_act != "silu":
-            raise ValueError(f"FlashVideoConfig.hidden_act must be 'silu' (RetNet's GLU), got {self.hidden_act!r}.")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"FlashVideoConfig.hidden_act must name one of transformers' activations (ACT2FN: "
+                f"{', '.join(sorted(ACT2FN))}); RetNet's GLU uses 'silu'. Got {self.hidden_act!r}."
+            )
         for name, dtype in (("dtype", getattr(self, "dtype", None)), ("torch_dtype", kwargs.get("torch_dtype"))):
             if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
                 continue

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
+from transformers.activations import ACT2FN
 
 from .retention import parallel_retention, recurrent_retention, rotate_pairs
 
@@ -96,6 +97,12 @@ class FusedDecoder:
                 parameters.append(module._parameters[name])
                 self._expected.append((module._parameters, name, module._parameters[name]))
             self.layers.append(FusedLayerWeights(*parameters))
+        # The feed-forward's activation module (`ACT2FN[hidden_act]`), called as a plain function for silu: the module
+        # call around it would cost more than the operator.
+        activations = [_submodule(layer, ("ffn", "act_fn"), self._expected) for layer in model.layers]
+        self.activation = activations[0].forward if activations else None
+        if isinstance(activations[0] if activations else None, (nn.SiLU, type(ACT2FN["silu"]))):
+            self.activation = nn.functional.silu
         self._modules += [module for layer in model.layers for module in layer.modules()]
         self.norm = model.norm.weight
         self._expected.append((model.norm._parameters, "weight", self.norm))
@@ -155,11 +162,12 @@ def fused_decoder_layers(
     positions: RetentionPositions,
     padding_mask: torch.Tensor | None,
     past_states: list[torch.Tensor | None],
-) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    output_final_states: bool = True,
+) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Every decoder layer and the final norm on `hidden_states` `[batch, length, hidden]`, as the modules compute
     them for a call from `past_states` (recurrent form for one token, parallel form for more).
 
-    Returns the normed hidden states, each layer's final state, and each layer's keys and values after rotation,
+    Returns the normed hidden states, each layer's final state (None unless `output_final_states`), and each layer's keys and values after rotation,
     scaling and padding (`[batch, heads, length, d]`, as `RetNetCache` records them).
     """
     batch, length, hidden = hidden_states.shape
@@ -167,6 +175,7 @@ def fused_decoder_layers(
     eps = decoder.eps_like(hidden_states)
     keep = None if padding_mask is None else padding_mask[:, None, :, None].to(hidden_states.dtype)
     x = hidden_states.reshape(batch * length, hidden)  # the residual stream, one row per token
+    activation = decoder.activation
     states, keys_and_values = [], []
     for layer, past_state in zip(decoder.layers, past_states):
         qk, v, gate = torch.mm(rms_norm(x, layer.retention_norm, eps), layer.qkvg_proj.t()).split(
@@ -177,13 +186,18 @@ def fused_decoder_layers(
         if keep is not None:
             k, v = k * keep, v * keep
         if length == 1:
-            output, state = recurrent_retention(q, k, v, positions.log_decay, past_state, positions.decay)
+            output, state = recurrent_retention(
+                q, k, v, positions.log_decay, past_state, positions.decay, output_final_state=output_final_states
+            )
         else:
-            output, state = parallel_retention(q, k, v, positions.log_decay, past_state, positions.parallel_decay)
+            output, state = parallel_retention(
+                q, k, v, positions.log_decay, past_state, positions.parallel_decay,
+                output_final_state=output_final_states,
+            )  # fmt: skip
         output = rms_norm(output, None, eps).transpose(1, 2).reshape(batch * length, -1)
         x = torch.addmm(x, nn.functional.silu(gate) * output, layer.o_proj.t())
         gate, up = torch.mm(rms_norm(x, layer.ffn_norm, eps), layer.gate_up_proj.t()).chunk(2, dim=-1)
-        x = torch.addmm(x, nn.functional.silu(gate) * up, layer.down_proj.t())
+        x = torch.addmm(x, activation(gate) * up, layer.down_proj.t())
         states.append(state)
         keys_and_values.append((k, v))
     return rms_norm(x, decoder.norm, eps).view(batch, length, hidden), states, keys_and_values

@@ -14,12 +14,13 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 from transformers import initialization as init
+from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import Concatenate, ConversionOps, WeightConverter, WeightRenaming
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
-from transformers.utils import logging
+from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_flashvideo import FlashVideoConfig
@@ -143,9 +144,11 @@ class RetNetCache(Cache):
 
     @property
     def is_linear(self) -> list[bool]:
-        # generate() reads "linear" as "counts no tokens" and then feeds the whole sequence again when it continues
-        # from a returned cache. RetNetCache does count them (new positions come from `get_seq_length()`), so it asks
-        # to have the tokens it has already seen sliced off, like a key/value cache.
+        # Retention *is* linear attention, and transformers' `is_linear` means "a linear-attention (Mamba/SSM) state
+        # layer". But generate() also reads `all(cache.is_linear)` as "no sequence length to go by": it then skips
+        # slicing off the tokens the cache has already seen when generation continues from a returned cache (and
+        # offloaded caches skip such layers). RetNetCache does count its tokens (`get_seq_length()`, from which the
+        # positions of new tokens come) and needs that slicing, so it answers False, like a key/value cache.
         return [False] * self.num_layers
 
     @property
@@ -460,10 +463,11 @@ class FlashVideoMultiScaleRetention(nn.Module):
         padding_mask: torch.Tensor | None,
         past_state: torch.Tensor | None,
         forward_mode: ForwardMode,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Returns the output, the state after the last token (a new tensor: `past_state` is never modified), and
-        the keys and values fed to retention, after rotation, scaling and padding (what a `RetNetCache` keeps to
-        roll back inside this call)."""
+        output_final_state: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+        """Returns the output, the state after the last token (a new tensor: `past_state` is never modified; None
+        unless `output_final_state`), and the keys and values fed to retention, after rotation, scaling and padding
+        (what a `RetNetCache` keeps to roll back inside this call)."""
         batch, length, _ = hidden_states.shape
         compute_dtype = positions.log_decay.dtype
         qk, v, gate = self.qkvg_proj(hidden_states).split(self.split_sizes, dim=-1)
@@ -480,24 +484,33 @@ class FlashVideoMultiScaleRetention(nn.Module):
         if past_state is not None and past_state.dtype != compute_dtype:
             past_state = past_state.to(compute_dtype)
 
+        # k is scaled by d_k^−0.5 in the rotation already, hence the retention functions' scale of 1.
         if forward_mode == "recurrent":
-            output, state = recurrent_retention(q, k, v, positions.log_decay, past_state, positions.decay)
+            output, state = recurrent_retention(
+                q, k, v, positions.log_decay, past_state, positions.decay, output_final_state=output_final_state
+            )
         elif forward_mode == "chunkwise":
             output, state = chunkwise_retention(
-                q, k, v, positions.log_decay, self.chunk_size, past_state, positions.parallel_decay
-            )
+                q, k, v, positions.log_decay, self.chunk_size, past_state, positions.parallel_decay,
+                output_final_state=output_final_state,
+            )  # fmt: skip
         else:
-            output, state = parallel_retention(q, k, v, positions.log_decay, past_state, positions.parallel_decay)
+            output, state = parallel_retention(
+                q, k, v, positions.log_decay, past_state, positions.parallel_decay,
+                output_final_state=output_final_state,
+            )  # fmt: skip
 
         output = nn.functional.rms_norm(output, output.shape[-1:], eps=self.head_norm_eps)  # [b, heads, length, d_v]
         output = output.transpose(1, 2).reshape(batch, length, -1)
         if output.dtype != gate.dtype:
             output = output.to(gate.dtype)
+        # The output gate is RetNet's swish whatever `hidden_act` says (that one is the feed-forward's).
         return self.o_proj(nn.functional.silu(gate) * output), state, (k, v)
 
 
 class FlashVideoGLU(nn.Module):
-    """GLU feed-forward, named as in Llama: down_proj(silu(gate_proj x) ⊙ up_proj x).
+    """GLU feed-forward, named as in Llama: down_proj(act(gate_proj x) ⊙ up_proj x), act = `ACT2FN[hidden_act]`
+    (RetNet's and the shipped checkpoints': silu).
 
     gate_proj and up_proj are one projection, `gate_up_proj` (rows [gate; up], as in Phi-3). Checkpoints from before
     the fusion (`fc1` the activated branch, `gate` the other, `fc2` the output) load unchanged, see
@@ -508,11 +521,12 @@ class FlashVideoGLU(nn.Module):
         super().__init__()
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
         self.register_load_state_dict_pre_hook(fuse_legacy_projections)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(nn.functional.silu(gate) * up)
+        return self.down_proj(self.act_fn(gate) * up)
 
 
 class FlashVideoDecoderLayer(GradientCheckpointingLayer):
@@ -534,9 +548,10 @@ class FlashVideoDecoderLayer(GradientCheckpointingLayer):
         padding_mask: torch.Tensor | None = None,
         past_state: torch.Tensor | None = None,
         forward_mode: ForwardMode = "parallel",
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        output_final_state: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
         retained, state, keys_and_values = self.retention(
-            self.retention_norm(hidden_states), positions, padding_mask, past_state, forward_mode
+            self.retention_norm(hidden_states), positions, padding_mask, past_state, forward_mode, output_final_state
         )
         hidden_states = hidden_states + retained
         hidden_states = hidden_states + self.ffn(self.ffn_norm(hidden_states))
@@ -707,11 +722,13 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         past_states: list[torch.Tensor | None],
         forward_mode: ForwardMode,
         output_hidden_states: bool,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None]:
+        output_final_states: bool = True,
+    ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None]:
         """Every layer and the final norm, on tensors only (no cache object), so that it can be compiled.
 
-        Returns the hidden states, each layer's final state and its keys and values, log γ, and the hidden states
-        of every layer when asked."""
+        Returns the hidden states, each layer's final state (None unless `output_final_states`: without a cache,
+        e.g. in training, nothing needs them) and its keys and values, log γ, and the hidden states of every layer
+        when asked."""
         compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
         length = hidden_states.shape[1]
         # The parallel form's decay factors depend on the block length only: computed once here for every layer.
@@ -728,6 +745,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
                 padding_mask=padding_mask,
                 past_state=past_state,
                 forward_mode=forward_mode,
+                output_final_state=output_final_states,
             )
             states.append(state)
             keys_and_values.append(layer_keys_and_values)
@@ -744,12 +762,13 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         past_states: list[torch.Tensor | None],
         forward_mode: ForwardMode,
         output_hidden_states: bool,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, None]:
+        output_final_states: bool = True,
+    ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, None]:
         """`_run_layers` for inference, as one function over the layers' weights (`fused_layers.py`)."""
         block_length = hidden_states.shape[1] if forward_mode == "parallel" else None
         retention_positions = self.positions(positions, hidden_states.dtype, block_length)
         hidden_states, states, keys_and_values = fused_decoder_layers(
-            self._fused_decoder, hidden_states, retention_positions, padding_mask, past_states
+            self._fused_decoder, hidden_states, retention_positions, padding_mask, past_states, output_final_states
         )
         return hidden_states, states, keys_and_values, retention_positions.log_decay, None
 
@@ -826,6 +845,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             return "recurrent"
         return "parallel" if length <= self.config.chunk_size else "chunkwise"
 
+    @can_return_tuple  # return_dict=False (or config.return_dict=False) gives output.to_tuple()
     @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     def forward(
         self,
@@ -835,7 +855,6 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         forward_mode: ForwardMode = "auto",
         check_inputs: bool = True,
         **kwargs,
@@ -859,7 +878,6 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -922,8 +940,9 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         elif self._fused_path_applies(forward_mode, bool(output_hidden_states), inputs_embeds.dtype):
             run_layers = self._run_fused_layers
         hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
-            inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states)
-        )
+            inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states),
+            cache is not None,
+        )  # fmt: skip
         if cache is not None:
             cache.update(states, keys_and_values, log_decay, places, length)
 
@@ -932,7 +951,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             cache=cache if use_cache else None,
             hidden_states=all_hidden_states,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
@@ -1008,6 +1027,7 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             return nn.functional.linear(hidden_states, head.weight[start:end])
         return head(hidden_states)[..., start:end]  # an adapted or hooked head: called as it is, then sliced
 
+    @can_return_tuple  # return_dict=False (or config.return_dict=False) gives output.to_tuple()
     @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     def forward(
         self,
@@ -1018,7 +1038,6 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         forward_mode: ForwardMode = "auto",
         logits_to_keep: int | torch.Tensor = 0,
         logits_vocab_range: tuple[int, int] | None = None,
@@ -1036,7 +1055,6 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
 
         See `FlashVideoModel.forward` for the other arguments.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -1044,9 +1062,9 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             forward_mode=forward_mode,
             check_inputs=check_inputs,
+            return_dict=True,  # whatever config.return_dict says: the fields are read below
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self._logits(hidden_states, logits_vocab_range)
@@ -1065,7 +1083,7 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = ["RetNetCache", "FlashVideoPreTrainedModel", "FlashVideoModel", "FlashVideoForCausalLM"]

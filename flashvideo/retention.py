@@ -104,19 +104,28 @@ def parallel_retention(
     log_decay: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     decay: ParallelDecay | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    scale: float = 1.0,
+    output_final_state: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Parallel form: O = ((Q Kᵀ) ⊙ D) V with D_nm = γ^(n−m) for n ≥ m, else 0. O(L²) time, one call.
 
     `decay`: `parallel_decay(log_decay, length)` when the caller has it already (computed here otherwise).
-    Returns `(output, final_state)`.
+    `scale` multiplies the queries (fla's functions default it to d_k^−0.5; here 1, because FlashVideo's layers
+    fold d_k^−0.5 into the keys' rotation, see `FlashVideoRetentionPositions`). `output_final_state=False` skips the
+    state after the last token (training needs none) and returns None for it. Returns `(output, final_state)`.
     """
     if decay is None:
         decay = parallel_decay(log_decay, q.shape[-2])
+    if scale != 1.0:
+        q = q * scale
     output = ((q @ k.transpose(-1, -2)) * decay.matrix) @ v
+    if initial_state is not None:
+        output = output + (q * decay.from_start) @ initial_state
+    if not output_final_state:
+        return output, None
     # The state after the last token: S_{L−1} = Σ_m γ^{L−1−m} k_mᵀ v_m (+ γ^L S_{-1}).
     final_state = k.transpose(-1, -2) @ (v * decay.to_end)
     if initial_state is not None:
-        output = output + (q * decay.from_start) @ initial_state
         final_state = final_state + decay.total * initial_state
     return output, final_state
 
@@ -129,27 +138,34 @@ def chunkwise_retention(
     chunk_size: int,
     initial_state: torch.Tensor | None = None,
     decay: ParallelDecay | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    scale: float = 1.0,
+    output_final_state: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunkwise form: parallel within blocks of `chunk_size`, the recurrent state carried across blocks.
 
     R_{c+1} = γ^B R_c + K_cᵀ (V_c ⊙ ζ) is exactly the final state of the parallel form on block c started from
     R_c, so each block is one `parallel_retention` call. O(L·B) time and memory. `decay`: `parallel_decay` for the
     full blocks' length, when the caller has it (computed once here otherwise; blocks of another length, the last,
-    compute their own). Returns `(output, final_state)`.
+    compute their own). `scale`, `output_final_state`: as in `parallel_retention` (the states between blocks are
+    computed either way; only the last one is dropped). Returns `(output, final_state)`.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
     if decay is None and q.shape[-2] >= chunk_size:
         decay = parallel_decay(log_decay, chunk_size)
+    if scale != 1.0:
+        q = q * scale
     state = initial_state
     outputs = []
-    for start in range(0, q.shape[-2], chunk_size):
+    length = q.shape[-2]
+    for start in range(0, length, chunk_size):
         block = slice(start, start + chunk_size)
         block_q = q[..., block, :]
         same_length = decay is not None and decay.matrix.shape[-1] == block_q.shape[-2]
         block_output, state = parallel_retention(
-            block_q, k[..., block, :], v[..., block, :], log_decay, state, decay if same_length else None
-        )
+            block_q, k[..., block, :], v[..., block, :], log_decay, state, decay if same_length else None,
+            output_final_state=output_final_state or start + chunk_size < length,
+        )  # fmt: skip
         outputs.append(block_output)
     return torch.cat(outputs, dim=-2), state
 
@@ -161,26 +177,30 @@ def recurrent_retention(
     log_decay: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     decay: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    scale: float = 1.0,
+    output_final_state: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Recurrent form: S_n = γ S_{n−1} + k_nᵀ v_n, o_n = q_n S_n, one token at a time. O(1) per token.
 
     `decay`: γ itself, `[heads, 1, 1]`, when the caller has it already (one exp per model call instead of one per
     layer). `initial_state` is never modified: every step makes a new state tensor, so a cache may keep the old one.
-    Returns `(output, final_state)`.
+    `scale`, `output_final_state`: as in `parallel_retention`. Returns `(output, final_state)`.
     """
     if decay is None:
         decay = torch.exp(log_decay)[:, None, None]
+    if scale != 1.0:
+        q = q * scale
     state = initial_state
     if k.shape[-2] == 1:  # the decode step: k_nᵀ v_n is a broadcast product, no loop, no concatenation
         outer = (k.transpose(-1, -2), v)
         state = torch.mul(*outer) if state is None else torch.addcmul(decay * state, *outer)
-        return q @ state, state
+        return q @ state, state if output_final_state else None
     outputs = []
     for n in range(k.shape[-2]):
         outer = (k[..., n, :, None], v[..., n, None, :])
         state = torch.mul(*outer) if state is None else torch.addcmul(decay * state, *outer)
         outputs.append(q[..., n : n + 1, :] @ state)
-    return torch.cat(outputs, dim=-2), state
+    return torch.cat(outputs, dim=-2), state if output_final_state else None
 
 
 def retention_state_at(

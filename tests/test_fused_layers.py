@@ -188,3 +188,17 @@ def test_logits_vocab_range_gives_those_columns_of_the_logits(model):
             model(ids, logits_vocab_range=bad)
     with pytest.raises(ValueError, match="logits_vocab_range=None"):
         model(ids, labels=ids, logits_vocab_range=(start, end))
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu", "relu"])
+def test_the_feed_forward_activation_is_the_configs(model, hidden_act):
+    config = FlashVideoConfig(**{**model.config.to_dict(), "hidden_act": hidden_act})
+    torch.manual_seed(0)
+    other = FlashVideoForCausalLM(config).double().eval()
+    other.load_state_dict(model.state_dict())
+    ids = prompt(model, 2, 6)
+    with torch.inference_mode():
+        fused = other(ids).logits
+        other.model.fused_inference = False
+        torch.testing.assert_close(fused, other(ids).logits, rtol=0, atol=1e-10)
+        assert not torch.allclose(fused, model(ids).logits)  # silu's model differs

@@ -84,7 +84,7 @@ def test_a_config_of_another_model_type_is_refused(tiny_config, tmp_path):
         ({"pad_token_id": "0"}, "pad_token_id must be a non-negative integer"),
         ({"initializer_range": None}, "initializer_range must be a finite number >= 0"),
         ({"use_cache": "yes"}, "use_cache must be True or False"),
-        ({"hidden_act": "gelu"}, "hidden_act must be 'silu'"),
+        ({"hidden_act": "swishy"}, "hidden_act must name one of transformers' activations"),
     ],
 )
 def test_config_fields_of_the_wrong_type_are_value_errors(values, named, tiny_config, tmp_path):
