@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoModel, RetNetCache
-from flashvideo.retention import retention_log_decay, rotate_every_two, rotation_angles
+from flashvideo.retention import (
+    chunkwise_retention,
+    parallel_retention,
+    recurrent_retention,
+    retention_log_decay,
+    rotate_every_two,
+    rotation_angles,
+)
 
 
 def float64_model(config, **overrides):
@@ -297,3 +304,24 @@ def test_code_positions_start_at_zero_and_learn(tiny_config, tmp_path):
     reloaded = FlashVideoForCausalLM.from_pretrained(tmp_path / "extended").double()
     assert reloaded.config.code_position_embeddings
     assert torch.equal(reloaded.model.code_positions.weight, extended.model.code_positions.weight)
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
+def test_retention_functions_take_a_scale_and_may_skip_the_final_state(form):
+    generator = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 3, 7, 4, generator=generator, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 3, 7, 5, generator=generator, dtype=torch.float64)
+    state = torch.randn(2, 3, 4, 5, generator=generator, dtype=torch.float64)
+    log_decay = retention_log_decay(3)
+    run = {
+        "parallel": lambda q, **kw: parallel_retention(q, k, v, log_decay, state, **kw),
+        "chunkwise": lambda q, **kw: chunkwise_retention(q, k, v, log_decay, 3, state, **kw),
+        "recurrent": lambda q, **kw: recurrent_retention(q, k, v, log_decay, state, **kw),
+    }[form]
+    output, final_state = run(q)
+    scaled, scaled_state = run(q, scale=0.25)
+    torch.testing.assert_close(scaled, run(0.25 * q)[0])
+    torch.testing.assert_close(scaled_state, final_state)  # the scale is on the queries: the state is the same
+    without_state, none = run(q, output_final_state=False)
+    assert none is None
+    torch.testing.assert_close(without_state, output)
