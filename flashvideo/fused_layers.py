@@ -106,6 +106,9 @@ class FusedDecoder:
         self._modules += [module for layer in model.layers for module in layer.modules()]
         self.norm = model.norm.weight
         self._expected.append((model.norm._parameters, "weight", self.norm))
+        # Each entry once (the paths above share their first steps): `matches` runs on every call.
+        unique = {(id(container), name): (container, name, expected) for container, name, expected in self._expected}
+        self._expected = list(unique.values())
         self._eps_tensor: torch.Tensor | None = None
 
     @classmethod
