@@ -11,7 +11,7 @@ Importing the package registers the model with the Auto classes:
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_flashvideo import FlashVideoConfig
@@ -33,6 +33,8 @@ AutoModelForCausalLM.register(FlashVideoConfig, FlashVideoForCausalLM, exist_ok=
 FlashVideoConfig.register_for_auto_class()
 FlashVideoModel.register_for_auto_class("AutoModel")
 FlashVideoForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+# `AutoProcessor.from_pretrained(checkpoint)` reads `processor_class` from processor_config.json.
+AutoProcessor.register(FlashVideoConfig, FlashVideoProcessor, exist_ok=True)
 # "text-to-video" is not a built-in task of transformers: register ours (saved pipelines record it in
 # `custom_pipelines`, with their code, for use from the Hub).
 PIPELINE_REGISTRY.register_pipeline(

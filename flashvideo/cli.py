@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .hub import add_push_parser, check_local_or_repo_id, run_push
+from .checkpoint_files import check_local_or_repo_id
+from .hub import add_push_parser, run_push
 from .validation import check_number
 
 

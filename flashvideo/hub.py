@@ -4,8 +4,8 @@
 
 What is uploaded is everything a Hub user needs, written into a temporary folder first:
 
-- the key-frame model (`config.json`, `model.safetensors`), the interpolation model (`interpolation/`), the processor
-  (`processor_config.json`, `text_tokenizer/`, `image_tokenizer/`);
+- the key-frame model (`config.json`, `model.safetensors`), the interpolation model (`interpolation/`), the image
+  tokenizer (`image_tokenizer/`, a `diffusers.VQModel`), the processor (`processor_config.json`, `text_tokenizer/`);
 - the modelling and pipeline code with `auto_map` and `custom_pipelines` in `config.json`
   (`FlashVideoPipeline.save_pretrained(..., hub_ready=True)`), so that
   `pipeline(model="ORG/NAME", trust_remote_code=True)` works where flashvideo is not installed;
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .retention import retnet_decay_exponents
 
@@ -58,29 +59,6 @@ _MODE_METRICS = (
     ("tokens_per_second", "tokens_per_second", "image tokens per second"),
     ("frames_per_second", "frames_per_second", "frames per second"),
 )
-
-
-def check_local_or_repo_id(source: str | Path, name: str = "checkpoint") -> None:
-    """
-    Raise a `FileNotFoundError` naming `source` when it is meant as a local path and does not exist: an absolute
-    path, one starting with `.` or `~`, one with more than one `/`, or anything that is not a valid Hub repo id
-    (`name` or `namespace/name`). Instead of a repo-id validation error, the caller learns that the folder is
-    missing. A valid repo id passes (the Hub or its cache decides).
-    """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    text = str(source)
-    if Path(text).expanduser().exists():
-        return
-    meant_local = Path(text).is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
-    if not meant_local:
-        try:
-            validate_repo_id(text)
-        except HFValidationError:
-            meant_local = True
-    if meant_local:
-        raise FileNotFoundError(f"{name} {text!r} does not exist (no such directory, and not a Hub repo id).")
 
 
 def _flashvideo_version() -> str:
@@ -301,7 +279,8 @@ model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True
 - `config.json`, `model.safetensors`: the key-frame model (`FlashVideoForCausalLM`), with `auto_map` and
   `custom_pipelines` pointing at the code in this repo;
 - `interpolation/`: the interpolation model (same architecture, its own weights);
-- `processor_config.json`, `text_tokenizer/`, `image_tokenizer/` (a `diffusers.VQModel`): the processor;
+- `image_tokenizer/` (a `diffusers.VQModel`): the image tokenizer, frames to codes and back;
+- `processor_config.json`, `text_tokenizer/`: the processor (caption tokenizer and sequence layout);
 - `*.py`: the modelling and pipeline code used by `trust_remote_code=True`.
 
 ## Model details
@@ -347,15 +326,7 @@ def write_hub_folder(
     folder.mkdir(parents=True, exist_ok=True)
     eval_results = load_eval_results(eval_results_path) if eval_results_path is not None else None
     config = pipe.model.config
-    # `Pipeline.save_pretrained` sets `custom_pipelines` on the live config; leave the caller's pipeline as it was.
-    had, before = hasattr(config, "custom_pipelines"), getattr(config, "custom_pipelines", None)
-    try:
-        pipe.save_pretrained(folder, hub_ready=True)
-    finally:
-        if had:
-            config.custom_pipelines = before
-        elif hasattr(config, "custom_pipelines"):
-            del config.custom_pipelines
+    pipe.save_pretrained(folder, hub_ready=True)  # leaves the live pipeline as it was
     card = build_model_card(
         repo_id, config, eval_results, datasets=datasets, tags=tags,
         has_interpolation_model=pipe.interpolation_model is not pipe.model,
@@ -411,8 +382,6 @@ def push_checkpoint(
     Hub user needs is uploaded (not optimizer states, logs, …). Returns the `CommitInfo` of the upload: a `str`, the
     commit URL, with `.oid` and `.repo_url`.
     """
-    from .pipeline_flashvideo import FlashVideoPipeline
-
     checkpoint_dir = Path(checkpoint_dir)
     if not (checkpoint_dir / "config.json").is_file():
         raise FileNotFoundError(
@@ -421,7 +390,10 @@ def push_checkpoint(
         )
     if eval_results_path is not None:
         load_eval_results(eval_results_path)  # fail before anything is created on the Hub
-    pipe = FlashVideoPipeline.from_pretrained(checkpoint_dir, device="cpu")
+    # The pipeline registered for the task (FlashVideoPipeline once flashvideo is imported), looked up rather than
+    # imported: the pipeline module imports this one to push itself.
+    pipeline_class = PIPELINE_REGISTRY.check_task(PIPELINE_TAG)[1]["impl"]
+    pipe = pipeline_class.from_pretrained(checkpoint_dir, device="cpu")
     return push_pipeline(
         pipe, repo_id, private=private, eval_results_path=eval_results_path, commit_message=commit_message,
         token=token, datasets=datasets, tags=tags, api=api,
@@ -470,7 +442,6 @@ def run_push(args: argparse.Namespace) -> str:
 __all__ = [
     "add_push_parser",
     "build_model_card",
-    "check_local_or_repo_id",
     "eval_results_entries",
     "load_eval_results",
     "push_checkpoint",

@@ -40,8 +40,8 @@ import torch
 from transformers.utils import logging
 
 from .configuration_flashvideo import FlashVideoConfig
-from .image_tokenizer import frames_to_model_input
-from .processing_flashvideo import SequenceBuilderMixin, SequenceLayout, _as_long_tensor, _chunk_size
+from .image_tokenizer import _chunk_size, frames_to_model_input
+from .processing_flashvideo import SequenceBuilderMixin, SequenceLayout, _as_long_tensor
 
 
 logger = logging.get_logger(__name__)
@@ -111,8 +111,8 @@ def icetk_import_error() -> ImportError | None:
 class IcetkTokenizer(SequenceBuilderMixin):
     """
     icetk text and image tokenization mapped into a FlashVideo vocabulary, with the same sequence-layout
-    methods as [`FlashVideoProcessor`] (`build_keyframe_sample`, `build_interpolation_sample`, prefixes,
-    `pad_batch`, …).
+    methods as [`FlashVideoProcessor`] (`build_keyframe_sample`, `build_interpolation_sample`, prefixes, …). It is
+    both of a pipeline's tokenizers: `FlashVideoPipeline(model, processor=tokenizer, vqvae=tokenizer)`.
 
     Args:
         model_dir: directory holding `ice_text.model` and `ice_image.pt` (icetk itself keeps them in
@@ -270,7 +270,7 @@ class IcetkTokenizer(SequenceBuilderMixin):
         return self._icetk_tokenizer().image_tokenizer
 
     def to(self, device: str | torch.device) -> IcetkTokenizer:
-        """Run icetk's image tokenizer on `device`, like [`FlashVideoProcessor.to`]; the pipeline calls it."""
+        """Run icetk's image tokenizer on `device`, like a VQ model's `.to`; the pipeline calls it on its `vqvae`."""
         self.device = torch.device(device)
         if self._icetk is not None:
             self._icetk.configure(device=str(self.device))

@@ -13,15 +13,24 @@ Oord et al. A trainer that wants the paper's weighting (codebook 1, commitment �
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import VQModel
 
+from .checkpoint_files import check_local_or_repo_id, inside_checkpoint, load_component, read_json
+
 
 FrameArray = np.ndarray | torch.Tensor
+# Where a checkpoint keeps its image tokenizer (the pipeline's `vqvae`), beside the key-frame model.
+IMAGE_TOKENIZER_SUBFOLDER = "image_tokenizer"
 
 
 def build_vq_model(
@@ -220,6 +229,169 @@ def decode_codes(vq: VQModel, codes: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def frames_to_codes(
+    image_tokenizer: Any, frames: FrameArray, batch_size: int | None = None, image_size: int | None = None
+) -> torch.LongTensor:
+    """
+    Encode frames with any leading dimensions into code grids (codebook indices, not yet offset into a model
+    vocabulary): the one entry point from pixels to codes for the pipeline, the data sets and the evaluation.
+
+    Args:
+        image_tokenizer: a `diffusers.VQModel`, or an object with `encode_frames(frames, batch_size=...)` of its own
+            (the icetk adapter).
+        frames: uint8 `[..., H, W, 3]` (numpy or torch) or float torch `[..., 3, H, W]` in `[-1, 1]`.
+        batch_size: frames per call of the image tokenizer (all at once when `None`).
+        image_size: when given, frames must be `image_size × image_size`.
+
+    Returns:
+        LongTensor `[..., h, w]` on the image tokenizer's device.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from flashvideo.image_tokenizer import build_vq_model, frames_to_codes
+    >>> frames_to_codes(build_vq_model(), np.zeros((2, 3, 64, 64, 3), dtype=np.uint8), batch_size=4).shape
+    torch.Size([2, 3, 16, 16])
+    ```
+    """
+    if not isinstance(image_tokenizer, VQModel):
+        return image_tokenizer.encode_frames(frames, batch_size=batch_size)
+    if isinstance(frames, np.ndarray):
+        if frames.dtype != np.uint8:
+            raise ValueError(
+                f"frames given as a numpy array must be uint8 [..., H, W, 3], got dtype {frames.dtype}."
+            )
+        # torch cannot wrap read-only arrays (e.g. from 🤗 Datasets); those are copied.
+        frames = torch.from_numpy(np.require(frames, requirements=["C", "W"]))
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}.")
+    channels_last = frames.dtype == torch.uint8
+    side = image_size if image_size is not None else frames.shape[-2 if channels_last else -1]
+    expected = (side, side, 3) if channels_last else (3, side, side)
+    if frames.ndim < 3 or tuple(frames.shape[-3:]) != expected:
+        layout = "uint8 [..., H, W, 3]" if channels_last else "float [..., 3, H, W]"
+        size = f"H = W = image_size = {image_size}" if image_size is not None else "H = W"
+        raise ValueError(f"frames must be {layout} with {size}, got shape {tuple(frames.shape)}.")
+    leading = tuple(frames.shape[:-3])
+    flat = frames.reshape(-1, *expected)
+    chunks = [encode_frames(image_tokenizer, chunk) for chunk in flat.split(_chunk_size(batch_size, flat))]
+    if not chunks:
+        grid = side // vq_downsampling_factor(image_tokenizer)
+        return torch.empty((*leading, grid, grid), dtype=torch.long)
+    codes = torch.cat(chunks)
+    return codes.reshape(*leading, *codes.shape[-2:])
+
+
+def codes_to_frames(
+    image_tokenizer: Any, codes: torch.Tensor | np.ndarray, batch_size: int | None = None
+) -> np.ndarray:
+    """
+    Decode code grids `[..., h, w]` (codebook indices) to uint8 frames `[..., H, W, 3]`: the one way back from codes
+    to pixels. `image_tokenizer` is a `diffusers.VQModel` or has `decode_frames(codes, batch_size=...)` (icetk).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from flashvideo.image_tokenizer import build_vq_model, codes_to_frames
+    >>> codes_to_frames(build_vq_model(), torch.zeros(2, 3, 16, 16, dtype=torch.long)).shape
+    (2, 3, 64, 64, 3)
+    ```
+    """
+    if not isinstance(image_tokenizer, VQModel):
+        return image_tokenizer.decode_frames(codes, batch_size=batch_size)
+    codes = torch.as_tensor(codes)
+    if codes.ndim < 2:
+        raise ValueError(f"codes must have shape [..., h, w], got {tuple(codes.shape)}.")
+    leading, grid = tuple(codes.shape[:-2]), tuple(codes.shape[-2:])
+    flat = codes.reshape(-1, *grid)
+    chunks = [decode_codes(image_tokenizer, chunk) for chunk in flat.split(_chunk_size(batch_size, flat))]
+    if not chunks:
+        side = grid[0] * vq_downsampling_factor(image_tokenizer)
+        return np.empty((*leading, side, side, 3), dtype=np.uint8)
+    frames = np.concatenate(chunks)
+    return frames.reshape(*leading, *frames.shape[-3:])
+
+
+def check_image_tokenizer(image_tokenizer: Any, layout: Any) -> None:
+    """Raise a ValueError when a VQ model does not fit a model's vocabulary layout (a [`SequenceLayout`] or a
+    [`FlashVideoConfig`]): more codes than `image_vocab_size`, or frames of `image_size` that would not give
+    `code_grid_size` grids. Other image tokenizers (icetk) check themselves."""
+    if not isinstance(image_tokenizer, VQModel):
+        return
+    codebook_size = image_tokenizer.config.num_vq_embeddings
+    if codebook_size > layout.image_vocab_size:
+        raise ValueError(
+            f"The image tokenizer's codebook has {codebook_size} codes (num_vq_embeddings), more than "
+            f"config.image_vocab_size ({layout.image_vocab_size})."
+        )
+    factor = vq_downsampling_factor(image_tokenizer)
+    if layout.image_size % factor or layout.image_size // factor != layout.code_grid_size:
+        raise ValueError(
+            f"The image tokenizer downsamples by {factor}, so config.image_size ({layout.image_size}) "
+            f"would give a {layout.image_size / factor:g}² code grid, but config.code_grid_size is "
+            f"{layout.code_grid_size}."
+        )
+
+
+def image_tokenizer_fingerprint(image_tokenizer: Any) -> str:
+    """A hex digest of what the image tokenizer computes (a VQ model's config without its `_` keys, and its
+    weights; an adapter's own `fingerprint()`): 🤗 Datasets caches of encoded frames are keyed on it."""
+    if not isinstance(image_tokenizer, VQModel):
+        return image_tokenizer.fingerprint()
+    digest = hashlib.sha256()
+    # Keys such as `_name_or_path` record where the model was loaded from, not what it computes.
+    config = {key: value for key, value in image_tokenizer.config.items() if not key.startswith("_")}
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(image_tokenizer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_image_tokenizer(pretrained_model_name_or_path: str | os.PathLike, **hub_kwargs: Any) -> VQModel:
+    """
+    The `diffusers.VQModel` of a checkpoint (a local directory or a Hub repo id): its `image_tokenizer/`, or the
+    folder that a `processor_config.json` written when the processor held the VQ model names under
+    `image_tokenizer_subfolder` (kept inside the checkpoint). A missing or corrupt file is named in the error.
+
+    Example:
+
+    ```python
+    >>> import flashvideo
+    >>> vq = load_image_tokenizer(flashvideo.default_checkpoint())   # the pipeline's `vqvae`
+    ```
+    """
+    from .processing_flashvideo import PROCESSOR_CONFIG_NAME
+
+    path = Path(pretrained_model_name_or_path)
+    if not path.is_dir():
+        from huggingface_hub import snapshot_download
+
+        check_local_or_repo_id(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        allow = [PROCESSOR_CONFIG_NAME, f"{IMAGE_TOKENIZER_SUBFOLDER}/*"]
+        path = Path(snapshot_download(str(pretrained_model_name_or_path), allow_patterns=allow, **hub_kwargs))
+    name, config_file = IMAGE_TOKENIZER_SUBFOLDER, path / PROCESSOR_CONFIG_NAME
+    if config_file.is_file():
+        legacy = read_json(config_file)
+        name = legacy.get("image_tokenizer_subfolder", name) if isinstance(legacy, dict) else name
+    folder = inside_checkpoint(path, name, "image_tokenizer_subfolder", config_file)
+    if not folder.is_dir() and not Path(pretrained_model_name_or_path).is_dir():
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(str(pretrained_model_name_or_path), allow_patterns=[f"{name}/*"], **hub_kwargs)
+    return load_component(VQModel, folder, required=("config.json",))
+
+
+def _chunk_size(batch_size: int | None, flat: torch.Tensor) -> int:
+    if batch_size is None:
+        return max(flat.shape[0], 1)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    return batch_size
+
+
 def _check_codes(vq: VQModel, codes: torch.Tensor | np.ndarray) -> torch.LongTensor:
     codes = torch.as_tensor(codes)
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
@@ -236,10 +408,16 @@ def _check_codes(vq: VQModel, codes: torch.Tensor | np.ndarray) -> torch.LongTen
 
 
 __all__ = [
+    "IMAGE_TOKENIZER_SUBFOLDER",
     "build_vq_model",
+    "check_image_tokenizer",
+    "codes_to_frames",
     "codes_to_latents",
     "decode_codes",
     "encode_frames",
+    "frames_to_codes",
     "frames_to_model_input",
+    "image_tokenizer_fingerprint",
+    "load_image_tokenizer",
     "vq_downsampling_factor",
 ]

@@ -7,6 +7,9 @@
    are reordered by serial number to A, F_2 … F_{n+1}, B.
 3. Redundant-free interpolation: positions where A and B agree, far from any change, are partly inherited from A
    (fed, not sampled); see `redundant_free.py`.
+
+Frames stay code grids from `preprocess` to `postprocess`; they become model ids only where the model is fed. Why a
+transformers `Pipeline` and how a call is routed: docs/pipeline.md.
 """
 
 import math
@@ -17,13 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from diffusers import VQModel
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.utils import logging
 
+from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, add_drafts, build_logits_processor
+from .hub import push_pipeline
+from .image_tokenizer import (
+    IMAGE_TOKENIZER_SUBFOLDER,
+    check_image_tokenizer,
+    codes_to_frames,
+    frames_to_codes,
+    load_image_tokenizer,
+)
 from .modeling_flashvideo import FlashVideoForCausalLM
 from .processing_flashvideo import FlashVideoProcessor
-from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, add_drafts, build_logits_processor
 from .redundant_free import classify_tokens
 from .validation import check_bool, check_choice, check_int, check_number, is_int
 
@@ -142,24 +153,79 @@ class GenerationStats:
 
 @dataclass
 class FlashVideoPipelineOutput:
-    """Output of `FlashVideoPipeline.__call__`.
+    """What `FlashVideoPipeline` returns for one prompt (a list of prompts gives a list of these).
 
     Attributes:
-        frames: uint8 array `[batch, frames, H, W, 3]` (`output_type="np"`) or one list of PIL images per prompt.
-        stats: tokens sampled vs inherited, model calls and seconds per stage, and overall frames per second.
+        frames: uint8 array `[1, frames, H, W, 3]` (`output_type="np"`) or a list holding the clip's PIL images.
+        stats: tokens sampled vs inherited, model calls and seconds per stage, and overall frames per second, of the
+            batch the clip was made in (shared by the outputs of one batch).
     """
 
     frames: np.ndarray | list
     stats: GenerationStats
 
 
-class FlashVideoPipeline(Pipeline):
+class FrameProgress:
+    """The one progress channel of a pipeline call: every finished frame of the clip (all prompts of the batch at one
+    time index) advances the call's progress bar (`transformers.utils.logging.tqdm`, so
+    `transformers.utils.logging.disable_progress_bar()` silences it too) and reaches the user's `callback`, decoded.
+
+    Example:
+
+    ```python
+    >>> progress = FrameProgress(total=16, decode=lambda codes: codes, callback=print, enabled=False)
+    >>> progress.frame_done("key_frames", 0, codes)   # prints: key_frames 0 <codes>
+    ```
+    """
+
+    def __init__(
+        self, total: int, decode: Callable[[torch.Tensor], np.ndarray],
+        callback: Callable[[str, int, np.ndarray], None] | None = None, enabled: bool = True,
+    ) -> None:  # fmt: skip
+        self.decode, self.callback = decode, callback
+        self.bar = logging.tqdm(total=total, desc="frames", disable=not enabled)
+
+    def frame_done(self, stage: str, time_index: int, codes: torch.Tensor) -> None:
+        """`codes` `[batch, grid, grid]`: the frame at `time_index` of every clip of the batch."""
+        self.bar.update(1)
+        if self.callback is not None:
+            self.callback(stage, time_index, self.decode(codes))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _BuiltByFromPretrainedInFactory(type(Pipeline)):
+    """transformers' `pipeline("text-to-video", model=...)` loads the key-frame model and then builds the pipeline as
+    `cls(model=model, task=..., device=...)`: it cannot load the components it does not know (the processor, the VQ
+    model, the interpolation model). Such a call (a model loaded from a checkpoint, no processor, no vqvae) is
+    answered by `from_pretrained` with that model, so that loading stays in `from_pretrained` and `__init__` never
+    reads a file."""
+
+    def __call__(cls, *args, **kwargs):
+        model = args[0] if args else kwargs.get("model")
+        source = getattr(model, "name_or_path", None)
+        if len(args) <= 1 and source and kwargs.get("processor") is None and kwargs.get("vqvae") is None:
+            kwargs.pop("model", None)
+            return cls.from_pretrained(source, model=model, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
     """Text-to-video with FlashVideo: key frames, then (redundant-free) interpolation.
 
+    A transformers `Pipeline` as designed (docs/pipeline.md says why not diffusers' `DiffusionPipeline`): arguments
+    are checked and routed by `_sanitize_parameters`, then `preprocess` (tokenize the prompt once, encode a given
+    first frame to codes) → `_forward` (key frames and interpolation, in codes; ids only at the model) →
+    `postprocess` (codes to frames through the VQ model). A list of prompts gives a list of outputs; `batch_size=n` generates n prompts
+    in one batch.
+
     Components: the key-frame model (`model`), the interpolation model (`interpolation_model`, same class, its own
-    weights; defaults to the key-frame model), and a `FlashVideoProcessor` (text tokenizer, VQ image tokenizer and
-    the sequence layout). A checkpoint directory holds the key-frame model at the top level, the interpolation
-    model under `interpolation/`, and the processor files.
+    weights), the processor (`processor`: caption tokenizer and sequence layout, no weights; it is also the pipeline's
+    `tokenizer`, which pads batches of prompts) and the image tokenizer (`vqvae`: a `diffusers.VQModel`, or any
+    object with `encode_frames` / `decode_frames`, e.g. the icetk adapter). A checkpoint directory holds the key-frame
+    model at the top level, the interpolation model under `interpolation/`, the VQ model under `image_tokenizer/`
+    and the processor files; `from_pretrained` (and so `pipeline()`) loads them, `__init__` only assembles them.
 
     Example:
 
@@ -171,6 +237,7 @@ class FlashVideoPipeline(Pipeline):
     >>> out.frames.shape, out.stats.frames_per_second
     ((1, 16, 64, 64, 3), ...)
     >>> flashvideo.export_to_video(out.frames[0], "clip.mp4")
+    >>> outs = pipe(["a red circle moving right", "a blue square moving up"], batch_size=2)   # one batch, two outputs
     ```
     """
 
@@ -183,62 +250,87 @@ class FlashVideoPipeline(Pipeline):
         self,
         model: FlashVideoForCausalLM,
         processor: FlashVideoProcessor | None = None,
+        vqvae: VQModel | None = None,
         interpolation_model: FlashVideoForCausalLM | str | None = None,
         show_progress: bool = True,
         **kwargs,
     ):
-        super().__init__(model=model, **kwargs)
-        source = getattr(model, "name_or_path", None)
-        if processor is None:
-            if not source:
-                raise ValueError(
-                    "processor is required when the model was not loaded from a checkpoint directory."
-                )
-            processor = FlashVideoProcessor.from_pretrained(source)
-        if isinstance(interpolation_model, str):
-            if interpolation_model != KEY_FRAME_MODEL:
-                raise ValueError(
-                    f"interpolation_model must be a FlashVideoForCausalLM, {KEY_FRAME_MODEL!r} (the key-frame model "
-                    f"also interpolates) or None (the checkpoint's {INTERPOLATION_SUBFOLDER}/), got {interpolation_model!r}."
-                )
-            interpolation_model = model
-        elif interpolation_model is None and source:
-            interpolation_model = load_interpolation_model(source)
-        elif interpolation_model is None:
-            logger.info("No interpolation model given for an in-memory model: the key-frame model also interpolates.")
+        if processor is None or vqvae is None:
+            raise ValueError(
+                "processor and vqvae (the image tokenizer) are required for a model that was not loaded from a "
+                "checkpoint; load one with FlashVideoPipeline.from_pretrained(path) or "
+                "pipeline('text-to-video', model=path)."
+            )
+        if isinstance(interpolation_model, str) and interpolation_model != KEY_FRAME_MODEL:
+            raise ValueError(
+                f"interpolation_model must be a FlashVideoForCausalLM, {KEY_FRAME_MODEL!r} (the key-frame model also "
+                f"interpolates) or None (the key-frame model, for models built in memory), got {interpolation_model!r}."
+            )
+        if interpolation_model is None:
+            logger.info("No interpolation model given: the key-frame model also interpolates.")
+        if interpolation_model is None or isinstance(interpolation_model, str):
             interpolation_model = model
         processor.layout.check_matches(model.config, "the key-frame model's config")
         processor.layout.check_matches(interpolation_model.config, "the interpolation model's config")
-        codebook_size = getattr(getattr(processor.image_tokenizer, "config", None), "num_vq_embeddings", None)
+        check_image_tokenizer(vqvae, processor.layout)
+        codebook_size = getattr(getattr(vqvae, "config", None), "num_vq_embeddings", None)
         if codebook_size is not None and codebook_size != model.config.image_vocab_size:
             raise ValueError(
-                f"The processor's image tokenizer has {codebook_size} codes but the model samples from "
+                f"The image tokenizer (vqvae) has {codebook_size} codes but the model samples from "
                 f"image_vocab_size={model.config.image_vocab_size}; they must match."
             )
-        self.processor = processor.to(self.device)
-        self.interpolation_model = interpolation_model.to(self.device).eval()
-        self.model.eval()
+        self.interpolation_model = interpolation_model  # `_sanitize_parameters` reads its config from __init__ on
         self.show_progress = show_progress
         self.compiled_num_draft_tokens: int | None = None  # set by `compile_recurrent_step`
+        # The processor is the pipeline's tokenizer: it turns prompts into model ids, and transformers pads batches
+        # of prompts (`batch_size=`) with its `pad_token_id`, the layout's.
+        super().__init__(model=model, tokenizer=processor, processor=processor, **kwargs)
+        self.vqvae = vqvae.to(self.device)
+        if isinstance(self.vqvae, torch.nn.Module):
+            self.vqvae.eval()
+        self.interpolation_model = interpolation_model.to(self.device).eval()
+        self.model.eval()
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, device: str | torch.device | None = None,
-        interpolation_model: FlashVideoForCausalLM | str | None = None, **hub_kwargs,
+        interpolation_model: FlashVideoForCausalLM | str | None = None, model: FlashVideoForCausalLM | None = None,
+        **kwargs,
     ) -> "FlashVideoPipeline":  # fmt: skip
-        """Load the models and processor from a checkpoint directory or a Hub repo id (offline from the cache).
+        """Load the models, the VQ model and the processor from a checkpoint directory or a Hub repo id (offline
+        from the cache), and build the pipeline.
 
         The interpolation model comes from the checkpoint's `interpolation/` unless `interpolation_model` is given
-        (`KEY_FRAME_MODEL`: the key-frame model interpolates); a checkpoint without one is refused, naming the file."""
+        (`KEY_FRAME_MODEL`: the key-frame model interpolates); a checkpoint without one is refused, naming the file.
+        `model`: a key-frame model already loaded from this checkpoint (what `pipeline()` passes). Keyword arguments
+        of the pipeline (`task`, `dtype`, `show_progress`, `batch_size`, call defaults such as `num_frames`) go to
+        it; the rest (`revision`, `cache_dir`, `token`, …) to `huggingface_hub.snapshot_download`.
+
+        Example:
+
+        ```python
+        >>> pipe = FlashVideoPipeline.from_pretrained(flashvideo.default_checkpoint(), device="cpu")
+        ```
+        """
+        # The pipeline's own keywords and call defaults (`pipeline(..., num_frames=6)`) go to `__init__`.
+        pipeline_kwargs = {key: kwargs.pop(key) for key in (*PIPELINE_INIT_KEYS, *CALL_DEFAULTS) if key in kwargs}
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
             from huggingface_hub import snapshot_download
 
-            path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
-        model = AutoModelForCausalLM.from_pretrained(path)
+            path = Path(snapshot_download(str(pretrained_model_name_or_path), **kwargs))
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(path)
+        if interpolation_model is None:
+            interpolation_model = load_interpolation_model(path)
+        elif interpolation_model == KEY_FRAME_MODEL:
+            interpolation_model = model
+        processor = FlashVideoProcessor.from_pretrained(path)
+        vqvae = load_image_tokenizer(path)
         return cls(
-            model=model, interpolation_model=interpolation_model, device=device if device is not None else model.device
-        )
+            model=model, processor=processor, vqvae=vqvae, interpolation_model=interpolation_model,
+            device=device if device is not None else model.device, **pipeline_kwargs,
+        )  # fmt: skip
 
     def compile_recurrent_step(
         self, num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS, **compile_kwargs
@@ -257,20 +349,32 @@ class FlashVideoPipeline(Pipeline):
 
     def save_pretrained(self, save_directory: str | Path, hub_ready: bool = False, **kwargs) -> None:
         """Write the key-frame model, the interpolation model (`interpolation/`, the key-frame model again when it
-        also interpolates) and the processor.
+        also interpolates), the VQ model (`image_tokenizer/`) and the processor.
 
-        With `hub_ready=True` the config also gets `custom_pipelines` and the directory the pipeline's code, so that
-        `pipeline(model=repo, trust_remote_code=True)` works where flashvideo is not installed. transformers then
-        always asks for `trust_remote_code`, so plain local checkpoints leave it out: with flashvideo imported,
-        `pipeline("text-to-video", model=directory)` loads them as they are.
+        With `hub_ready=True` the saved config also gets `custom_pipelines` and the directory the pipeline's code, so
+        that `pipeline(model=repo, trust_remote_code=True)` works where flashvideo is not installed; the live
+        pipeline is left as it was. transformers then always asks for `trust_remote_code`, so plain local
+        checkpoints leave it out: with flashvideo imported, `pipeline("text-to-video", model=directory)` loads them as
+        they are.
         """
-        if hub_ready:
-            super().save_pretrained(save_directory, **kwargs)
-        else:
-            self.model.save_pretrained(save_directory, **kwargs)
-        # Always written (the key-frame model again when it also interpolates), so that loading never has to guess.
-        self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
-        self.processor.save_pretrained(save_directory)
+        # `Pipeline.save_pretrained` records the task on the live config (`custom_pipelines`), and every
+        # `PreTrainedModel.save_pretrained` its `architectures`, `dtype` and `auto_map`: what is saved gets them, the
+        # live models' configs are put back as they were.
+        configs = {id(model.config): model.config for model in (self.model, self.interpolation_model)}.values()
+        before = [(config, dict(vars(config))) for config in configs]
+        try:
+            if hub_ready:
+                super().save_pretrained(save_directory, **kwargs)  # the model, the code and the tokenizer (processor)
+            else:
+                self.model.save_pretrained(save_directory, **kwargs)
+                self.processor.save_pretrained(save_directory)
+            # Always written (the key-frame model again when it also interpolates), so that loading never guesses.
+            self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
+            self.vqvae.save_pretrained(Path(save_directory) / IMAGE_TOKENIZER_SUBFOLDER, safe_serialization=True)
+        finally:
+            for config, attributes in before:
+                vars(config).clear()
+                vars(config).update(attributes)
 
     def push_to_hub(
         self,
@@ -290,11 +394,9 @@ class FlashVideoPipeline(Pipeline):
 
         `Pipeline.push_to_hub` would save without `custom_pipelines` and the pipeline's code and write a generic model
         card; this writes the Hub-ready layout (`save_pretrained(..., hub_ready=True)`), the interpolation model, the
-        processor, and a FlashVideo model card (with `eval_results` from `flashvideo eval`'s JSON when given).
-        Returns the `CommitInfo` (a `str`: the commit URL).
+        VQ model, the processor, and a FlashVideo model card (with `eval_results` from `flashvideo eval`'s JSON when
+        given). Returns the `CommitInfo` (a `str`: the commit URL).
         """
-        from .hub import push_pipeline
-
         if kwargs:
             logger.info(f"push_to_hub ignores {sorted(kwargs)}.")
         return push_pipeline(
@@ -303,40 +405,17 @@ class FlashVideoPipeline(Pipeline):
             create_pr=create_pr,
         )  # fmt: skip
 
-    # The transformers Pipeline protocol: __call__ validates once, then preprocess → _forward → postprocess.
+    # ------------------------------------------------------------------ the Pipeline protocol
 
-    def _sanitize_parameters(self, **kwargs):
-        return {}, kwargs, {}
+    def _sanitize_parameters(self, **arguments) -> tuple[dict, dict, dict]:
+        r"""Check every argument of a call, before any work, and route it: `first_frame` to `preprocess`,
+        `output_type` to `postprocess`, the rest to `_forward`. transformers calls this from `__init__` (defaults given
+        there apply to every call) and from `__call__`.
 
-    def __call__(
-        self,
-        prompt: str | list[str],
-        num_frames: int = 16,
-        key_frame_spacing: int = 5,
-        interpolate: bool = True,
-        redundant_free: bool = True,
-        inherit_ratio: float = 0.2,
-        unstable_radius: int = 1,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        do_sample: bool | None = None,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-        generator: torch.Generator | None = None,
-        first_frame: np.ndarray | None = None,
-        output_type: str = "np",
-        callback: Callable[[str, int, np.ndarray], None] | None = None,
-        speculative: bool = True,
-        num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS,
-        draft_source: str = "previous_frame",
-        lockstep: bool = False,
-        recursive_spacings: tuple[int, ...] | list[int] = (),
-    ) -> FlashVideoPipelineOutput:
-        r"""Generate one clip per prompt.
+        `pipe(prompt, **arguments)`: `prompt` is a prompt, a dict `{"prompt": ..., "first_frame": ...}`, or a list of
+        either (a list of outputs; `batch_size=n` puts n prompts in one batch). The arguments:
 
         Args:
-            prompt: a prompt or a list of prompts (non-empty).
             num_frames: frames per clip. With interpolation, `num_frames - 1` must be a multiple of
                 `key_frame_spacing`; at most `(max_frames - 1) * key_frame_spacing + 1` (key frames are numbered by the
                 model's serial-number tokens), or `max_frames` without interpolation.
@@ -357,11 +436,12 @@ class FlashVideoPipeline(Pipeline):
             negative_prompt: the text of the unconditional stream (None or "": no text, as in training with
                 `--proportion_empty_prompts`). Used only when guidance is on.
             generator: a `torch.Generator` for reproducible sampling (else the global RNG, like `generate()`).
-            first_frame: uint8 `[H, W, 3]` (or `[batch, H, W, 3]`) frame to condition on: fed, not sampled.
-            output_type: "np" (uint8 `[batch, frames, H, W, 3]`) or "pil" (lists of PIL images).
-            callback: called as `callback(stage, frame_index, frames)` when a frame's codes are complete, with the
-                decoded uint8 frames `[batch, H, W, 3]` (stage "key_frames" or "interpolation"; `frame_index` is the
-                frame's index among the key frames, or among the frames inserted into every pair).
+            first_frame: uint8 `[H, W, 3]` frame to condition every prompt on: fed, not sampled (one per prompt: give
+                the prompts as dicts `{"prompt": ..., "first_frame": ...}`).
+            output_type: "np" (uint8 `[1, frames, H, W, 3]`) or "pil" (a list of PIL images per clip).
+            callback: called as `callback(stage, time_index, frames)` when a frame's codes are complete, with the
+                decoded uint8 frames `[batch, H, W, 3]` of every clip of the batch at `time_index`, the frame's place
+                in the clip (stage "key_frames" or "interpolation").
             speculative: lossless speculative decoding (on by default): each model call also verifies up to
                 `num_draft_tokens` drafted codes, and the output is exactly the model's distribution (greedy: exactly
                 greedy decoding's tokens). False: one call per sampled token, as plain decoding.
@@ -375,37 +455,32 @@ class FlashVideoPipeline(Pipeline):
                 4 key frames, spacing 5, `recursive_spacings=(4,)`: 16 frames, then 61).
 
         Returns:
-            `FlashVideoPipelineOutput` with `frames` and `stats`.
+            per prompt, a `FlashVideoPipelineOutput` with `frames` and `stats` (the stats of the batch it was made in).
         """
-        params = dict(
-            num_frames=num_frames, key_frame_spacing=key_frame_spacing, interpolate=interpolate,
-            redundant_free=redundant_free, inherit_ratio=inherit_ratio, unstable_radius=unstable_radius,
-            temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, generator=generator, first_frame=first_frame, callback=callback,
-            speculative=speculative, num_draft_tokens=num_draft_tokens, draft_source=draft_source, lockstep=lockstep,
-            recursive_spacings=tuple(recursive_spacings) if isinstance(recursive_spacings, (list, tuple)) else recursive_spacings,
-        )  # fmt: skip
-        prompts = self._check_prompts(prompt)
-        self._check_arguments(**params)
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        model_inputs = self.preprocess(prompts, first_frame=first_frame)
-        model_outputs = self._forward(model_inputs, **{k: v for k, v in params.items() if k != "first_frame"})
-        return self.postprocess(model_outputs, output_type=output_type)
-
-    # ------------------------------------------------------------------ validation
+        unknown = sorted(set(arguments) - set(CALL_DEFAULTS))
+        if unknown:
+            raise ValueError(f"Unknown arguments {unknown}; the accepted ones are {sorted(CALL_DEFAULTS)}.")
+        if isinstance(arguments.get("recursive_spacings"), list):
+            arguments["recursive_spacings"] = tuple(arguments["recursive_spacings"])
+        # transformers merges what a call gives with what `__init__` was given, so only the given ones are returned;
+        # what a call will run with (defaults, then `__init__`'s, then the call's) is checked, as a whole, up front.
+        if hasattr(self, "_forward_params") or arguments:
+            given_at_init = {
+                **getattr(self, "_preprocess_params", {}), **getattr(self, "_forward_params", {}),
+                **getattr(self, "_postprocess_params", {}),
+            }  # fmt: skip
+            self._check_arguments(**{**CALL_DEFAULTS, **given_at_init, **arguments})
+        preprocess = {key: arguments.pop(key) for key in ("first_frame",) if key in arguments}
+        postprocess = {key: arguments.pop(key) for key in ("output_type",) if key in arguments}
+        return preprocess, arguments, postprocess
 
     @staticmethod
-    def _check_prompts(prompt) -> list[str]:
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, (list, tuple)) or not prompts:
+    def _check_prompt(prompt) -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(
-                f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}."
+                f"prompt must be a non-empty string, a dict with one under 'prompt', or a list of them; got {prompt!r}."
             )
-        for text in prompts:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"prompt must be a non-empty string (or a list of them), got {text!r}.")
-        return list(prompts)
+        return prompt
 
     def max_num_frames(self, key_frame_spacing: int, interpolate: bool = True, recursive_spacings=()) -> int:
         """The longest clip the models' serial numbers allow for this spacing (and these recursive levels)."""
@@ -416,8 +491,9 @@ class FlashVideoPipeline(Pipeline):
     def _check_arguments(
         self, num_frames, key_frame_spacing, interpolate, redundant_free, inherit_ratio, unstable_radius,
         temperature, top_k, top_p, do_sample, guidance_scale, negative_prompt, generator, first_frame, callback,
-        speculative, num_draft_tokens, draft_source, lockstep, recursive_spacings,
+        speculative, num_draft_tokens, draft_source, lockstep, recursive_spacings, output_type,
     ) -> None:  # fmt: skip
+        """Raise a ValueError naming the first argument outside its accepted range (the range in the message)."""
         max_spacing = self.interpolation_model.config.max_frames - 1
         check_int("key_frame_spacing", key_frame_spacing, 1, max_spacing, why=" (the interpolation model's max_frames - 1)")
         if not isinstance(recursive_spacings, tuple) or not all(
@@ -454,64 +530,97 @@ class FlashVideoPipeline(Pipeline):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         if callback is not None and not callable(callback):
             raise ValueError(f"callback must be callable or None, got {type(callback).__name__}.")
-        if first_frame is not None:
-            size = self.model.config.image_size
-            frame = np.asarray(first_frame)
-            if frame.dtype != np.uint8 or frame.shape[-3:] != (size, size, 3) or frame.ndim not in (3, 4):
-                raise ValueError(
-                    f"first_frame must be a uint8 array [{size}, {size}, 3] or [batch, {size}, {size}, 3] (image_size="
-                    f"{size}), got dtype {frame.dtype} and shape {frame.shape}."
-                )
+        self._check_first_frame(first_frame, "first_frame")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+
+    def _check_first_frame(self, first_frame, name: str) -> None:
+        if first_frame is None:
+            return
+        size = self.model.config.image_size
+        frame = np.asarray(first_frame)
+        if frame.dtype != np.uint8 or frame.shape[-3:] != (size, size, 3) or frame.ndim not in (3, 4):
+            raise ValueError(
+                f"{name} must be a uint8 array [{size}, {size}, 3] (image_size={size}), got dtype {frame.dtype} and "
+                f"shape {frame.shape}."
+            )
+        if frame.ndim == 4 and frame.shape[0] != 1:
+            raise ValueError(
+                f"{name} must be one frame [{size}, {size}, 3] (or [1, {size}, {size}, 3]), got {frame.shape[0]} "
+                "frames; give each prompt its own as {'prompt': ..., 'first_frame': ...}."
+            )
 
     # ------------------------------------------------------------------ stages
 
-    def preprocess(self, prompts: list[str], first_frame: np.ndarray | None = None) -> dict:
-        first_frame_ids = None
+    def preprocess(self, inputs: str | dict, first_frame: np.ndarray | None = None) -> dict:
+        """One prompt (or `{"prompt": ..., "first_frame": ...}`): its ids, tokenized here once for the whole call,
+        and the given first frame as codes (`first_frame_mask` False when there is none)."""
+        if isinstance(inputs, dict):
+            unknown = sorted(set(inputs) - {"prompt", "first_frame"})
+            if unknown:
+                raise ValueError(f"a prompt given as a dict takes the keys 'prompt' and 'first_frame', got {unknown}.")
+            first_frame = inputs.get("first_frame", first_frame)
+            self._check_first_frame(first_frame, "first_frame")
+            inputs = inputs.get("prompt")
+        text_ids = self.processor.encode_text(self._check_prompt(inputs))
+        grid = self.model.config.code_grid_size
+        codes = torch.zeros((1, grid, grid), dtype=torch.long)
         if first_frame is not None:
-            frames = np.asarray(first_frame)
-            frames = (
-                np.broadcast_to(frames, (len(prompts), *frames.shape[-3:])) if frames.ndim == 3 else frames
-            )
-            if frames.shape[0] != len(prompts):
-                raise ValueError(
-                    f"first_frame has {frames.shape[0]} frames but there are {len(prompts)} prompts; give one frame or "
-                    "one per prompt."
-                )
-            first_frame_ids = self.processor.codes_to_ids(
-                self.processor.encode_frames(np.ascontiguousarray(frames))
-            )
-            first_frame_ids = first_frame_ids.reshape(len(prompts), -1)
-        return {"prompts": prompts, "first_frame_ids": first_frame_ids}
+            size = self.model.config.image_size
+            frame = np.ascontiguousarray(np.asarray(first_frame).reshape(1, size, size, 3))
+            codes = frames_to_codes(self.vqvae, frame, image_size=size).reshape(1, grid, grid).cpu()
+        # Tensors with a batch axis of 1: transformers' collator stacks them (and pads the ids) for `batch_size` > 1.
+        return {
+            "text_ids": torch.tensor([text_ids]),
+            "text_length": torch.tensor([len(text_ids)]),
+            "first_frame_codes": codes,
+            "first_frame_mask": torch.tensor([first_frame is not None]),
+        }
 
     def _forward(self, model_inputs: dict, **params) -> dict:
-        prompts, first_frame_ids = model_inputs["prompts"], model_inputs["first_frame_ids"]
+        """Codes `[batch, num_frames, grid, grid]` of the batch's clips, and their stats (one list entry per clip, the
+        same object: the batch's model calls are shared)."""
+        params = {**FORWARD_DEFAULTS, **params}
+        lengths = model_inputs["text_length"].tolist()
+        text_ids = [row[:length].tolist() for row, length in zip(model_inputs["text_ids"], lengths)]
+        first_codes, first_mask = model_inputs["first_frame_codes"], model_inputs["first_frame_mask"]
         stats = GenerationStats()
-        videos: list[torch.Tensor | None] = [None] * len(prompts)
+        progress = FrameProgress(
+            params["num_frames"], self._decode, params.pop("callback"), enabled=self.show_progress
+        )
+        videos: list[torch.Tensor | None] = [None] * len(text_ids)
         # Prompts whose token counts match share a batch: their sequences stay aligned, with no padding inside.
         groups: dict[int, list[int]] = {}
-        for index, text in enumerate(prompts):
-            groups.setdefault(len(self.processor.encode_text(text)), []).append(index)
-        for indices in groups.values():
-            group_first = first_frame_ids[indices] if first_frame_ids is not None else None
-            ids = self._generate_group([prompts[i] for i in indices], group_first, stats, **params)
-            for row, index in enumerate(indices):
-                videos[index] = ids[row]
-        return {"ids": torch.stack(videos), "stats": stats}
+        for index, ids in enumerate(text_ids):
+            groups.setdefault(len(ids), []).append(index)
+        try:
+            for indices in groups.values():
+                mask = first_mask[indices]
+                given = (first_codes[indices], mask) if bool(mask.any()) else None
+                codes = self._generate_group([text_ids[i] for i in indices], given, stats, progress, **params)
+                for row, index in enumerate(indices):
+                    videos[index] = codes[row]
+        finally:
+            progress.close()
+        return {"codes": torch.stack(videos), "stats": [stats] * len(videos)}
 
     def postprocess(self, model_outputs: dict, output_type: str = "np") -> FlashVideoPipelineOutput:
+        """Codes to frames, through the VQ model: uint8 `[1, frames, H, W, 3]` (or PIL images)."""
         stats = model_outputs["stats"]
+        # One clip per output: transformers hands a batch's entries out one by one, a single call's as it came.
+        stats = stats[0] if isinstance(stats, list) else stats
         started = time.perf_counter()
-        grid = self.model.config.code_grid_size
-        codes = self.processor.ids_to_codes(model_outputs["ids"])
-        codes = codes.reshape(*codes.shape[:2], grid, grid)
-        frames = self.processor.decode_frames(codes)
-        stats.decode.frames = frames.shape[0] * frames.shape[1]
-        stats.decode.seconds = time.perf_counter() - started
+        frames = self._decode(model_outputs["codes"])
+        stats.decode.frames += frames.shape[0] * frames.shape[1]
+        stats.decode.seconds += time.perf_counter() - started
         if output_type == "pil":
             from PIL import Image
 
             frames = [[Image.fromarray(frame) for frame in video] for video in frames]
         return FlashVideoPipelineOutput(frames=frames, stats=stats)
+
+    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+        return codes_to_frames(self.vqvae, codes)
 
     def _sampler(
         self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
@@ -549,129 +658,167 @@ class FlashVideoPipeline(Pipeline):
         _check_sampling(*settings, source=f" (from the {stage}'s generation_config)")
         return settings
 
-    def _report_frame(self, callback, stage: str, frame_index: int, ids: torch.Tensor) -> None:
-        if callback is not None:
-            grid = self.model.config.code_grid_size
-            codes = self.processor.ids_to_codes(ids).reshape(-1, grid, grid)
-            callback(stage, frame_index, self.processor.decode_frames(codes))
-
     def _generate_group(
-        self, prompts, first_frame_ids, stats: GenerationStats, num_frames, key_frame_spacing, interpolate,
-        redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample, guidance_scale,
-        negative_prompt, generator, callback, speculative, num_draft_tokens, draft_source, lockstep, recursive_spacings,
+        self, text_ids, first_frame, stats: GenerationStats, progress: FrameProgress, num_frames, key_frame_spacing,
+        interpolate, redundant_free, inherit_ratio, unstable_radius, temperature, top_k, top_p, do_sample,
+        guidance_scale, negative_prompt, generator, speculative, num_draft_tokens, draft_source, lockstep,
+        recursive_spacings,
     ) -> torch.Tensor:  # fmt: skip
-        """Token ids `[batch, num_frames, tokens_per_frame]` for prompts of equal token length."""
+        """Codes `[batch, num_frames, grid, grid]` for prompts of equal token length (given as ids)."""
         sampling = dict(
             temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, generator=generator,
             speculative=speculative, num_draft_tokens=num_draft_tokens, lockstep=lockstep,
         )  # fmt: skip
         spacings = (key_frame_spacing, *recursive_spacings) if interpolate and key_frame_spacing > 1 else ()
         num_key_frames = (num_frames - 1) // math.prod(spacings) + 1
+        first_codes, first_mask = first_frame if first_frame is not None else (None, None)
         video = self.generate_key_frames(
-            prompts, num_key_frames, first_frame_ids, stats, callback, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, draft_source=draft_source, **sampling,
+            text_ids, num_key_frames, first_codes, stats, progress, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, draft_source=draft_source, first_frame_mask=first_mask,
+            time_stride=math.prod(spacings), **sampling,
         )  # fmt: skip
-        for spacing in spacings:  # each level interpolates between every adjacent pair of the one before
+        for level, spacing in enumerate(spacings):  # each level interpolates between every adjacent pair of the last
             video = self.interpolate(
-                prompts, video, spacing - 1, stats, callback, redundant_free=redundant_free,
-                inherit_ratio=inherit_ratio, unstable_radius=unstable_radius, draft_source=draft_source, **sampling,
+                text_ids, video, spacing - 1, stats, progress, redundant_free=redundant_free,
+                inherit_ratio=inherit_ratio, unstable_radius=unstable_radius, draft_source=draft_source,
+                time_stride=math.prod(spacings[level + 1 :]), **sampling,
             )  # fmt: skip
         return video
 
+    def _to_ids(self, codes: torch.Tensor) -> torch.LongTensor:
+        """Code grids `[batch, grid, grid]` as the model's flat ids `[batch, tokens]`: the model boundary."""
+        return self.processor.codes_to_ids(codes).flatten(1).to(self.device)
+
+    def _to_codes(self, ids: torch.Tensor) -> torch.LongTensor:
+        """Sampled ids `[batch, tokens]` back to code grids `[batch, grid, grid]`."""
+        grid = self.model.config.code_grid_size
+        return self.processor.ids_to_codes(ids).reshape(-1, grid, grid)
+
     def generate_key_frames(
-        self, prompts: list[str], num_key_frames: int, first_frame_ids: torch.Tensor | None = None,
-        stats: GenerationStats | None = None, callback=None, guidance_scale: float | None = None,
-        negative_prompt: str | None = None, draft_source: str = "previous_frame", **sampling,
+        self, prompts: list[str] | list[list[int]], num_key_frames: int, first_frame_codes: torch.Tensor | None = None,
+        stats: GenerationStats | None = None, progress: FrameProgress | None = None,
+        guidance_scale: float | None = None, negative_prompt: str | None = None, draft_source: str = "previous_frame",
+        first_frame_mask: torch.Tensor | None = None, time_stride: int = 1, **sampling,
     ) -> torch.Tensor:  # fmt: skip
-        """Key-frame ids `[batch, num_key_frames, tokens_per_frame]`: `[text][SN_i]` fed, frame i sampled (with
-        guidance, `[negative_prompt][SN_i]` fed to the unconditional stream)."""
+        """Key-frame codes `[batch, num_key_frames, grid, grid]`: `[text][SN_i]` fed, frame i sampled (with guidance,
+        `[negative_prompt][SN_i]` fed to the unconditional stream).
+
+        `prompts`: captions or their ids (`processor.encode_text`), of one token length. `first_frame_codes`
+        `[batch, grid, grid]`: fed as frame 1 (of the rows where `first_frame_mask` is True; all when None).
+        `time_stride`: how far apart the key frames are in the clip, for the time indices `progress` reports.
+
+        Example:
+
+        ```python
+        >>> codes = pipe.generate_key_frames(["a red circle moving right"], 4, do_sample=False)   # [1, 4, 16, 16]
+        ```
+        """
         stats = stats or GenerationStats()
         started = time.perf_counter()
+        text_ids = [self.processor.text_ids(text) for text in prompts]
         sampler = self._sampler(self.model, guidance_scale=self._guidance_scale(guidance_scale), **sampling)
         negative_ids = self.processor.encode_text(negative_prompt) if negative_prompt else []
         tokens_per_frame = self.model.config.tokens_per_frame
-        frames = []
-        for number in tqdm(range(1, num_key_frames + 1), desc="key frames", disable=not self.show_progress):
-            prefix = torch.tensor([self.processor.keyframe_prefix(text, number) for text in prompts])
+        fixed_ids = fixed_mask = None
+        if first_frame_codes is not None:
+            fixed_ids = self._to_ids(first_frame_codes)
+            rows = torch.ones(len(text_ids), dtype=torch.bool) if first_frame_mask is None else first_frame_mask.bool()
+            fixed_mask = rows.to(fixed_ids.device)[:, None].expand_as(fixed_ids).contiguous()
+        frames: list[torch.Tensor] = []  # codes [batch, grid, grid] per key frame
+        for number in range(1, num_key_frames + 1):
+            prefix = torch.tensor([self.processor.keyframe_prefix(ids, number) for ids in text_ids])
             unconditional = None
             if sampler.guided:
                 serial = self.processor.layout.serial_token_id(number)
-                unconditional = torch.tensor([negative_ids + [serial]] * len(prompts))
-            fixed_ids = fixed_mask = None
-            if number == 1 and first_frame_ids is not None:  # the given first frame is fed with its prefix, not sampled
-                fixed_ids, fixed_mask = first_frame_ids, torch.ones_like(first_frame_ids, dtype=torch.bool)
+                unconditional = torch.tensor([negative_ids + [serial]] * len(text_ids))
+            given = (fixed_ids, fixed_mask) if number == 1 else (None, None)  # the first frame is fed, not sampled
             if draft_source == "previous_frame" and frames:
-                reference, source = frames[-1], "previous_key_frame"
+                reference, source = self._to_ids(frames[-1]), "previous_key_frame"
             else:
                 reference, source = None, ROW_ABOVE
-            frame = sampler.sample_frame(
-                prefix, tokens_per_frame, unconditional_prefix=unconditional, fixed_ids=fixed_ids,
-                fixed_mask=fixed_mask, reference=reference, draft_source=source,
+            ids = sampler.sample_frame(
+                prefix, tokens_per_frame, unconditional_prefix=unconditional, fixed_ids=given[0],
+                fixed_mask=given[1], reference=reference, draft_source=source,
             )  # fmt: skip
-            frames.append(frame)
-            self._report_frame(callback, "key_frames", number - 1, frame)
-        stats.key_frames.frames += len(frames) * len(prompts)
+            frames.append(self._to_codes(ids))
+            if progress is not None:
+                progress.frame_done("key_frames", (number - 1) * time_stride, frames[-1])
+        stats.key_frames.frames += len(frames) * len(text_ids)
         stats.key_frames.add(sampler.counts, time.perf_counter() - started)
         return torch.stack(frames, dim=1)
 
     def interpolate(
-        self, prompts: list[str], key_frames: torch.Tensor, num_inserted: int, stats: GenerationStats | None = None,
-        callback=None, redundant_free: bool = False, inherit_ratio: float = 0.2, unstable_radius: int = 1,
-        draft_source: str = "previous_frame", **sampling,
+        self, prompts: list[str] | list[list[int]], key_frames: torch.Tensor, num_inserted: int,
+        stats: GenerationStats | None = None, progress: FrameProgress | None = None, redundant_free: bool = False,
+        inherit_ratio: float = 0.2, unstable_radius: int = 1, draft_source: str = "previous_frame",
+        time_stride: int = 1, **sampling,
     ) -> torch.Tensor:  # fmt: skip
-        """Insert `num_inserted` frames between each adjacent pair of `key_frames` `[batch, K, tokens]`.
+        """Insert `num_inserted` frames between each adjacent pair of `key_frames` (codes `[batch, K, grid, grid]`).
 
-        All pairs of all prompts form one batch. Returns ids `[batch, (K - 1) * (num_inserted + 1) + 1, tokens]`.
+        All pairs of all prompts form one batch. Returns codes `[batch, (K - 1) * (num_inserted + 1) + 1, grid, grid]`.
+        `time_stride`: how far apart this level's frames are in the clip, for the time indices `progress` reports.
         """
         stats = stats or GenerationStats()
         started = time.perf_counter()
-        batch, num_key_frames, tokens_per_frame = key_frames.shape
-        grid = self.model.config.code_grid_size
-        pair_texts = [text for text in prompts for _ in range(num_key_frames - 1)]
-        frames_a = key_frames[:, :-1].reshape(-1, tokens_per_frame)
-        frames_b = key_frames[:, 1:].reshape(-1, tokens_per_frame)
-        codes_a = self.processor.ids_to_codes(frames_a).reshape(-1, grid, grid).cpu()
-        codes_b = self.processor.ids_to_codes(frames_b).reshape(-1, grid, grid).cpu()
+        batch, num_key_frames, grid = key_frames.shape[:3]
+        pairs = num_key_frames - 1
+        tokens_per_frame = self.model.config.tokens_per_frame
+        pair_ids = [self.processor.text_ids(text) for text in prompts for _ in range(pairs)]
+        codes_a = key_frames[:, :-1].reshape(-1, grid, grid).cpu()
+        codes_b = key_frames[:, 1:].reshape(-1, grid, grid).cpu()
+        ids_a = self._to_ids(codes_a)
 
         fixed_ids = fixed_mask = None
         if redundant_free:
             classes = classify_tokens(
                 codes_a, codes_b, inherit_ratio, unstable_radius, generator=_cpu(sampling.get("generator"))
             )
-            fixed_ids, fixed_mask = frames_a, classes.inheritable.flatten(1)
+            fixed_ids, fixed_mask = ids_a, classes.inheritable.flatten(1)
 
         sampler = self._sampler(self.interpolation_model, **sampling)
-        inserted = []
-        for number in tqdm(range(2, num_inserted + 2), desc="interpolation", disable=not self.show_progress):
+        inserted: list[torch.Tensor] = []  # ids [pairs of all prompts, tokens] per inserted frame
+        for number in range(2, num_inserted + 2):
             if number == 2:  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call with the first drafts
                 prefix = [
-                    self.processor.interpolation_prefix(t, a, b, num_inserted)
-                    for t, a, b in zip(pair_texts, codes_a, codes_b)
+                    self.processor.interpolation_prefix(ids, a, b, num_inserted)
+                    for ids, a, b in zip(pair_ids, codes_a, codes_b)
                 ]
             else:
-                prefix = [self.processor.keyframe_prefix(t, number) for t in pair_texts]
+                prefix = [self.processor.keyframe_prefix(ids, number) for ids in pair_ids]
             use_previous = draft_source == "previous_frame"
             inserted.append(
                 sampler.sample_frame(
                     torch.tensor(prefix), tokens_per_frame, fixed_ids=fixed_ids, fixed_mask=fixed_mask,
-                    reference=(inserted[-1] if inserted else frames_a) if use_previous else None,
+                    reference=(inserted[-1] if inserted else ids_a) if use_previous else None,
                     draft_source="previous_frame" if use_previous else ROW_ABOVE,
                 )  # fmt: skip
             )
-            self._report_frame(callback, "interpolation", number - 2, inserted[-1])
-        # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair.
-        per_pair = torch.stack([frames_a.to(self.device), frames_b.to(self.device), *inserted], dim=0)
-        in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted)  # [n + 2, pairs, tokens]
-        segments = in_time_order.permute(1, 0, 2).reshape(
-            batch, num_key_frames - 1, num_inserted + 2, tokens_per_frame
-        )
-        video = torch.cat(
-            [segments[:, :, :-1].reshape(batch, -1, tokens_per_frame), key_frames[:, -1:]], dim=1
-        )
+            if progress is not None:
+                frame = self._to_codes(inserted[-1]).reshape(batch, pairs, grid, grid)
+                for pair in range(pairs):  # F_number of pair p sits at p * (n + 1) + number - 1 on this level
+                    time_index = (pair * (num_inserted + 1) + number - 1) * time_stride
+                    progress.frame_done("interpolation", time_index, frame[:, pair])
+        # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair; then the pairs joined.
+        per_pair = torch.stack([codes_a, codes_b, *(self._to_codes(ids).cpu() for ids in inserted)])
+        in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted)  # [n + 2, pairs, grid, grid]
+        segments = in_time_order.transpose(0, 1).reshape(batch, pairs, num_inserted + 2, grid, grid)
+        video = torch.cat([segments[:, :, :-1].flatten(1, 2), key_frames[:, -1:].cpu()], dim=1)
 
-        stats.interpolation.frames += batch * (num_key_frames - 1) * num_inserted
+        stats.interpolation.frames += batch * pairs * num_inserted
         stats.interpolation.add(sampler.counts, time.perf_counter() - started)
         return video
+
+
+# Every argument a call takes, with its default (`_sanitize_parameters` checks them and routes them).
+CALL_DEFAULTS = dict(
+    num_frames=16, key_frame_spacing=5, interpolate=True, redundant_free=True, inherit_ratio=0.2, unstable_radius=1,
+    temperature=None, top_k=None, top_p=None, do_sample=None, guidance_scale=None, negative_prompt=None,
+    generator=None, first_frame=None, output_type="np", callback=None, speculative=True,
+    num_draft_tokens=DEFAULT_NUM_DRAFT_TOKENS, draft_source="previous_frame", lockstep=False, recursive_spacings=(),
+)  # fmt: skip
+FORWARD_DEFAULTS = {key: value for key, value in CALL_DEFAULTS.items() if key not in ("first_frame", "output_type")}
+# What `from_pretrained` passes on to `__init__` rather than to the Hub client.
+PIPELINE_INIT_KEYS = ("task", "dtype", "torch_dtype", "show_progress", "batch_size", "num_workers", "binary_output")
 
 
 def missing_interpolation_file(source: str | Path) -> str | None:

@@ -1,17 +1,20 @@
 """
-FlashVideo processor: caption tokenizer + image tokenizer + the serial-number sequence layout (paper §3.2).
+FlashVideo processor: caption tokenizer + the serial-number sequence layout (paper §3.2). No weights: frames become
+codes through the image tokenizer (`image_tokenizer.py`), a pipeline component of its own.
 
 The model reads one token stream built from three vocabularies that the config lays side by side (DESIGN §2):
 
     [pad, bos, eos] [<SN_1> … <SN_max_frames>] [text tokens] [image codes]
 
-This module turns captions and frames into that stream and back:
+This module turns captions and code grids into that stream and back:
 
 - key-frame samples: `[text][SN_1][frame 1][text][SN_2][frame 2] … [text][SN_K][frame K]`;
 - interpolation samples between key frames A and B with n inserted frames:
   `[text][SN_1][A][text][SN_{n+2}][B][text][SN_2][F_2] … [text][SN_{n+1}][F_{n+1}]`, reordered afterwards by
   serial number into A, F_2 … F_{n+1}, B;
-- the prefixes the pipeline feeds before sampling each frame, id/code conversions, and batch padding.
+- the prefixes the pipeline feeds before sampling each frame, and id/code conversions.
+
+Batches of samples are padded by `flashvideo.data.collate.pad_batch`, with the data.
 """
 
 from __future__ import annotations
@@ -20,25 +23,23 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import VQModel
-from transformers import PreTrainedTokenizerFast
-from transformers.utils import PushToHubMixin, logging
+from transformers import BatchEncoding, PreTrainedTokenizerFast, ProcessorMixin
+from transformers.utils import logging
 
+from .checkpoint_files import check_local_or_repo_id, inside_checkpoint, load_component, read_json
 from .configuration_flashvideo import FlashVideoConfig, VocabularyLayout
-from .image_tokenizer import decode_codes, encode_frames, vq_downsampling_factor
 
 
 logger = logging.get_logger(__name__)
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 TEXT_TOKENIZER_SUBFOLDER = "text_tokenizer"
-IMAGE_TOKENIZER_SUBFOLDER = "image_tokenizer"
 IGNORE_INDEX = -100
 
 
@@ -111,6 +112,13 @@ class SequenceBuilderMixin:
     """
 
     layout: SequenceLayout
+    # Batches of prompts are padded on the right with the layout's pad id (what transformers' pipeline collator
+    # asks of the pipeline's tokenizer, which a processor is); the lengths travel beside them.
+    padding_side = "right"
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self.layout.pad_token_id
 
     @staticmethod
     def _check_text(text: str) -> None:
@@ -182,16 +190,23 @@ class SequenceBuilderMixin:
 
     # ----------------------------------------------------------------- prefixes (inference)
 
-    def keyframe_prefix(self, text: str, frame_number: int) -> list[int]:
+    def text_ids(self, text: str | Sequence[int]) -> list[int]:
+        """`text` in model-vocabulary ids: a caption is tokenized ([`encode_text`]); a sequence of ids is taken as
+        already tokenized, so that a caller that feeds one prompt many times tokenizes it once."""
+        if isinstance(text, str):
+            return self.encode_text(text)
+        return [int(token_id) for token_id in text]
+
+    def keyframe_prefix(self, text: str | Sequence[int], frame_number: int) -> list[int]:
         """
         `[text][SN_frame_number]`: what is fed before the codes of the frame with that serial number are
-        sampled.
+        sampled. `text` is a caption or its ids from [`encode_text`].
 
         This is the prefix of every key frame, and also of the inserted frames F_3 … F_{n+1} of an
         interpolation sample (their serial numbers are 3 … n+1); the first inserted frame's context comes from
         [`interpolation_prefix`].
         """
-        return self.encode_text(text) + [self.layout.serial_token_id(frame_number)]
+        return self.text_ids(text) + [self.layout.serial_token_id(frame_number)]
 
     def interpolation_serial_numbers(self, num_inserted: int) -> list[int]:
         """Serial numbers of an interpolation sample's frames, in generation order: `[1, n+2, 2, …, n+1]`."""
@@ -209,21 +224,23 @@ class SequenceBuilderMixin:
         n = int(num_inserted)
         return [1, n + 2, *range(2, n + 2)]
 
-    def interpolation_prefix(self, text: str, frame_a: Any, frame_b: Any, num_inserted: int) -> list[int]:
+    def interpolation_prefix(
+        self, text: str | Sequence[int], frame_a: Any, frame_b: Any, num_inserted: int
+    ) -> list[int]:
         """
         `[text][SN_1][A][text][SN_{n+2}][B][text][SN_2]`: the context fed before the first inserted frame F_2
         is sampled. After F_k has been sampled, feed `keyframe_prefix(text, k + 1)` and sample F_{k+1}, up to
         F_{n+1}.
 
         Args:
-            text: the prompt.
+            text: the prompt, or its ids from [`encode_text`].
             frame_a, frame_b: code grids `[grid, grid]` (codebook indices) of the two key frames.
             num_inserted: n, the number of frames to insert between them.
         """
         serial = self.interpolation_serial_numbers(num_inserted)
         (ids_a,) = self._frame_ids(frame_a, "frame_a", frames_axis=False)
         (ids_b,) = self._frame_ids(frame_b, "frame_b", frames_axis=False)
-        text_ids = self.encode_text(text)
+        text_ids = self.text_ids(text)
         sn = self.layout.serial_token_id
         return [*text_ids, sn(serial[0]), *ids_a, *text_ids, sn(serial[1]), *ids_b, *text_ids, sn(serial[2])]
 
@@ -338,149 +355,64 @@ class SequenceBuilderMixin:
             return frames_in_generation_order[order]
         return type(frames_in_generation_order)(frames_in_generation_order[i] for i in order)
 
-    # ----------------------------------------------------------------- batching
 
-    def pad_batch(
-        self,
-        samples: Sequence[Mapping[str, Any]],
-        pad_to_multiple_of: int | None = None,
-        padding_side: str = "right",
-    ) -> dict[str, torch.LongTensor]:
-        """
-        Collate samples (dicts with `input_ids` and optionally `labels`) into padded LongTensors.
-
-        Returns `input_ids` (padded with `pad_token_id`), `attention_mask` (1 on real tokens) and, when the
-        samples have them, `labels` (padded with -100). Usable as a `DataLoader` `collate_fn`, e.g.
-        `functools.partial(processor.pad_batch, pad_to_multiple_of=8)`.
-        """
-        if len(samples) == 0:
-            raise ValueError("samples must hold at least one sample.")
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
-        if pad_to_multiple_of is not None and (
-            isinstance(pad_to_multiple_of, bool)
-            or not isinstance(pad_to_multiple_of, int)
-            or pad_to_multiple_of < 1
-        ):
-            raise ValueError(
-                f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}."
-            )
-        if self.layout.pad_token_id is None:
-            raise ValueError("pad_batch needs a pad_token_id, but the layout's pad_token_id is None.")
-        with_labels = ["labels" in sample for sample in samples]
-        if any(with_labels) and not all(with_labels):
-            raise ValueError("samples must either all have labels or none.")
-        ids = [_as_long_tensor(sample["input_ids"], "input_ids").reshape(-1) for sample in samples]
-        labels = None
-        if all(with_labels):
-            labels = [_as_long_tensor(sample["labels"], "labels").reshape(-1) for sample in samples]
-            for index, (sample_ids, sample_labels) in enumerate(zip(ids, labels)):
-                if sample_ids.shape != sample_labels.shape:
-                    raise ValueError(
-                        f"sample {index}: labels ({sample_labels.numel()}) and input_ids "
-                        f"({sample_ids.numel()}) must have the same length."
-                    )
-        length = max(sample_ids.numel() for sample_ids in ids)
-        if pad_to_multiple_of:
-            length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-        batch = {
-            "input_ids": torch.full((len(ids), length), self.layout.pad_token_id, dtype=torch.long),
-            "attention_mask": torch.zeros((len(ids), length), dtype=torch.long),
-        }
-        if labels is not None:
-            batch["labels"] = torch.full((len(ids), length), IGNORE_INDEX, dtype=torch.long)
-        for row, sample_ids in enumerate(ids):
-            size = sample_ids.numel()
-            span = slice(0, size) if padding_side == "right" else slice(length - size, length)
-            batch["input_ids"][row, span] = sample_ids
-            batch["attention_mask"][row, span] = 1
-            if labels is not None:
-                batch["labels"][row, span] = labels[row]
-        return batch
-
-
-class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
+class FlashVideoProcessor(ProcessorMixin, SequenceBuilderMixin):
     """
-    Turns captions and frames into FlashVideo token sequences and code grids back into frames.
+    Turns captions into FlashVideo token ids and lays out key-frame and interpolation sequences: the caption
+    tokenizer (a 🤗 `PreTrainedTokenizerFast`, ids offset by `text_token_start` into the model vocabulary) and the
+    [`SequenceLayout`] of the model config. It holds no weights: frames become codes through the image tokenizer
+    (`flashvideo.image_tokenizer`, the pipeline's `vqvae`), a component of its own.
 
-    It holds the caption tokenizer (a 🤗 `PreTrainedTokenizerFast`, ids offset by `text_token_start` into the
-    model vocabulary), the image tokenizer (a `diffusers.VQModel`, codes offset by `image_token_start`) and
-    the [`SequenceLayout`] of the model config.
+    A transformers `ProcessorMixin`: `AutoProcessor.from_pretrained(checkpoint)` loads it, and `save_pretrained`
+    writes `processor_config.json` (the layout) and `text_tokenizer/`, the layout every FlashVideo checkpoint has.
 
     Args:
         text_tokenizer: caption tokenizer; its size must fit `config.text_vocab_size`.
-        image_tokenizer: VQ model; its codebook must fit `config.image_vocab_size` and it must map
-            `image_size²` frames to `code_grid_size²` grids.
         config: a [`FlashVideoConfig`] or a [`SequenceLayout`].
 
     Example:
 
     ```python
-    >>> import numpy as np
     >>> from flashvideo import FlashVideoConfig
-    >>> from flashvideo.image_tokenizer import build_vq_model
     >>> from flashvideo.processing_flashvideo import FlashVideoProcessor
     >>> from flashvideo.text_tokenizer import build_text_tokenizer
     >>> config = FlashVideoConfig()
-    >>> processor = FlashVideoProcessor(
-    ...     build_text_tokenizer(["a red circle moving left"], vocab_size=config.text_vocab_size),
-    ...     build_vq_model(config.image_size, config.code_grid_size, config.image_vocab_size),
-    ...     config,
-    ... )
-    >>> frames = np.zeros((4, 64, 64, 3), dtype=np.uint8)
-    >>> codes = processor.encode_frames(frames)  # uint8 [4, 64, 64, 3] -> codebook indices [4, 16, 16]
-    >>> sample = processor.build_keyframe_sample("a red circle moving left", codes)
+    >>> processor = FlashVideoProcessor(build_text_tokenizer(["a red circle moving left"], vocab_size=1024), config)
+    >>> prefix = processor.keyframe_prefix("a red circle moving left", 1)  # [text][SN_1]
     >>> processor.save_pretrained("checkpoint")
     >>> processor = FlashVideoProcessor.from_pretrained("checkpoint")
     ```
     """
 
-    def __init__(
-        self,
-        text_tokenizer: PreTrainedTokenizerFast,
-        image_tokenizer: VQModel,
-        config: FlashVideoConfig | SequenceLayout,
-    ) -> None:
+    def __init__(self, text_tokenizer: PreTrainedTokenizerFast, config: FlashVideoConfig | SequenceLayout) -> None:
         layout = config if isinstance(config, SequenceLayout) else SequenceLayout.from_config(config)
         if len(text_tokenizer) > layout.text_vocab_size:
             raise ValueError(
                 f"The text tokenizer has {len(text_tokenizer)} tokens, more than config.text_vocab_size "
                 f"({layout.text_vocab_size}); raise text_vocab_size or build a smaller tokenizer."
             )
-        codebook_size = image_tokenizer.config.num_vq_embeddings
-        if codebook_size > layout.image_vocab_size:
-            raise ValueError(
-                f"The image tokenizer's codebook has {codebook_size} codes (num_vq_embeddings), more than "
-                f"config.image_vocab_size ({layout.image_vocab_size})."
-            )
-        factor = vq_downsampling_factor(image_tokenizer)
-        if layout.image_size % factor or layout.image_size // factor != layout.code_grid_size:
-            raise ValueError(
-                f"The image tokenizer downsamples by {factor}, so config.image_size ({layout.image_size}) "
-                f"would give a {layout.image_size / factor:g}² code grid, but config.code_grid_size is "
-                f"{layout.code_grid_size}."
-            )
-        self.text_tokenizer = text_tokenizer
-        self.image_tokenizer = image_tokenizer
+        super().__init__(text_tokenizer=text_tokenizer)
         self.layout = layout
 
     @classmethod
-    def from_config_values(
-        cls, text_tokenizer: PreTrainedTokenizerFast, image_tokenizer: VQModel, **config_values: Any
-    ) -> FlashVideoProcessor:
+    def from_config_values(cls, text_tokenizer: PreTrainedTokenizerFast, **config_values: Any) -> FlashVideoProcessor:
         """
         Build a processor from layout values instead of a config object; `config_values` are
         [`FlashVideoConfig`] keyword arguments (e.g. `text_vocab_size=64, image_size=32, code_grid_size=8`),
         and the ranges left unspecified are placed as the config places them.
         """
-        return cls(text_tokenizer, image_tokenizer, FlashVideoConfig(**config_values))
+        return cls(text_tokenizer, FlashVideoConfig(**config_values))
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(text_tokenizer={len(self.text_tokenizer)} tokens, "
-            f"image_tokenizer=VQModel(codebook {self.image_tokenizer.config.num_vq_embeddings}), "
-            f"layout={self.layout})"
-        )
+        return f"{type(self).__name__}(text_tokenizer={len(self.text_tokenizer)} tokens, layout={self.layout})"
+
+    def __call__(self, text: str | Sequence[str], frame_number: int = 1, **kwargs: Any) -> BatchEncoding:
+        """The key-frame prefixes `[text][SN_frame_number]` of one caption or a list of them, as `input_ids`
+        (lists of model-vocabulary ids), what the model is fed before it samples that frame."""
+        if kwargs:
+            logger.warning(f"FlashVideoProcessor.__call__ ignores the arguments {sorted(kwargs)}.")
+        texts = [text] if isinstance(text, str) else list(text)
+        return BatchEncoding({"input_ids": [self.keyframe_prefix(caption, frame_number) for caption in texts]})
 
     # ----------------------------------------------------------------- text
 
@@ -498,80 +430,12 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
             raise ValueError(f"ids must be text ids in [{start}, {end}) (text_token_range).")
         return self.text_tokenizer.decode((ids - start).tolist())
 
-    # ----------------------------------------------------------------- frames
-
-    def encode_frames(
-        self, frames: np.ndarray | torch.Tensor, batch_size: int | None = None
-    ) -> torch.LongTensor:
-        """
-        Encode frames into code grids (codebook indices, not yet offset into the model vocabulary).
-
-        Args:
-            frames: uint8 `[..., H, W, 3]` (numpy or torch) or float torch `[..., 3, H, W]` in `[-1, 1]`, with
-                `H = W = image_size`; any leading dimensions.
-            batch_size: how many frames go through the VQ model at once (all at once when `None`).
-
-        Returns:
-            LongTensor `[..., grid, grid]` on the image tokenizer's device.
-        """
-        if isinstance(frames, np.ndarray):
-            if frames.dtype != np.uint8:
-                raise ValueError(
-                    f"frames given as a numpy array must be uint8 [..., H, W, 3], got dtype {frames.dtype}."
-                )
-            # torch cannot wrap read-only arrays (e.g. from 🤗 Datasets); those are copied.
-            frames = torch.from_numpy(np.require(frames, requirements=["C", "W"]))
-        if not isinstance(frames, torch.Tensor):
-            raise TypeError(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}.")
-        size = self.layout.image_size
-        channels_last = frames.dtype == torch.uint8
-        expected = (size, size, 3) if channels_last else (3, size, size)
-        if frames.ndim < 3 or tuple(frames.shape[-3:]) != expected:
-            layout = "uint8 [..., H, W, 3]" if channels_last else "float [..., 3, H, W]"
-            raise ValueError(
-                f"frames must be {layout} with H = W = image_size = {size}, got shape {tuple(frames.shape)}."
-            )
-        leading = tuple(frames.shape[:-3])
-        flat = frames.reshape(-1, *expected)
-        grid = self.layout.code_grid_size
-        chunks = [
-            encode_frames(self.image_tokenizer, chunk) for chunk in flat.split(_chunk_size(batch_size, flat))
-        ]
-        codes = torch.cat(chunks) if chunks else torch.empty((0, grid, grid), dtype=torch.long)
-        return codes.reshape(*leading, grid, grid)
-
-    def decode_frames(self, codes: torch.Tensor | np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """
-        Decode code grids `[..., grid, grid]` (codebook indices) to uint8 frames `[..., H, W, 3]`.
-
-        Use [`ids_to_codes`] first for generated model ids.
-        """
-        codes = _as_long_tensor(codes, "codes")
-        grid = self.layout.code_grid_size
-        if codes.ndim < 2 or tuple(codes.shape[-2:]) != (grid, grid):
-            raise ValueError(
-                f"codes must have shape [..., {grid}, {grid}] (code_grid_size), got {tuple(codes.shape)}."
-            )
-        leading = tuple(codes.shape[:-2])
-        flat = codes.reshape(-1, grid, grid)
-        size = self.layout.image_size
-        chunks = [
-            decode_codes(self.image_tokenizer, chunk) for chunk in flat.split(_chunk_size(batch_size, flat))
-        ]
-        frames = np.concatenate(chunks) if chunks else np.empty((0, size, size, 3), dtype=np.uint8)
-        return frames.reshape(*leading, size, size, 3)
-
-    def to(self, *args: Any, **kwargs: Any) -> FlashVideoProcessor:
-        """Move the image tokenizer (`VQModel.to` arguments); returns `self`."""
-        self.image_tokenizer.to(*args, **kwargs)
-        return self
-
     # ----------------------------------------------------------------- identity, saving and loading
 
     def fingerprint(self) -> str:
         """
-        A hex digest that changes whenever the layout, the text tokenizer or the image tokenizer's config or
-        weights change; 🤗 Datasets caches of tokenized data are keyed on it.
+        A hex digest that changes whenever the layout or the text tokenizer changes; 🤗 Datasets caches of
+        tokenized data are keyed on it (with the image tokenizer's own, `image_tokenizer_fingerprint`).
         """
         digest = hashlib.sha256()
         digest.update(json.dumps(self.layout.to_dict(), sort_keys=True).encode())
@@ -580,55 +444,37 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
         tokenizer.pop("padding", None)
         tokenizer.pop("truncation", None)
         digest.update(json.dumps(tokenizer, sort_keys=True).encode())
-        # Keys such as `_name_or_path` record where the model was loaded from, not what it computes.
-        vq_config = {
-            key: value for key, value in self.image_tokenizer.config.items() if not key.startswith("_")
-        }
-        digest.update(json.dumps(vq_config, sort_keys=True).encode())
-        for name, tensor in sorted(self.image_tokenizer.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def save_pretrained(
-        self, save_directory: str | os.PathLike, max_shard_size: int | str = "10GB", **kwargs: Any
-    ) -> None:
-        """
-        Save to `save_directory`:
+    def to_dict(self) -> dict[str, Any]:
+        """What `processor_config.json` holds: the class, the layout and where the caption tokenizer is."""
+        return {
+            "processor_class": type(self).__name__,
+            "text_tokenizer_subfolder": TEXT_TOKENIZER_SUBFOLDER,
+            "layout": self.layout.to_dict(),
+        }
 
-        - `processor_config.json`: the layout;
-        - `text_tokenizer/`: the caption tokenizer (`tokenizer.json`, `tokenizer_config.json`);
-        - `image_tokenizer/`: the VQ model (`config.json`, safetensors weights).
-
-        `push_to_hub(repo_id)` (from `PushToHubMixin`) saves this way into a temporary folder and uploads it.
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
         """
-        if kwargs:
-            logger.warning(f"FlashVideoProcessor.save_pretrained ignores the arguments {sorted(kwargs)}.")
+        Save to `save_directory`: `processor_config.json` (the layout) and `text_tokenizer/` (the caption tokenizer:
+        `tokenizer.json`, `tokenizer_config.json`), as `ProcessorMixin` saves a processor with a tokenizer named
+        `text_tokenizer`. `push_to_hub(repo_id)` saves this way into a temporary folder and uploads it.
+        """
         save_directory = Path(save_directory)
         if save_directory.is_file():
             raise ValueError(f"save_directory ({save_directory}) must be a directory, not a file.")
-        save_directory.mkdir(parents=True, exist_ok=True)
-        self.text_tokenizer.save_pretrained(save_directory / TEXT_TOKENIZER_SUBFOLDER)
-        self.image_tokenizer.save_pretrained(
-            save_directory / IMAGE_TOKENIZER_SUBFOLDER, safe_serialization=True, max_shard_size=max_shard_size
-        )
-        processor_config = {
-            "processor_class": type(self).__name__,
-            "text_tokenizer_subfolder": TEXT_TOKENIZER_SUBFOLDER,
-            "image_tokenizer_subfolder": IMAGE_TOKENIZER_SUBFOLDER,
-            "layout": self.layout.to_dict(),
-        }
-        with open(save_directory / PROCESSOR_CONFIG_NAME, "w", encoding="utf-8") as handle:
-            json.dump(processor_config, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        files = super().save_pretrained(save_directory, **kwargs)
         logger.info(f"FlashVideo processor saved in {save_directory}")
+        return files
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **hub_kwargs: Any
     ) -> FlashVideoProcessor:
         """
-        Load a processor saved with [`save_pretrained`] from a local directory or a Hub repo id.
+        Load a processor saved with [`save_pretrained`] from a local directory or a Hub repo id. Checkpoints written
+        before the image tokenizer left the processor load as they are (their `image_tokenizer_subfolder` entry
+        is for the pipeline's `vqvae`; the processor does not read it).
 
         Args:
             pretrained_model_name_or_path: a local directory, or a Hub repo id (fetched with
@@ -638,20 +484,16 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
             hub_kwargs: passed to `snapshot_download` (`revision`, `cache_dir`, `token`, `local_files_only`,
                 …).
         """
-        from .hub import check_local_or_repo_id
-
+        # What `AutoProcessor` and `pipeline()` add for transformers' own loaders, not for the Hub client.
+        for key in ("_from_auto", "_from_pipeline", "trust_remote_code", "code_revision", "_commit_hash", "dtype"):
+            hub_kwargs.pop(key, None)
         path = Path(pretrained_model_name_or_path)
         prefix = f"{subfolder.strip('/')}/" if subfolder else ""
         if not path.is_dir():
             from huggingface_hub import snapshot_download
 
             check_local_or_repo_id(pretrained_model_name_or_path, "pretrained_model_name_or_path")
-
-            allow = [
-                f"{prefix}{PROCESSOR_CONFIG_NAME}",
-                f"{prefix}{TEXT_TOKENIZER_SUBFOLDER}/*",
-                f"{prefix}{IMAGE_TOKENIZER_SUBFOLDER}/*",
-            ]
+            allow = [f"{prefix}{PROCESSOR_CONFIG_NAME}", f"{prefix}{TEXT_TOKENIZER_SUBFOLDER}/*"]
             path = Path(
                 snapshot_download(str(pretrained_model_name_or_path), allow_patterns=allow, **hub_kwargs)
             )
@@ -665,7 +507,7 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
                 f"No {PROCESSOR_CONFIG_NAME} in {path}: it is not a FlashVideo processor directory "
                 "(write one with FlashVideoProcessor.save_pretrained)."
             )
-        processor_config = _read_json(config_file)
+        processor_config = read_json(config_file)
         if not isinstance(processor_config, dict):
             raise ValueError(f"{config_file} must hold a JSON object, got {type(processor_config).__name__}.")
         layout_values = processor_config.get("layout")
@@ -676,54 +518,12 @@ class FlashVideoProcessor(SequenceBuilderMixin, PushToHubMixin):
         if missing:
             raise ValueError(f"{config_file}: the layout lacks {missing}.")
         layout = SequenceLayout(**{name: layout_values[name] for name in field_names})
-        text_folder = _subfolder(path, processor_config, "text_tokenizer_subfolder", TEXT_TOKENIZER_SUBFOLDER)
-        image_folder = _subfolder(path, processor_config, "image_tokenizer_subfolder", IMAGE_TOKENIZER_SUBFOLDER)
-        text_tokenizer = _load_component(
+        key = "text_tokenizer_subfolder"
+        text_folder = inside_checkpoint(path, processor_config.get(key, TEXT_TOKENIZER_SUBFOLDER), key, config_file)
+        text_tokenizer = load_component(
             PreTrainedTokenizerFast, text_folder, required=("tokenizer.json",), optional=("tokenizer_config.json",)
         )
-        image_tokenizer = _load_component(VQModel, image_folder, required=("config.json",))
-        return cls(text_tokenizer, image_tokenizer, layout)
-
-
-def _read_json(path: Path) -> Any:
-    """The JSON in `path`; a file that is not valid JSON is a ValueError naming it."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {error}") from None
-
-
-def _subfolder(root: Path, processor_config: dict, key: str, default: str) -> Path:
-    """`processor_config[key]`, a folder that must stay inside the checkpoint `root` (no absolute path, no `..`
-    out of it, no symlink out of it)."""
-    name = processor_config.get(key, default)
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{root / PROCESSOR_CONFIG_NAME}: {key} must be a folder name, got {name!r}.")
-    folder = root / name
-    if Path(name).is_absolute() or not folder.resolve().is_relative_to(root.resolve()):
-        raise ValueError(
-            f"{root / PROCESSOR_CONFIG_NAME}: {key} {name!r} points outside the checkpoint {root}; the processor's "
-            "files must be inside it."
-        )
-    return folder
-
-
-def _load_component(loader: Any, folder: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Any:
-    """`loader.from_pretrained(folder)`, after checking that its `required` files are there and that its JSON files
-    parse, so that a missing or corrupt file is named; other load errors name the folder."""
-    for name in required:
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} is missing: the processor checkpoint is incomplete.")
-    for name in (*required, *optional):
-        if name.endswith(".json") and (folder / name).is_file():
-            _read_json(folder / name)
-    try:
-        return loader.from_pretrained(str(folder))
-    except OSError as error:
-        raise OSError(f"Could not load {loader.__name__} from {folder}: {error}") from None
-    except Exception as error:  # tokenizers and safetensors raise their own exception types
-        raise ValueError(f"Could not load {loader.__name__} from {folder}: {type(error).__name__}: {error}") from None
+        return cls(text_tokenizer, layout)
 
 
 def _as_long_tensor(values: Any, name: str) -> torch.LongTensor:
@@ -743,12 +543,4 @@ def _as_long_tensor(values: Any, name: str) -> torch.LongTensor:
     return tensor.long()
 
 
-def _chunk_size(batch_size: int | None, flat: torch.Tensor) -> int:
-    if batch_size is None:
-        return max(flat.shape[0], 1)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    return batch_size
-
-
-__all__ = ["FlashVideoProcessor", "SequenceBuilderMixin", "SequenceLayout"]
+__all__ = ["IGNORE_INDEX", "FlashVideoProcessor", "SequenceBuilderMixin", "SequenceLayout"]

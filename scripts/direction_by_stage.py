@@ -33,6 +33,7 @@ from flashvideo.evaluation.shapes import (
     largest_jump,
     track_passes,
 )
+from flashvideo.image_tokenizer import codes_to_frames, frames_to_codes
 from flashvideo.pipeline_flashvideo import FlashVideoPipeline
 
 KEY_FRAME_SPACING = 5
@@ -111,24 +112,20 @@ def generate_stages(
     pipe: FlashVideoPipeline, videos: np.ndarray, prompts: list[str], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pipeline's clips (default settings), and its interpolation model's clips from the true key frames."""
-    grid, num_frames = pipe.model.config.code_grid_size, videos.shape[1]
+    num_frames = videos.shape[1]
     clips, from_truth = [], []
     for start in range(0, len(videos), batch_size):
         batch = slice(start, start + batch_size)
-        clips.append(
-            pipe(prompts[batch], num_frames=num_frames, generator=torch.Generator().manual_seed(start)).frames
-        )
+        texts = list(prompts[batch])
+        outs = pipe(texts, batch_size=len(texts), num_frames=num_frames, generator=torch.Generator().manual_seed(start))
+        clips.append(np.concatenate([out.frames for out in outs]))
         true_key_frames = np.ascontiguousarray(videos[batch, ::KEY_FRAME_SPACING])
-        count, num_key_frames = true_key_frames.shape[:2]
-        codes = pipe.processor.encode_frames(true_key_frames.reshape(-1, *true_key_frames.shape[2:]))
-        ids = pipe.processor.codes_to_ids(codes).reshape(count, num_key_frames, -1).to(pipe.device)
+        codes = frames_to_codes(pipe.vqvae, true_key_frames)  # [count, key frames, grid, grid]
         filled = pipe.interpolate(
-            prompts[batch], ids, KEY_FRAME_SPACING - 1, redundant_free=True, inherit_ratio=0.2,
+            texts, codes, KEY_FRAME_SPACING - 1, redundant_free=True, inherit_ratio=0.2,
             generator=torch.Generator().manual_seed(start),
         )  # fmt: skip
-        from_truth.append(
-            pipe.processor.decode_frames(pipe.processor.ids_to_codes(filled).reshape(count, -1, grid, grid))
-        )
+        from_truth.append(codes_to_frames(pipe.vqvae, filled))
     return np.concatenate(clips), np.concatenate(from_truth)
 
 
@@ -194,7 +191,7 @@ def main() -> None:
     if args.save_clips is not None:
         np.savez_compressed(args.save_clips, clips=clips, from_true_key_frames=from_truth, truth=videos)
     true_key_frames = np.ascontiguousarray(videos[:, ::KEY_FRAME_SPACING])
-    true_codes = pipe.processor.encode_frames(true_key_frames.reshape(-1, *videos.shape[2:]), batch_size=64)
+    true_codes = frames_to_codes(pipe.vqvae, true_key_frames.reshape(-1, *videos.shape[2:]), batch_size=64)
     grid = pipe.model.config.code_grid_size
     true_codes = np.asarray(true_codes).reshape(*true_key_frames.shape[:2], grid, grid)
     rows = {

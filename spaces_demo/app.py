@@ -128,13 +128,6 @@ def _request_dir() -> Path:
     return folder
 
 
-def _time_index(stage: str, index: int, pair: int, spacing: int) -> int:
-    """Where a frame reported by the pipeline's callback sits in the clip."""
-    if stage == "key_frames":
-        return index * spacing
-    return pair * spacing + index + 1  # interpolation: inserted frame `index` of pair `pair`
-
-
 KIND_COLORS = {"key": (250, 204, 21), "interp.": (96, 165, 250), "": (64, 64, 64)}
 
 
@@ -258,7 +251,7 @@ def generate(
     stop = threading.Event()
     worker, events = _start_worker(pipe, prompt, stop, **options)
     try:
-        yield from _follow(worker, events, num_frames, spacing)
+        yield from _follow(worker, events, num_frames)
     except gr.Error:
         raise
     except Exception as error:  # e.g. writing the clip failed
@@ -267,7 +260,7 @@ def generate(
         stop.set()  # no join: Gradio closes a cancelled generator from its event loop, which must not block
 
 
-def _follow(worker: threading.Thread, events: queue.Queue, num_frames: int, spacing: int):
+def _follow(worker: threading.Thread, events: queue.Queue, num_frames: int):
     """The updates of one request as its worker makes frames, then the finished clip."""
     folder = _request_dir()
     slots: list = [None] * max(min(num_frames, 256), 0)  # the clip's frames in time order, as they are made
@@ -283,12 +276,10 @@ def _follow(worker: threading.Thread, events: queue.Queue, num_frames: int, spac
             _raise_for(event[1])
         if event[0] == "done":
             break
-        _, stage, index, frames = event
-        for pair, frame in enumerate(frames):
-            t = _time_index(stage, index, pair, spacing)
-            if 0 <= t < len(slots):
-                slots[t], kinds[t] = frame, "key" if stage == "key_frames" else "interp."
-                made += 1
+        _, stage, t, frames = event  # the pipeline reports each frame's place in the clip (one prompt: frames[0])
+        if 0 <= t < len(slots):
+            slots[t], kinds[t] = frames[0], "key" if stage == "key_frames" else "interp."
+            made += 1
         updates += 1
         doing = "key frames" if stage == "key_frames" else "interpolation"
         status = f"Generating… {made}/{num_frames} frames ({doing})"

@@ -44,22 +44,30 @@ PROMPTS = ["a red circle moving right", "a blue square moving up", "a green tria
 
 @pytest.fixture
 def tiny_processor(tiny_config):
-    """A processor matching `tiny_config`: word-level text tokenizer, random 16×16 → 4×4 VQ with 60 codes (= image_vocab_size)."""
-    from flashvideo.image_tokenizer import build_vq_model
+    """A processor matching `tiny_config`: word-level text tokenizer and the layout."""
     from flashvideo.processing_flashvideo import FlashVideoProcessor
     from flashvideo.text_tokenizer import build_text_tokenizer
 
-    torch.manual_seed(0)
-    vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
     tokenizer = build_text_tokenizer(PROMPTS, vocab_size=tiny_config.text_vocab_size)
-    return FlashVideoProcessor(tokenizer, vq, tiny_config)
+    return FlashVideoProcessor(tokenizer, tiny_config)
 
 
 @pytest.fixture
-def tiny_pipeline(tiny_model, tiny_processor):
+def tiny_vq():
+    """The image tokenizer matching `tiny_config`: a random 16×16 → 4×4 VQ with 60 codes (= image_vocab_size)."""
+    from flashvideo.image_tokenizer import build_vq_model
+
+    torch.manual_seed(0)
+    return build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_model, tiny_processor, tiny_vq):
     from flashvideo import FlashVideoPipeline
 
-    return FlashVideoPipeline(model=tiny_model, processor=tiny_processor, device="cpu", show_progress=False)
+    return FlashVideoPipeline(
+        model=tiny_model, processor=tiny_processor, vqvae=tiny_vq, device="cpu", show_progress=False
+    )
 
 
 @pytest.fixture
@@ -91,6 +99,6 @@ def tiny_benchmark_pipeline():
     vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
     tokenizer = build_text_tokenizer(["a red circle moving right"], vocab_size=40)
     return FlashVideoPipeline(
-        model=FlashVideoForCausalLM(config).eval(), processor=FlashVideoProcessor(tokenizer, vq, config),
+        model=FlashVideoForCausalLM(config).eval(), processor=FlashVideoProcessor(tokenizer, config), vqvae=vq,
         device="cpu", show_progress=False,
     )  # fmt: skip

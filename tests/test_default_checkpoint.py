@@ -22,6 +22,7 @@ from flashvideo.cli import main
 from flashvideo.data.shapes import COLORS, shapes_dataset
 from flashvideo.evaluation.metrics import psnr
 from flashvideo.evaluation.shapes import analyze_clip
+from flashvideo.image_tokenizer import codes_to_frames, frames_to_codes
 from flashvideo.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,13 +55,13 @@ def test_shipped_files_are_small_and_float16(checkpoint):
 def test_loads_in_float32_with_both_models(pipe):
     assert pipe.model.dtype == torch.float32 and pipe.interpolation_model.dtype == torch.float32
     assert pipe.interpolation_model is not pipe.model
-    assert pipe.processor.image_tokenizer.dtype == torch.float32
+    assert pipe.vqvae.dtype == torch.float32
 
 
 def test_image_tokenizer_reconstructs_unseen_clips(pipe):
     videos = np.stack(shapes_dataset(4, seed=4242)["video"])  # not among the training clips (seeds 0 and 1)
     frames = videos.reshape(-1, *videos.shape[2:])
-    restored = pipe.processor.decode_frames(pipe.processor.encode_frames(frames))
+    restored = codes_to_frames(pipe.vqvae, frames_to_codes(pipe.vqvae, frames))
     as_unit = lambda x: torch.from_numpy(x).movedim(-1, -3).double() / 255  # noqa: E731
     assert psnr(as_unit(restored), as_unit(frames)).mean() > 30.0
 
@@ -74,9 +75,9 @@ def test_generated_clips_follow_the_prompted_color(pipe):
     """
     wanted = [color for color in COLORS for _ in range(2)]
     prompts = [f"a {color} {shape} moving right" for color, shape in zip(wanted, ["square", "circle"] * 6)]
-    out = pipe(prompts, num_frames=6, key_frame_spacing=5, generator=torch.Generator().manual_seed(0))
-    assert out.frames.shape == (12, 6, 64, 64, 3)
-    found = [analyze_clip(clip)["color"] for clip in out.frames]
+    outs = pipe(prompts, batch_size=12, num_frames=6, key_frame_spacing=5, generator=torch.Generator().manual_seed(0))
+    assert len(outs) == 12 and outs[0].frames.shape == (1, 6, 64, 64, 3)
+    found = [analyze_clip(out.frames[0])["color"] for out in outs]
     assert sum(a == b for a, b in zip(found, wanted)) >= 9, list(zip(found, wanted))
 
 

@@ -194,10 +194,11 @@ def _tiny_pipeline() -> FlashVideoPipeline:
         FlashVideoConfig(**sizes, decay_exponents=[5, 6, 8, 10], code_position_embeddings=True)
     ).eval()
     vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
-    processor = FlashVideoProcessor(build_text_tokenizer(PROMPTS, vocab_size=40), vq, config)
+    processor = FlashVideoProcessor(build_text_tokenizer(PROMPTS, vocab_size=40), config)
     return FlashVideoPipeline(
-        model=model, processor=processor, interpolation_model=interpolation_model, device="cpu", show_progress=False
-    )
+        model=model, processor=processor, vqvae=vq, interpolation_model=interpolation_model, device="cpu",
+        show_progress=False,
+    )  # fmt: skip
 
 
 def _write_eval_results(folder: Path) -> Path:

@@ -316,7 +316,7 @@ def test_pipeline_generates_a_256px_clip_through_icetk(icetk_model_dir):
     torch.manual_seed(0)
     model = FlashVideoForCausalLM(config).eval()
     tokenizer = IcetkTokenizer(icetk_model_dir, config)
-    pipe = FlashVideoPipeline(model, processor=tokenizer, show_progress=False)
+    pipe = FlashVideoPipeline(model, processor=tokenizer, vqvae=tokenizer, show_progress=False)
     generator = torch.Generator().manual_seed(0)
     out = pipe("a red circle moving left", num_frames=3, key_frame_spacing=2, generator=generator)
     assert out.frames.shape == (1, 3, 256, 256, 3) and out.frames.dtype == np.uint8

@@ -10,6 +10,7 @@ import torch
 from transformers import pipeline
 
 from flashvideo import FlashVideoPipeline, ImageCodesOnlyLogitsProcessor, classify_tokens
+from flashvideo.image_tokenizer import codes_to_frames, frames_to_codes
 from flashvideo.pipeline_flashvideo import GenerationStats
 
 
@@ -52,11 +53,14 @@ def test_key_frames_feed_text_and_serial_number_as_one_call(tiny_pipeline, tiny_
 
 
 def test_interpolation_sequence_and_reordering(tiny_pipeline, tiny_processor, tiny_config):
-    tokens = tiny_config.tokens_per_frame
-    key_frames = torch.randint(*tiny_config.image_token_range, (1, 2, tokens), generator=torch.Generator().manual_seed(1))
+    tokens, grid, start = tiny_config.tokens_per_frame, tiny_config.code_grid_size, tiny_config.image_token_range[0]
+    # Frames stay codes in the pipeline; they become ids only where the model is fed.
+    generator = torch.Generator().manual_seed(1)
+    codes = torch.randint(0, tiny_config.image_vocab_size, (1, 2, grid, grid), generator=generator)
+    key_frames = codes.flatten(2) + start
     recorder = FeedRecorder(tiny_pipeline.interpolation_model)
     video = tiny_pipeline.interpolate(
-        [PROMPT], key_frames, num_inserted=2, speculative=False, generator=torch.Generator().manual_seed(0)
+        [PROMPT], codes, num_inserted=2, speculative=False, generator=torch.Generator().manual_seed(0)
     )
     recorder.remove()
     text = tiny_processor.encode_text(PROMPT)
@@ -70,23 +74,25 @@ def test_interpolation_sequence_and_reordering(tiny_pipeline, tiny_processor, ti
     f3 = [call[0] for call in calls[2 + tokens : 2 + 2 * tokens]]
     assert len(calls) == 2 + 2 * tokens
     # reordered by serial number: A, F_2, F_3, B
-    assert video.shape == (1, 4, tokens)
-    assert video[0].tolist() == [a, f2, f3, b]
+    assert video.shape == (1, 4, grid, grid)
+    assert (video[0].flatten(1) + start).tolist() == [a, f2, f3, b]
 
 
 def test_recursive_interpolation_batches_all_pairs(tiny_pipeline, tiny_config):
     recorder = FeedRecorder(tiny_pipeline.interpolation_model)
-    out = tiny_pipeline(
-        [PROMPT, "a blue square moving up"], num_frames=7, key_frame_spacing=3, speculative=False,
+    outs = tiny_pipeline(
+        [PROMPT, "a blue square moving up"], batch_size=2, num_frames=7, key_frame_spacing=3, speculative=False,
         generator=torch.Generator().manual_seed(0),
     )
     recorder.remove()
+    out = outs[0]
     # key frames: 2 prompts; interpolation: 2 prompts × 2 adjacent key-frame pairs = one batch of 4, with
     # 1 prefix call + 2 frames × 16 codes + 1 more prefix
     interpolation_calls = 1 + 2 * tiny_config.tokens_per_frame + 1
     assert {call.shape[0] for call in recorder.calls[:-interpolation_calls]} == {2}
     assert {call.shape[0] for call in recorder.calls[-interpolation_calls:]} == {4}
-    assert out.frames.shape == (2, 7, 16, 16, 3)
+    assert len(outs) == 2 and {o.frames.shape for o in outs} == {(1, 7, 16, 16, 3)}
+    assert outs[1].stats is out.stats  # the batch's stats, shared by its clips
     assert out.stats.key_frames.frames == 2 * 3 and out.stats.interpolation.frames == 2 * 2 * 2
     assert out.stats.interpolation.tokens_sampled == 2 * 2 * 2 * tiny_config.tokens_per_frame
 
@@ -109,19 +115,17 @@ def test_token_classes_on_a_known_grid():
 
 
 def _key_frames_with_a_moving_patch(config):
-    """Two key frames that agree except in one corner of the grid, as a moving object would."""
+    """Two key frames (codes) that agree except in one corner of the grid, as a moving object would."""
     grid = config.code_grid_size
-    start = config.image_token_range[0]
-    a = torch.full((grid, grid), start + 3)
+    a = torch.full((grid, grid), 3)
     b = a.clone()
-    b[0, 0] = start + 9
-    return torch.stack([a.flatten(), b.flatten()])[None]
+    b[0, 0] = 9
+    return torch.stack([a, b])[None]
 
 
 def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_processor, tiny_config):
     key_frames = _key_frames_with_a_moving_patch(tiny_config)
-    a_codes = key_frames[0, 0].view(4, 4) - tiny_config.image_token_range[0]
-    b_codes = key_frames[0, 1].view(4, 4) - tiny_config.image_token_range[0]
+    a_codes, b_codes = key_frames[0, 0], key_frames[0, 1]
     classes = classify_tokens(a_codes[None], b_codes[None], inherit_ratio=1.0, unstable_radius=1)
     recorder = FeedRecorder(tiny_pipeline.interpolation_model)
     stats = GenerationStats()
@@ -133,7 +137,7 @@ def test_redundant_free_inherits_only_stable_positions(tiny_pipeline, tiny_proce
     assert stats.interpolation.model_calls == len(recorder.calls)
     inheritable = classes.inheritable.flatten()
     for inserted in video[0, 1:-1]:
-        assert torch.equal(inserted[inheritable], key_frames[0, 0][inheritable])
+        assert torch.equal(inserted.flatten()[inheritable], key_frames[0, 0].flatten()[inheritable])
     # 16 positions, 1 Different + 3 Unstable sampled per frame: inherited runs are fed as multi-token calls
     assert not (inheritable & (classes.different | classes.unstable).flatten()).any()
     # Raster order: cells 0, 1, 4, 5 are sampled, the rest inherited. A sampled token and the inherited run after
@@ -178,12 +182,12 @@ def test_inherit_ratio_zero_reproduces_plain_interpolation(tiny_pipeline, tiny_c
     assert torch.equal(plain, zero)
 
 
-def test_generation_config_supplies_the_sampling_defaults(tiny_model, tiny_processor):
+def test_generation_config_supplies_the_sampling_defaults(tiny_model, tiny_processor, tiny_vq):
     """What a call leaves at None comes from each stage's model's generation_config; what it sets wins."""
     interpolation_model = copy.deepcopy(tiny_model)
     pipe = FlashVideoPipeline(
-        model=tiny_model, processor=tiny_processor, interpolation_model=interpolation_model, device="cpu",
-        show_progress=False,
+        model=tiny_model, processor=tiny_processor, vqvae=tiny_vq, interpolation_model=interpolation_model,
+        device="cpu", show_progress=False,
     )  # fmt: skip
 
     def clip(seed: int, **kwargs) -> np.ndarray:
@@ -212,10 +216,10 @@ def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
     # have one padded shape (and so draw differently), gives greedy decoding's clip either way.
     settings = [dict(speculative=False), dict(do_sample=False, num_draft_tokens=4)]
     kwargs = dict(num_frames=5, key_frame_spacing=4, redundant_free=True, inherit_ratio=0.5)
-    eager = [tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs, **s) for s in settings]
+    eager = [tiny_pipeline(PROMPT, generator=torch.Generator().manual_seed(2), **kwargs, **s) for s in settings]
     assert tiny_pipeline.compile_recurrent_step(num_draft_tokens=4) is tiny_pipeline
     recorder = FeedRecorder(tiny_pipeline.model)
-    compiled = [tiny_pipeline([PROMPT], generator=torch.Generator().manual_seed(2), **kwargs, **s) for s in settings]
+    compiled = [tiny_pipeline(PROMPT, generator=torch.Generator().manual_seed(2), **kwargs, **s) for s in settings]
     recorder.remove()
     for before, after in zip(eager, compiled):
         assert np.array_equal(after.frames, before.frames)
@@ -225,13 +229,13 @@ def test_compiled_recurrent_step_gives_the_same_clip(tiny_pipeline):
     assert 5 in lengths and lengths <= {1, 5} | {call.shape[1] for call in recorder.calls if call.shape[1] > 5}
 
 
-def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_processor):
+def test_first_frame_is_fed_not_sampled(tiny_pipeline, tiny_vq):
     first = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     out = tiny_pipeline(
         PROMPT, num_frames=3, interpolate=False, first_frame=first, speculative=False,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
-    expected = tiny_processor.decode_frames(tiny_processor.encode_frames(first))
+    expected = codes_to_frames(tiny_vq, frames_to_codes(tiny_vq, first[None]))[0]
     assert np.array_equal(out.frames[0, 0], expected)
     assert out.stats.key_frames.tokens_sampled == 2 * 16
     # One call for [text][SN_1][first frame], then per sampled frame its prefix and one call per token.
@@ -265,7 +269,7 @@ def test_same_tokens_as_generate(tiny_pipeline, tiny_processor, tiny_config, sam
         eos_token_id=None, **sampling,
     )  # fmt: skip
     theirs = torch.stack([first.sequences[0, -tokens:], second[0, -tokens:]])
-    assert torch.equal(ours[0], theirs)
+    assert torch.equal(ours[0].flatten(1) + tiny_config.image_token_range[0], theirs)
 
 
 def test_registered_task_loads_a_saved_checkpoint(tiny_pipeline, tmp_path):
@@ -279,20 +283,31 @@ def test_registered_task_loads_a_saved_checkpoint(tiny_pipeline, tmp_path):
     assert len(pil.frames) == 1 and pil.frames[0][0].size == (16, 16)
 
 
-def test_callback_sees_every_frame(tiny_pipeline):
+def test_callback_sees_every_frame_at_its_time_index(tiny_pipeline):
     seen = []
     tiny_pipeline(
         PROMPT, num_frames=6, key_frame_spacing=5, callback=lambda stage, index, frames: seen.append((stage, index, frames.shape))
     )
-    assert seen == [("key_frames", 0, (1, 16, 16, 3)), ("key_frames", 1, (1, 16, 16, 3))] + [
-        ("interpolation", i, (1, 16, 16, 3)) for i in range(4)
+    assert seen == [("key_frames", 0, (1, 16, 16, 3)), ("key_frames", 5, (1, 16, 16, 3))] + [
+        ("interpolation", i, (1, 16, 16, 3)) for i in range(1, 5)
+    ]
+    # Two pairs, then a recursive level: every frame of the 9-frame clip once, at its place in the clip.
+    seen.clear()
+    tiny_pipeline(
+        PROMPT, num_frames=9, key_frame_spacing=2, recursive_spacings=[2],
+        callback=lambda stage, index, frames: seen.append((stage, index)),
+    )  # fmt: skip
+    assert seen == [("key_frames", 0), ("key_frames", 4), ("key_frames", 8)] + [
+        ("interpolation", t) for t in (2, 6, 1, 3, 5, 7)
     ]
 
 
 def test_hub_ready_save_declares_the_custom_pipeline(tiny_pipeline, tmp_path):
     import json
 
+    before = tiny_pipeline.model.config.to_dict()
     tiny_pipeline.save_pretrained(tmp_path, hub_ready=True)
+    assert tiny_pipeline.model.config.to_dict() == before  # the live pipeline is left as it was
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["custom_pipelines"]["text-to-video"]["impl"] == "pipeline_flashvideo.FlashVideoPipeline"
     for name in ("pipeline_flashvideo.py", "processing_flashvideo.py", "frame_sampler.py", "redundant_free.py"):
@@ -339,7 +354,7 @@ def test_guided_greedy_frame_is_the_argmax_of_the_guided_log_probabilities(tiny_
             token = low + int(guided[low:high].argmax())
             expected.append(token)
             streams = [torch.tensor([[token]])] * 2
-    assert ours.tolist() == expected
+    assert (ours.flatten() + low).tolist() == expected
     unguided = tiny_pipeline.generate_key_frames([PROMPT], 1, do_sample=False)[0, 0]
     assert not torch.equal(ours, unguided)  # a random model's text does change its logits
 
@@ -359,3 +374,40 @@ def test_guidance_scale_comes_from_the_generation_config(tiny_pipeline):
             tiny_pipeline(PROMPT, num_frames=6)
     finally:
         config.guidance_scale = None
+
+
+def test_the_prompt_is_tokenized_once_per_call(tiny_pipeline, monkeypatch):
+    calls = []
+    encode_text = tiny_pipeline.processor.encode_text
+    monkeypatch.setattr(tiny_pipeline.processor, "encode_text", lambda text: (calls.append(text), encode_text(text))[1])
+    generator = torch.Generator().manual_seed(0)
+    tiny_pipeline(PROMPT, num_frames=9, key_frame_spacing=2, recursive_spacings=[2], generator=generator)
+    assert calls == [PROMPT]
+
+
+def test_init_does_no_loading_and_the_factory_path_loads_in_from_pretrained(tiny_pipeline, tmp_path, monkeypatch):
+    tiny_pipeline.save_pretrained(tmp_path)
+    loaded = []
+    from_pretrained = FlashVideoPipeline.from_pretrained.__func__
+    monkeypatch.setattr(
+        FlashVideoPipeline, "from_pretrained",
+        classmethod(lambda cls, *args, **kwargs: (loaded.append(args[0]), from_pretrained(cls, *args, **kwargs))[1]),
+    )  # fmt: skip
+    pipe = pipeline("text-to-video", model=str(tmp_path), device="cpu", show_progress=False, num_frames=6)
+    assert loaded == [str(tmp_path)] and isinstance(pipe.vqvae, type(tiny_pipeline.vqvae))
+    out = pipe(PROMPT, generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 6, 16, 16, 3)  # num_frames given to the pipeline applies to its calls
+    # Given its components, the constructor reads no file.
+    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: pytest.fail("__init__ opened a file"))
+    FlashVideoPipeline(model=pipe.model, processor=pipe.processor, vqvae=pipe.vqvae, device="cpu")
+
+
+def test_no_import_cycle_between_the_hub_and_the_pipeline():
+    import ast
+    import inspect
+
+    import flashvideo.hub
+
+    tree = ast.parse(inspect.getsource(flashvideo.hub))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert "pipeline_flashvideo" not in imported

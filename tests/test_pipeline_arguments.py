@@ -15,7 +15,6 @@ PROMPT = "a red circle moving right"
     [
         ({"prompt": ""}, "prompt"),
         ({"prompt": "   "}, "prompt"),
-        ({"prompt": []}, "prompt"),
         ({"prompt": [PROMPT, ""]}, "prompt"),
         ({"num_frames": 1}, "num_frames"),
         ({"num_frames": 27, "key_frame_spacing": 5}, "num_frames"),  # max_frames=6 → at most 26 with spacing 5
@@ -41,8 +40,18 @@ PROMPT = "a red circle moving right"
 )
 def test_bad_arguments_name_the_parameter(tiny_pipeline, kwargs, parameter):
     kwargs = {"prompt": PROMPT, "num_frames": 6, **kwargs}
+    prompt = kwargs.pop("prompt")  # the pipeline's input, positional as in every transformers pipeline
     with pytest.raises(ValueError, match=parameter):
-        tiny_pipeline(**kwargs)
+        tiny_pipeline(prompt, **kwargs)
+
+
+def test_arguments_are_checked_before_any_work(tiny_pipeline, monkeypatch):
+    """`_sanitize_parameters` checks the call's arguments up front, before a prompt is tokenized."""
+    monkeypatch.setattr(tiny_pipeline, "preprocess", lambda *args, **kwargs: pytest.fail("preprocess ran"))
+    with pytest.raises(ValueError, match="inherit_ratio"):
+        tiny_pipeline([PROMPT, "a blue square moving up"], num_frames=6, inherit_ratio=2.0)
+    with pytest.raises(ValueError, match="Unknown arguments"):
+        tiny_pipeline(PROMPT, num_frame=6)
 
 
 def test_num_frames_error_states_the_accepted_range(tiny_pipeline):
@@ -67,8 +76,9 @@ def test_num_frames_error_states_the_accepted_range(tiny_pipeline):
 def test_property_only_value_errors(tiny_pipeline, **kwargs):
     """Any combination either generates a clip or raises ValueError — never another exception type."""
     torch.manual_seed(0)
+    prompt = kwargs.pop("prompt")
     try:
-        out = tiny_pipeline(**kwargs)
+        out = tiny_pipeline(prompt, **kwargs)
     except ValueError:
         return
     assert len(out.frames) == 1

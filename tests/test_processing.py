@@ -1,4 +1,5 @@
-"""Tests of the FlashVideo processor: tokenizers, the serial-number sequence layout, saving and loading."""
+"""Tests of the FlashVideo processor (caption tokenizer, serial-number sequence layout, saving and loading), of the
+image tokenizer it no longer holds, and of the data collator."""
 
 import json
 
@@ -7,7 +8,21 @@ import pytest
 import torch
 
 from flashvideo.configuration_flashvideo import FlashVideoConfig
-from flashvideo.image_tokenizer import build_vq_model, codes_to_latents, decode_codes, encode_frames
+from transformers import AutoProcessor, ProcessorMixin
+
+import flashvideo
+from flashvideo.data.collate import pad_batch
+from flashvideo.image_tokenizer import (
+    build_vq_model,
+    check_image_tokenizer,
+    codes_to_frames,
+    codes_to_latents,
+    decode_codes,
+    encode_frames,
+    frames_to_codes,
+    image_tokenizer_fingerprint,
+    load_image_tokenizer,
+)
 from flashvideo.processing_flashvideo import FlashVideoProcessor, SequenceLayout
 from flashvideo.text_tokenizer import build_text_tokenizer
 
@@ -41,7 +56,12 @@ def config():
 
 @pytest.fixture(scope="module")
 def processor(config):
-    return FlashVideoProcessor(build_text_tokenizer(CAPTIONS, vocab_size=32), small_vq(), config)
+    return FlashVideoProcessor(build_text_tokenizer(CAPTIONS, vocab_size=32), config)
+
+
+@pytest.fixture(scope="module")
+def vq():
+    return small_vq()
 
 
 def text_ids(processor, words):
@@ -113,7 +133,7 @@ def test_empty_prompt_is_rejected(processor, prompt):
 def test_text_tokenizer_must_fit_text_vocab_size(config):
     big = build_text_tokenizer([f"word{i}" for i in range(40)], vocab_size=41)
     with pytest.raises(ValueError, match=r"41 tokens.*text_vocab_size \(32\)"):
-        FlashVideoProcessor(big, small_vq(), config)
+        FlashVideoProcessor(big, config)
 
 
 # ---------------------------------------------------------------------------------------- sequence layout
@@ -265,51 +285,66 @@ def test_build_vq_model_rejects_impossible_shapes():
         build_vq_model(64, 16, block_out_channels=(32, 48, 64), norm_num_groups=32)
 
 
-def test_encode_and_decode_frames(processor):
+def test_encode_and_decode_frames(vq):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, size=(2, 3, 8, 8, 3), dtype=np.uint8)
-    codes = processor.encode_frames(frames, batch_size=4)
+    codes = frames_to_codes(vq, frames, batch_size=4)
     assert codes.shape == (2, 3, 2, 2) and codes.dtype == torch.long
     assert 0 <= codes.min() and codes.max() < 64
     # The same frames as floats [N, 3, H, W] in [-1, 1] give the same codes.
     floats = torch.from_numpy(frames.reshape(6, 8, 8, 3)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    assert torch.equal(processor.encode_frames(floats).reshape(2, 3, 2, 2), codes)
-    pixels = processor.decode_frames(codes, batch_size=5)
+    assert torch.equal(frames_to_codes(vq, floats).reshape(2, 3, 2, 2), codes)
+    pixels = codes_to_frames(vq, codes, batch_size=5)
     assert pixels.shape == (2, 3, 8, 8, 3) and pixels.dtype == np.uint8
-    assert np.array_equal(pixels[1, 2], decode_codes(processor.image_tokenizer, codes[1, 2:3])[0])
+    assert np.array_equal(pixels[1, 2], decode_codes(vq, codes[1, 2:3])[0])
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        processor.encode_frames(floats * 255)
+        frames_to_codes(vq, floats * 255)
     with pytest.raises(ValueError, match="image_size = 8"):
-        processor.encode_frames(np.zeros((1, 16, 16, 3), dtype=np.uint8))
+        frames_to_codes(vq, np.zeros((1, 16, 16, 3), dtype=np.uint8), image_size=8)
     with pytest.raises(ValueError, match="uint8"):
-        processor.encode_frames(np.zeros((1, 8, 8, 3), dtype=np.float32))
+        frames_to_codes(vq, np.zeros((1, 8, 8, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\[0, 64\)"):
-        processor.decode_frames(torch.full((1, 2, 2), 64))
+        codes_to_frames(vq, torch.full((1, 2, 2), 64))
 
 
-def test_codebook_lookup_round_trip_is_consistent(processor):
-    vq = processor.image_tokenizer
+def test_codebook_lookup_round_trip_is_consistent(vq):
     codes = torch.randint(0, 64, (3, 2, 2), generator=torch.Generator().manual_seed(0))
     latents = codes_to_latents(vq, codes)
     assert latents.shape == (3, vq.config.vq_embed_dim, 2, 2)
     # Quantizing a codebook vector gives back its own index: decoded grids are fixed points at the code level.
     _, _, (_, _, indices) = vq.quantize(latents)
     assert torch.equal(indices.reshape(3, 2, 2), codes)
-    assert np.array_equal(processor.decode_frames(codes), processor.decode_frames(codes.clone()))
+    assert np.array_equal(codes_to_frames(vq, codes), codes_to_frames(vq, codes.clone()))
 
 
-def test_processor_checks_the_image_tokenizer_against_the_config(config):
-    tokenizer = build_text_tokenizer(CAPTIONS, vocab_size=32)
+def test_image_tokenizer_is_checked_against_the_config(config):
     with pytest.raises(ValueError, match=r"codebook has 128 codes.*image_vocab_size \(64\)"):
-        FlashVideoProcessor(tokenizer, small_vq(codebook_size=128), config)
+        check_image_tokenizer(small_vq(codebook_size=128), config)
     with pytest.raises(ValueError, match="code_grid_size is 4"):
-        FlashVideoProcessor(tokenizer, small_vq(), small_config(code_grid_size=4))
+        check_image_tokenizer(small_vq(), small_config(code_grid_size=4))
+    check_image_tokenizer(small_vq(), config)
+
+
+def test_processor_holds_no_weights(processor):
+    assert isinstance(processor, ProcessorMixin) and not isinstance(processor, torch.nn.Module)
+    assert not hasattr(processor, "to") and not hasattr(processor, "image_tokenizer")
+    assert processor("a red circle moving left", frame_number=2)["input_ids"] == [
+        processor.keyframe_prefix("a red circle moving left", 2)
+    ]
+
+
+def test_prefixes_take_the_prompt_or_its_ids(processor):
+    ids = processor.encode_text("a red circle moving left")
+    assert processor.keyframe_prefix(ids, 3) == processor.keyframe_prefix("a red circle moving left", 3)
+    a, b = torch.zeros(2, 2, dtype=torch.long), torch.ones(2, 2, dtype=torch.long)
+    assert processor.interpolation_prefix(ids, a, b, 2) == processor.interpolation_prefix(
+        "a red circle moving left", a, b, 2
+    )
 
 
 def test_from_config_values(processor):
     rebuilt = FlashVideoProcessor.from_config_values(
         processor.text_tokenizer,
-        processor.image_tokenizer,
         text_vocab_size=32,
         image_vocab_size=64,
         max_frames=8,
@@ -325,7 +360,7 @@ def test_from_config_values(processor):
 def test_save_and_load_round_trip(processor, tmp_path):
     processor.save_pretrained(tmp_path)
     assert (tmp_path / "text_tokenizer" / "tokenizer.json").is_file()
-    assert (tmp_path / "image_tokenizer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not (tmp_path / "image_tokenizer").exists()  # the VQ model is the pipeline's, saved by it
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert saved["processor_class"] == "FlashVideoProcessor"
     assert saved["layout"] == processor.layout.to_dict()
@@ -338,10 +373,25 @@ def test_save_and_load_round_trip(processor, tmp_path):
     assert loaded.build_keyframe_sample("a red circle", codes) == processor.build_keyframe_sample(
         "a red circle", codes
     )
-    frames = np.random.default_rng(2).integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
-    assert torch.equal(loaded.encode_frames(frames), processor.encode_frames(frames))
-    assert np.array_equal(loaded.decode_frames(codes), processor.decode_frames(codes))
     assert loaded.fingerprint() == processor.fingerprint()
+    assert isinstance(AutoProcessor.from_pretrained(tmp_path), FlashVideoProcessor)
+
+
+def test_checkpoints_from_before_the_split_load_unchanged(tmp_path):
+    """The shipped checkpoint's processor_config.json still names the image tokenizer's folder; the processor
+    ignores it and the image tokenizer loader follows it."""
+    shipped = flashvideo.default_checkpoint()
+    assert json.loads((shipped / "processor_config.json").read_text())["image_tokenizer_subfolder"] == "image_tokenizer"
+    processor = FlashVideoProcessor.from_pretrained(shipped)
+    assert processor.layout.image_vocab_size == 512
+    assert load_image_tokenizer(shipped).config.num_vq_embeddings == 512
+    # An old checkpoint whose processor_config.json put the VQ model under another folder name.
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    saved["image_tokenizer_subfolder"] = "vq"
+    (tmp_path / "processor_config.json").write_text(json.dumps(saved))
+    small_vq().save_pretrained(tmp_path / "vq")
+    assert load_image_tokenizer(tmp_path).config.num_vq_embeddings == 64
 
 
 def test_from_pretrained_needs_a_processor_directory(tmp_path):
@@ -349,11 +399,14 @@ def test_from_pretrained_needs_a_processor_directory(tmp_path):
         FlashVideoProcessor.from_pretrained(tmp_path)
 
 
-def test_fingerprint_follows_the_weights(config):
+def test_fingerprints_follow_the_tokenizers(config):
     tokenizer = build_text_tokenizer(CAPTIONS, vocab_size=32)
-    first = FlashVideoProcessor(tokenizer, small_vq(seed=0), config)
-    assert first.fingerprint() == FlashVideoProcessor(tokenizer, small_vq(seed=0), config).fingerprint()
-    assert first.fingerprint() != FlashVideoProcessor(tokenizer, small_vq(seed=1), config).fingerprint()
+    first = FlashVideoProcessor(tokenizer, config)
+    assert first.fingerprint() == FlashVideoProcessor(tokenizer, config).fingerprint()
+    other = build_text_tokenizer(CAPTIONS[:3], vocab_size=32)
+    assert first.fingerprint() != FlashVideoProcessor(other, config).fingerprint()
+    assert image_tokenizer_fingerprint(small_vq(seed=0)) == image_tokenizer_fingerprint(small_vq(seed=0))
+    assert image_tokenizer_fingerprint(small_vq(seed=0)) != image_tokenizer_fingerprint(small_vq(seed=1))
     # A truncating call leaves its settings in the backend tokenizer; they do not change encode_text.
     before = first.fingerprint()
     tokenizer("a red circle", truncation=True, max_length=2)
@@ -364,31 +417,31 @@ def test_fingerprint_follows_the_weights(config):
 # ---------------------------------------------------------------------------------------------- batching
 
 
-def test_pad_batch(processor, config):
+def test_pad_batch(config):
     samples = [
         {"input_ids": [20, 21, 50], "labels": [-100, -100, 50]},
         {"input_ids": torch.tensor([22, 51]), "labels": torch.tensor([-100, 51])},
     ]
     pad = config.pad_token_id
-    right = processor.pad_batch(samples)
+    right = pad_batch(samples, pad)
     assert right["input_ids"].tolist() == [[20, 21, 50], [22, 51, pad]]
     assert right["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert right["labels"].tolist() == [[-100, -100, 50], [-100, 51, -100]]
     assert all(tensor.dtype == torch.long for tensor in right.values())
 
-    left = processor.pad_batch(samples, pad_to_multiple_of=4, padding_side="left")
+    left = pad_batch(samples, pad, pad_to_multiple_of=4, padding_side="left")
     assert left["input_ids"].tolist() == [[pad, 20, 21, 50], [pad, pad, 22, 51]]
     assert left["attention_mask"].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]
     assert left["labels"].tolist() == [[-100, -100, -100, 50], [-100, -100, -100, 51]]
 
-    prompts = processor.pad_batch([{"input_ids": [1, 2]}, {"input_ids": [3]}])
+    prompts = pad_batch(pad_token_id=pad, samples=[{"input_ids": [1, 2]}, {"input_ids": [3]}])
     assert set(prompts) == {"input_ids", "attention_mask"}
 
     with pytest.raises(ValueError, match="all have labels or none"):
-        processor.pad_batch([samples[0], {"input_ids": [1]}])
+        pad_batch(pad_token_id=pad, samples=[samples[0], {"input_ids": [1]}])
     with pytest.raises(ValueError, match="padding_side"):
-        processor.pad_batch(samples, padding_side="middle")
+        pad_batch(samples, pad, padding_side="middle")
     with pytest.raises(ValueError, match="same length"):
-        processor.pad_batch([{"input_ids": [1, 2], "labels": [1]}])
+        pad_batch(pad_token_id=pad, samples=[{"input_ids": [1, 2], "labels": [1]}])
     with pytest.raises(ValueError, match="at least one sample"):
-        processor.pad_batch([])
+        pad_batch(pad_token_id=pad, samples=[])

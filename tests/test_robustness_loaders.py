@@ -6,14 +6,24 @@ import json
 import pytest
 
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM
+from flashvideo.image_tokenizer import load_image_tokenizer
 from flashvideo.processing_flashvideo import FlashVideoProcessor
 
 
 @pytest.fixture
-def saved_processor(tiny_processor, tmp_path):
+def saved_processor(tiny_processor, tiny_vq, tmp_path):
+    """A checkpoint's processor files and its image tokenizer (`image_tokenizer/`, the pipeline's `vqvae`)."""
     folder = tmp_path / "checkpoint"
     tiny_processor.save_pretrained(folder)
+    tiny_vq.save_pretrained(folder / "image_tokenizer")
     return folder
+
+
+def _load(folder, name: str):
+    """The loader of the file `name`: the image tokenizer's for `image_tokenizer/`, else the processor's."""
+    if name.startswith("image_tokenizer/"):
+        return load_image_tokenizer(folder)
+    return FlashVideoProcessor.from_pretrained(folder)
 
 
 def _truncate(path) -> None:
@@ -27,21 +37,21 @@ def _truncate(path) -> None:
 def test_a_corrupt_processor_file_is_named(saved_processor, name):
     _truncate(saved_processor / name)
     with pytest.raises(ValueError, match=f"{saved_processor / name} is not valid JSON"):
-        FlashVideoProcessor.from_pretrained(saved_processor)
+        _load(saved_processor, name)
 
 
 @pytest.mark.parametrize("name", ["text_tokenizer/tokenizer.json", "image_tokenizer/config.json"])
 def test_a_missing_processor_file_is_named(saved_processor, name):
     (saved_processor / name).unlink()
     with pytest.raises(FileNotFoundError, match=f"{saved_processor / name} is missing"):
-        FlashVideoProcessor.from_pretrained(saved_processor)
+        _load(saved_processor, name)
 
 
 def test_missing_image_tokenizer_weights_name_the_folder(saved_processor):
     for weights in (saved_processor / "image_tokenizer").glob("*.safetensors"):
         weights.unlink()
     with pytest.raises(OSError, match=f"Could not load VQModel from {saved_processor / 'image_tokenizer'}"):
-        FlashVideoProcessor.from_pretrained(saved_processor)
+        load_image_tokenizer(saved_processor)
 
 
 @pytest.mark.parametrize("subfolder", ["../elsewhere", "/etc", "text_tokenizer/../../elsewhere", "link"])
@@ -105,13 +115,13 @@ def test_a_processor_layout_that_disagrees_with_the_config_is_named(tiny_process
         tiny_processor.layout.check_matches(other)
 
 
-def test_a_pipeline_refuses_a_processor_saved_for_another_layout(tiny_processor, tiny_config):
+def test_a_pipeline_refuses_a_processor_saved_for_another_layout(tiny_processor, tiny_vq, tiny_config):
     from flashvideo import FlashVideoPipeline
 
     other = FlashVideoConfig(**{**tiny_config.to_dict(), "max_frames": 8, "text_token_start": None,
                                 "image_token_start": None, "vocab_size": None})  # fmt: skip
     with pytest.raises(ValueError, match="max_frames=6 but the key-frame model's config has 8"):
-        FlashVideoPipeline(model=FlashVideoForCausalLM(other), processor=tiny_processor, device="cpu")
+        FlashVideoPipeline(model=FlashVideoForCausalLM(other), processor=tiny_processor, vqvae=tiny_vq, device="cpu")
 
 
 @pytest.fixture

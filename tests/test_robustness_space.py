@@ -207,7 +207,7 @@ def test_a_generation_error_is_a_readable_error(tmp_path, monkeypatch):
         def broken(*args, **kwargs):
             raise RuntimeError("out of memory in a decoder")
 
-        monkeypatch.setattr(pipe.processor, "decode_frames", broken)
+        monkeypatch.setattr(pipe.vqvae, "decode", broken)
         assert _first_error(app, PROMPT) == "Generation failed: RuntimeError: out of memory in a decoder"
     finally:
         sys.modules.pop("flashvideo_space_failing", None)

@@ -65,8 +65,8 @@ def _save_tiny_checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
     model = FlashVideoForCausalLM(config).eval()
     vq = build_vq_model(16, 4, 60, block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
-    processor = FlashVideoProcessor(build_text_tokenizer(PROMPTS, vocab_size=40), vq, config)
-    FlashVideoPipeline(model=model, processor=processor, device="cpu").save_pretrained(folder)
+    processor = FlashVideoProcessor(build_text_tokenizer(PROMPTS, vocab_size=40), config)
+    FlashVideoPipeline(model=model, processor=processor, vqvae=vq, device="cpu").save_pretrained(folder)
     return folder
 
 

@@ -20,7 +20,7 @@ OTHER_PROMPT = "a blue square moving up"  # as many tokens as PROMPT: the two sh
 
 
 @pytest.fixture
-def float64_pipeline(tiny_model, tiny_processor):
+def float64_pipeline(tiny_model, tiny_processor, tiny_vq):
     """Separate key-frame and interpolation models in float64, so that a verify call's parallel form and the
     recurrent step agree far below any gap between the two best logits (greedy comparisons are then exact)."""
     key_frame_model = tiny_model.double()
@@ -29,7 +29,8 @@ def float64_pipeline(tiny_model, tiny_processor):
     for parameter in interpolation_model.parameters():
         parameter.data.add_(0.02 * torch.randn_like(parameter))
     return FlashVideoPipeline(
-        model=key_frame_model, processor=tiny_processor, interpolation_model=interpolation_model, device="cpu",
+        model=key_frame_model, processor=tiny_processor, vqvae=tiny_vq, interpolation_model=interpolation_model,
+        device="cpu",
         show_progress=False,
     )  # fmt: skip
 
@@ -49,17 +50,20 @@ GREEDY_CASES = {
 def test_greedy_speculative_clip_is_token_identical_to_plain_decoding(float64_pipeline, case, options):
     arguments = dict(GREEDY_CASES[case], do_sample=False)
     arguments.setdefault("key_frame_spacing", 5)
+    prompt = arguments.pop("prompt")
+    if isinstance(prompt, list):
+        arguments["batch_size"] = len(prompt)  # the prompts in one batch, one output each
     clips = {}
     for speculative_on in (False, True):
-        ids = []
+        codes = []
         hook = float64_pipeline.postprocess
-        float64_pipeline.postprocess = lambda outputs, **kw: (ids.append(outputs["ids"]), hook(outputs, **kw))[1]
+        float64_pipeline.postprocess = lambda outputs, **kw: (codes.append(outputs["codes"]), hook(outputs, **kw))[1]
         out = float64_pipeline(
-            **arguments, speculative=speculative_on, generator=torch.Generator().manual_seed(4),
+            prompt, **arguments, speculative=speculative_on, generator=torch.Generator().manual_seed(4),
             **(options if speculative_on else {}),
         )  # fmt: skip
         float64_pipeline.postprocess = hook
-        clips[speculative_on] = (ids[0], out.stats)
+        clips[speculative_on] = (torch.cat(codes), (out[0] if isinstance(out, list) else out).stats)
     (plain, plain_stats), (fast, fast_stats) = clips[False], clips[True]
     assert torch.equal(fast, plain)
     stages = ("key_frames", "interpolation")
@@ -98,17 +102,18 @@ def test_recursive_interpolation_feeds_every_adjacent_pair_and_orders_frames_in_
     assert (first_inserted, second_inserted) == (2, 1)
     assert key_frames.shape[1] == 2 and torch.equal(middle, first) and first.shape[1] == 4 and final.shape[1] == 7
     text, sn = tiny_processor.encode_text(PROMPT), tiny_config.serial_token_id
+    first_ids = first[0].flatten(1) + tiny_config.image_token_range[0]  # the frames are codes until fed
     # The second level's first call: one batch of the 3 adjacent pairs of the first level's 4 frames.
     level_two = [call for call in recorder.calls if call.shape[0] == 3]
     assert level_two[0].tolist() == [
-        text + [sn(1)] + first[0, i].tolist() + text + [sn(3)] + first[0, i + 1].tolist() + text + [sn(2)]
+        text + [sn(1)] + first_ids[i].tolist() + text + [sn(3)] + first_ids[i + 1].tolist() + text + [sn(2)]
         for i in range(3)
     ]
     # Time order: the first level's frames at 0, 2, 4, 6, each new frame between its pair.
     assert torch.equal(final[0, ::2], first[0])
     frame = tiny_config.tokens_per_frame
     fed_one_at_a_time = torch.stack([call[:, 0] for call in level_two[1 : 1 + frame]], dim=1)
-    assert torch.equal(final[0, 1::2], fed_one_at_a_time)
+    assert torch.equal(final[0, 1::2].flatten(1) + tiny_config.image_token_range[0], fed_one_at_a_time)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoPipeli
 from flashvideo.data.shapes import shapes_dataset
 from flashvideo.data.tokenized import drop_prompts
 from flashvideo.data.video_folders import resize_and_center_crop
+from flashvideo.image_tokenizer import load_image_tokenizer
 from flashvideo.training import DataArguments, main, parse_args, train
 from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs, load_videos
 
@@ -124,7 +125,7 @@ def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkey
     assert len(scalars(tokenizer_dir / "runs" / "tokenizer", "train/psnr")) == 4
     processor = FlashVideoProcessor.from_pretrained(tokenizer_dir)
     assert processor.layout.image_size == 16 and processor.layout.code_grid_size == 4
-    assert processor.image_tokenizer.config.num_vq_embeddings == 32
+    assert load_image_tokenizer(tokenizer_dir).config.num_vq_embeddings == 32
     words = processor.text_tokenizer.convert_ids_to_tokens(processor.text_tokenizer.encode("a red"))
     assert words == ["a", "red"]
 

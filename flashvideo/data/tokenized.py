@@ -2,8 +2,8 @@
 
 The result is an ordinary 🤗 `datasets.Dataset` with `input_ids` and `labels` columns, produced by a batched
 `Dataset.map` whose fingerprint depends only on the input data set, the processor (vocabulary layout, text
-tokenizer and VQ weights) and the arguments. Mapping the same data set with the same processor twice therefore loads the
-cached Arrow files instead of re-encoding every frame.
+tokenizer), the image tokenizer (its config and weights) and the arguments. Mapping the same data set with the same
+processor and image tokenizer twice therefore loads the cached Arrow files instead of re-encoding every frame.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from datasets.fingerprint import Hasher
 from transformers.utils import logging
 
+from ..image_tokenizer import frames_to_codes, image_tokenizer_fingerprint
 from ..validation import check_choice, check_int
 
 
@@ -83,8 +84,10 @@ class _TokenizeVideos:
         text_column: str,
         label_key_frames: bool,
         encode_batch_size: int | None,
+        image_tokenizer: Any = None,
     ) -> None:
         self.processor = processor
+        self.image_tokenizer = image_tokenizer
         self.sample_kind = sample_kind
         self.num_key_frames = num_key_frames
         self.interpolation_frames = interpolation_frames
@@ -104,7 +107,7 @@ class _TokenizeVideos:
         plans = [self._plan(video) for video in videos]
         # Encode every frame the batch needs in one pass through the image tokenizer.
         needed = [video[indices] for video, indices in zip(videos, plans)]
-        codes = self.processor.encode_frames(np.concatenate(needed), batch_size=self.encode_batch_size).cpu()
+        codes = frames_to_codes(self.image_tokenizer, np.concatenate(needed), batch_size=self.encode_batch_size).cpu()
         per_video = codes.split([len(indices) for indices in plans])
         output: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
         for text, video_codes in zip(texts, per_video):
@@ -143,6 +146,7 @@ def tokenize_video_dataset(
     dataset: datasets.Dataset,
     processor: Any,
     *,
+    image_tokenizer: Any = None,
     sample_kind: Literal["keyframe", "interpolation"] = "keyframe",
     num_key_frames: int = 4,
     interpolation_frames: int | None = None,
@@ -162,8 +166,11 @@ def tokenize_video_dataset(
     Args:
         dataset: rows with a uint8 video `[T, H, W, 3]` (`video_column`) and its caption (`text_column`), such
             as `flashvideo.data.shapes_dataset`.
-        processor: a [`FlashVideoProcessor`] (or the icetk adapter): anything with `encode_frames`,
-            `build_keyframe_sample`, `build_interpolation_sample` and `fingerprint()`.
+        processor: a [`FlashVideoProcessor`] (or the icetk adapter): anything with `build_keyframe_sample`,
+            `build_interpolation_sample` and `fingerprint()`.
+        image_tokenizer: what turns frames into codes: a `diffusers.VQModel` (a checkpoint's `image_tokenizer/`,
+            `flashvideo.image_tokenizer.load_image_tokenizer`) or an adapter with `encode_frames`; by default the
+            processor itself when it has `encode_frames` (the icetk adapter holds both).
         sample_kind: `"keyframe"` — one sample per video, `num_key_frames` frames evenly spaced with serial numbers
             1 … K (16 frames, K = 4 → frames 0, 5, 10, 15); or `"interpolation"` — one sample per adjacent
             key-frame pair, key frames every `interpolation_frames + 1` frames, the frames between them as the
@@ -188,7 +195,7 @@ def tokenize_video_dataset(
     ```python
     >>> from flashvideo.data.shapes import shapes_dataset
     >>> from flashvideo.data.tokenized import tokenize_video_dataset
-    >>> train = tokenize_video_dataset(shapes_dataset(64, seed=0), processor, num_key_frames=4)
+    >>> train = tokenize_video_dataset(shapes_dataset(64, seed=0), processor, image_tokenizer=vq, num_key_frames=4)
     >>> train.column_names
     ['input_ids', 'labels']
     ```
@@ -202,6 +209,10 @@ def tokenize_video_dataset(
         )
         sample_kind = layout
     check_choice("sample_kind", sample_kind, SAMPLE_KINDS)
+    if image_tokenizer is None and hasattr(processor, "encode_frames"):
+        image_tokenizer = processor
+    if image_tokenizer is None:
+        raise ValueError("image_tokenizer (the VQ model that turns frames into codes) is required.")
     max_frames = processor.layout.max_frames
     if sample_kind == "keyframe":
         check_int("num_key_frames", num_key_frames, 1, max_frames, why=" (max_frames)")
@@ -223,7 +234,7 @@ def tokenize_video_dataset(
 
     function = _TokenizeVideos(
         processor, sample_kind, num_key_frames, interpolation_frames, video_column, text_column, label_key_frames,
-        encode_batch_size,
+        encode_batch_size, image_tokenizer,
     )  # fmt: skip
     # datasets would hash the function by pickling the processor, whose tokenizer state may change with use;
     # key the cache on what determines the output instead. encode_batch_size is left out: it only changes how
@@ -233,6 +244,7 @@ def tokenize_video_dataset(
             "flashvideo.tokenize_video_dataset/1",
             dataset._fingerprint,
             processor.fingerprint(),
+            image_tokenizer_fingerprint(image_tokenizer),
             sample_kind,  # the value, as before the rename: caches made under `layout=` still hit
             num_key_frames,
             interpolation_frames,

@@ -73,9 +73,9 @@ def random_pipeline(config: FlashVideoConfig | None = None) -> FlashVideoPipelin
     torch.manual_seed(0)
     vq = build_vq_model(config.image_size, config.code_grid_size, config.image_vocab_size)
     tokenizer = build_text_tokenizer(prompts_for_all_attributes(), vocab_size=config.text_vocab_size)
-    processor = FlashVideoProcessor(tokenizer, vq, config)
+    processor = FlashVideoProcessor(tokenizer, config)
     return FlashVideoPipeline(
-        model=FlashVideoForCausalLM(config), processor=processor, device="cpu", show_progress=False
+        model=FlashVideoForCausalLM(config), processor=processor, vqvae=vq, device="cpu", show_progress=False
     )
 
 

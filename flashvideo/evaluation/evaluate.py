@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..extras import require_extra
+from ..image_tokenizer import codes_to_frames, frames_to_codes
 from ..pipeline_flashvideo import FlashVideoPipeline
 from .metrics import psnr, ssim
 from .shapes import CLEAN_CLIP_CRITERIA, CLEAN_CLIP_FAILURES, accuracy
@@ -103,7 +104,7 @@ def evaluate_pipeline(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     videos, prompts, labels = evaluation_set(num_samples, seed)
 
-    reconstructed = pipe.processor.decode_frames(pipe.processor.encode_frames(videos, batch_size=64))
+    reconstructed = codes_to_frames(pipe.vqvae, frames_to_codes(pipe.vqvae, videos, batch_size=64))
     results = {
         "num_samples": num_samples,
         "seed": seed,
@@ -121,20 +122,25 @@ def evaluate_pipeline(
         for start in range(0, num_samples, batch_size):
             batch = slice(start, start + batch_size)
             generator = torch.Generator().manual_seed(seed + start)
-            for first_frame, sink in ((None, generated), (videos[batch, 0], conditioned)):
+            for first_frames, sink in ((None, generated), (videos[batch, 0], conditioned)):
+                inputs = list(prompts[batch])
+                if first_frames is not None:  # each prompt conditioned on its own clip's first frame
+                    inputs = [{"prompt": text, "first_frame": frame} for text, frame in zip(inputs, first_frames)]
                 began = time.perf_counter()
-                out = pipe(
-                    prompts[batch],
+                outs = pipe(  # the batch in one generation, one output per prompt
+                    inputs,
+                    batch_size=len(inputs),
                     num_frames=truth.shape[1],
-                    first_frame=first_frame,
                     generator=generator,
                     **kwargs,
                     **(sampling or {}),
                 )
                 seconds += time.perf_counter() - began
-                tokens += out.stats.tokens_sampled + out.stats.tokens_inherited
-                frames += out.frames.shape[0] * out.frames.shape[1]
-                sink.append(out.frames)
+                stats = outs[0].stats  # the batch's, shared by its outputs
+                tokens += stats.tokens_sampled + stats.tokens_inherited
+                clips = np.concatenate([out.frames for out in outs])
+                frames += clips.shape[0] * clips.shape[1]
+                sink.append(clips)
         generated, conditioned = np.concatenate(generated), np.concatenate(conditioned)
         scores = accuracy(generated, labels, frame_stride=frame_stride)
         continuation_true, continuation_generated = (

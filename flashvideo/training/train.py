@@ -26,6 +26,7 @@ have seen, and ends with the same weights.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -47,17 +48,26 @@ import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers import VQModel
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..configuration_flashvideo import FlashVideoConfig
+from ..data.collate import pad_batch
 from ..data.shapes import DEFAULT_IMAGE_SIZE, shapes_dataset
 from ..data.tokenized import drop_prompts, tokenize_video_dataset
 from ..data.video_folders import load_video_folder, resize_and_center_crop
 from ..evaluation.metrics import psnr
-from ..image_tokenizer import build_vq_model, frames_to_model_input
+from ..image_tokenizer import (
+    IMAGE_TOKENIZER_SUBFOLDER,
+    build_vq_model,
+    codes_to_frames,
+    frames_to_codes,
+    frames_to_model_input,
+    load_image_tokenizer,
+)
 from ..modeling_flashvideo import FlashVideoForCausalLM
 from ..pipeline_flashvideo import INTERPOLATION_SUBFOLDER, has_interpolation_model
 from ..processing_flashvideo import PROCESSOR_CONFIG_NAME, FlashVideoProcessor, SequenceLayout
@@ -610,7 +620,7 @@ def setup_tokenizer_stage(
         # Keep training its image tokenizer; its caption tokenizer (and the text ids) stay as they are.
         processor = load_processor(source, "--model_name_or_path")
         check_layout_overrides(model_args, processor.layout, source)
-        layout, text_tokenizer, vq = processor.layout, processor.text_tokenizer, processor.image_tokenizer
+        layout, text_tokenizer, vq = processor.layout, processor.text_tokenizer, load_vq(source, "--model_name_or_path")
     else:
         layout = SequenceLayout.from_config(FlashVideoConfig(**model_args.layout_overrides()))
     # The main process fills the datasets cache, the others then read it.
@@ -665,16 +675,15 @@ def setup_tokenizer_stage(
             trained = type(vq).from_config(vq.config)
             trained.load_state_dict(state_dict)
             trained.eval()
-            final_processor = FlashVideoProcessor(text_tokenizer, trained, layout)
+            final_processor = FlashVideoProcessor(text_tokenizer, layout)
             if (output_dir / "config.json").is_file() or (output_dir / INTERPOLATION_SUBFOLDER).is_dir():
                 logger.warning(
                     f"{output_dir} already holds FlashVideo models; they were trained on the previous image "
                     "tokenizer's codes. Retrain the keyframe and interpolation stages with this one."
                 )
             final_processor.save_pretrained(output_dir)
-            metrics = evaluate_reconstruction(
-                final_processor, frames, args.psnr_num_frames, accelerator.device
-            )
+            trained.save_pretrained(output_dir / IMAGE_TOKENIZER_SUBFOLDER, safe_serialization=True)
+            metrics = evaluate_reconstruction(trained, frames, args.psnr_num_frames, accelerator.device)
             metrics["train/codes_restarted"] = restarter.restarted
             logger.info(
                 f"Image tokenizer: reconstruction PSNR {metrics['eval/psnr']:.2f} dB on "
@@ -683,7 +692,7 @@ def setup_tokenizer_stage(
             )
         return metrics
 
-    processor = FlashVideoProcessor(text_tokenizer, vq, layout)
+    processor = FlashVideoProcessor(text_tokenizer, layout)
     return Stage(
         model=vq,
         train_dataset=frames,
@@ -715,17 +724,19 @@ def setup_lm_stage(
             "checkpoint)."
         )
     processor = load_processor(processor_source, "--processor_name_or_path")
+    vq = load_vq(processor_source, "--processor_name_or_path")
     layout = processor.layout
     check_layout_overrides(model_args, layout, processor_source)
 
     # ---- data: videos -> token sequences (a cached, fingerprinted Dataset.map)
     with accelerator.main_process_first():
         videos = load_videos(data_args, layout.image_size)
-        processor.to(accelerator.device)  # encode frames on the accelerator
+        vq.to(accelerator.device)  # encode frames on the accelerator
         try:
             tokenized = tokenize_video_dataset(
                 videos,
                 processor,
+                image_tokenizer=vq,
                 sample_kind=stage_name,
                 num_key_frames=data_args.num_key_frames,
                 interpolation_frames=data_args.interpolation_frames,
@@ -735,7 +746,7 @@ def setup_lm_stage(
             )
         except ValueError as error:
             raise TrainingSetupError(f"Cannot cut {stage_name} samples from the data set: {error}") from None
-        processor.to("cpu")
+        vq.to("cpu")
         tokenized = drop_prompts(tokenized, data_args.proportion_empty_prompts, args.seed, layout.text_token_range)
     lengths = {len(ids) for ids in tokenized[: min(len(tokenized), 64)]["input_ids"]}
     logger.info(f"{len(tokenized)} {stage_name} samples of {sorted(lengths)} tokens (first 64 samples)")
@@ -795,14 +806,15 @@ def setup_lm_stage(
         if accelerator.is_main_process:
             processor_dir = Path(processor_source)
             if not (processor_dir.is_dir() and processor_dir.resolve() == output_dir.resolve()):
-                processor.save_pretrained(output_dir)  # the checkpoint directory carries its processor
+                processor.save_pretrained(output_dir)  # the checkpoint directory carries its processor and VQ
+                vq.save_pretrained(output_dir / IMAGE_TOKENIZER_SUBFOLDER, safe_serialization=True)
             logger.info(f"{stage_name} model saved in {target}")
         return {}
 
     return Stage(
         model=model,
         train_dataset=tokenized,
-        collate_fn=processor.pad_batch,
+        collate_fn=functools.partial(pad_batch, pad_token_id=layout.pad_token_id),
         compute_loss=compute_loss,
         finish=finish,
         processor=processor,
@@ -840,6 +852,14 @@ def load_processor(source: str, argument: str) -> FlashVideoProcessor:
         raise TrainingSetupError(
             f"Cannot load a FlashVideo processor from {source} ({argument}): {error}"
         ) from None
+
+
+def load_vq(source: str, argument: str) -> VQModel:
+    """The checkpoint's VQ image tokenizer (`image_tokenizer/`, which `--stage tokenizer` writes)."""
+    try:
+        return load_image_tokenizer(source)
+    except (OSError, ValueError) as error:
+        raise TrainingSetupError(f"Cannot load the VQ image tokenizer from {source} ({argument}): {error}") from None
 
 
 def load_lm(source: str, stage: str, config_overrides: dict[str, object] | None = None) -> FlashVideoForCausalLM:
@@ -1104,20 +1124,20 @@ def collate_frames(rows: list[dict[str, np.ndarray]]) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_reconstruction(
-    processor: FlashVideoProcessor, frames: datasets.Dataset, num_frames: int, device: torch.device
+    vq: VQModel, frames: datasets.Dataset, num_frames: int, device: torch.device
 ) -> dict[str, float]:
     """Encode → codes → decode the first `num_frames` frames: reconstruction PSNR and codebook usage."""
     subset = np.stack(frames[: min(num_frames, len(frames))]["frame"]).astype(np.uint8)
-    processor.to(device)
-    codes = processor.encode_frames(subset, batch_size=64)
-    decoded = processor.decode_frames(codes, batch_size=64)
-    processor.to("cpu")
+    vq.to(device)
+    codes = frames_to_codes(vq, subset, batch_size=64)
+    decoded = codes_to_frames(vq, codes, batch_size=64)
+    vq.to("cpu")
     original = torch.from_numpy(subset).float().div(255)
     reconstructed = torch.from_numpy(decoded).float().div(255)
     return {
         "eval/psnr": psnr(original.permute(0, 3, 1, 2), reconstructed.permute(0, 3, 1, 2)).mean().item(),
         "eval/num_frames": len(subset),
-        "eval/codebook_usage": codes.unique().numel() / processor.layout.image_vocab_size,
+        "eval/codebook_usage": codes.unique().numel() / vq.config.num_vq_embeddings,
     }
 
 
