@@ -776,6 +776,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             fixed_ids, fixed_mask = ids_a, classes.inheritable.flatten(1)
 
         sampler = self._sampler(self.interpolation_model, **sampling)
+        offsets = self.processor.interpolation_time_offsets(num_inserted)  # generation order A, B, F_2 … → time
         inserted: list[torch.Tensor] = []  # ids [pairs of all prompts, tokens] per inserted frame
         for number in range(2, num_inserted + 2):
             if number == 2:  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call with the first drafts
@@ -795,8 +796,8 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             )
             if progress is not None:
                 frame = self._to_codes(inserted[-1]).reshape(batch, pairs, grid, grid)
-                for pair in range(pairs):  # F_number of pair p sits at p * (n + 1) + number - 1 on this level
-                    time_index = (pair * (num_inserted + 1) + number - 1) * time_stride
+                for pair in range(pairs):  # F_number, generated (number)th, sits at p * (n + 1) + its offset
+                    time_index = (pair * (num_inserted + 1) + offsets[number]) * time_stride
                     progress.frame_done("interpolation", time_index, frame[:, pair])
         # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair; then the pairs joined.
         per_pair = torch.stack([codes_a, codes_b, *(self._to_codes(ids).cpu() for ids in inserted)])

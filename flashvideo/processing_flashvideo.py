@@ -333,21 +333,37 @@ class SequenceBuilderMixin:
             )
         return {"input_ids": input_ids, "labels": labels}
 
+    def interpolation_time_offsets(self, num_inserted: int) -> list[int]:
+        """
+        Where each frame of an interpolation sample, in generation order `A, B, F_2, …, F_{n+1}`, sits in time
+        from A: `[0, n + 1, 1, …, n]`, its serial number minus one. The one definition of the time order of
+        interpolated frames: [`reorder_interpolated`] sorts by it, and the pipeline places (and reports) each
+        inserted frame of pair p at `p * (n + 1) + offset`.
+
+        Example:
+
+        ```python
+        >>> processor.interpolation_time_offsets(3)
+        [0, 4, 1, 2, 3]
+        ```
+        """
+        return [serial_number - 1 for serial_number in self.interpolation_serial_numbers(num_inserted)]
+
     def reorder_interpolated(self, frames_in_generation_order: Any, num_inserted: int) -> Any:
         """
         Reorder the frames of an interpolation sample from generation order `A, B, F_2, …, F_{n+1}` to time
-        order `A, F_2, …, F_{n+1}, B` (by serial number).
+        order `A, F_2, …, F_{n+1}, B` (by [`interpolation_time_offsets`]).
 
         `frames_in_generation_order` is indexed along its first axis: a list, a tensor or an array of n + 2
         frames (codes or pixels). The result has the same type.
         """
-        serial = self.interpolation_serial_numbers(num_inserted)
-        if len(frames_in_generation_order) != len(serial):
+        offsets = self.interpolation_time_offsets(num_inserted)
+        if len(frames_in_generation_order) != len(offsets):
             raise ValueError(
-                f"frames_in_generation_order must hold num_inserted + 2 = {len(serial)} frames, got "
+                f"frames_in_generation_order must hold num_inserted + 2 = {len(offsets)} frames, got "
                 f"{len(frames_in_generation_order)}."
             )
-        order = sorted(range(len(serial)), key=serial.__getitem__)
+        order = sorted(range(len(offsets)), key=offsets.__getitem__)
         if isinstance(frames_in_generation_order, torch.Tensor):
             index = torch.tensor(order, device=frames_in_generation_order.device)
             return frames_in_generation_order.index_select(0, index)

@@ -229,6 +229,7 @@ def test_interpolation_needs_room_for_the_serial_numbers(processor):
 
 
 def test_reorder_interpolated_puts_b_last(processor):
+    assert processor.interpolation_time_offsets(3) == [0, 4, 1, 2, 3]  # A, B, F2, F3, F4 in time from A
     assert processor.reorder_interpolated(["A", "B", "F2", "F3", "F4"], 3) == ["A", "F2", "F3", "F4", "B"]
     tensor = torch.arange(4)[:, None].expand(4, 3)
     assert processor.reorder_interpolated(tensor, 2)[:, 0].tolist() == [0, 2, 3, 1]
