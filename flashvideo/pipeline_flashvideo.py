@@ -44,7 +44,7 @@ logger = logging.get_logger(__name__)
 INTERPOLATION_SUBFOLDER = "interpolation"
 # `interpolation_model=KEY_FRAME_MODEL`: the key-frame model also interpolates (asked for, never assumed).
 KEY_FRAME_MODEL = "key_frame_model"
-OUTPUT_TYPES = ("np", "pil")
+OUTPUT_TYPES = ("np", "pil", "latent")  # "latent": the image codes, not decoded (as diffusers' pipelines name it)
 # Where drafts come from: "previous_frame" drafts key frame j from key frame j - 1 and an inserted frame from the
 # frame before it in time (A for the first), the first key frame from its own row above; "row_above" always from
 # the row above inside the frame being sampled.
@@ -156,7 +156,9 @@ class FlashVideoPipelineOutput:
     """What `FlashVideoPipeline` returns for one prompt (a list of prompts gives a list of these).
 
     Attributes:
-        frames: uint8 array `[1, frames, H, W, 3]` (`output_type="np"`) or a list holding the clip's PIL images.
+        frames: uint8 array `[1, frames, H, W, 3]` (`output_type="np"`), a list holding the clip's PIL images
+            (`"pil"`), or the clip's image codes, int64 `[1, frames, grid, grid]` (`"latent"`: the VQ model is not
+            run; `pipe.vqvae` decodes them, see `image_tokenizer.codes_to_frames`).
         stats: tokens sampled vs inherited, model calls and seconds per stage, and overall frames per second, of the
             batch the clip was made in (shared by the outputs of one batch).
     """
@@ -438,7 +440,8 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             generator: a `torch.Generator` for reproducible sampling (else the global RNG, like `generate()`).
             first_frame: uint8 `[H, W, 3]` frame to condition every prompt on: fed, not sampled (one per prompt: give
                 the prompts as dicts `{"prompt": ..., "first_frame": ...}`).
-            output_type: "np" (uint8 `[1, frames, H, W, 3]`) or "pil" (a list of PIL images per clip).
+            output_type: "np" (uint8 `[1, frames, H, W, 3]`), "pil" (a list of PIL images per clip) or "latent"
+                (the image codes `[1, frames, grid, grid]`, not decoded).
             callback: called as `callback(stage, time_index, frames)` when a frame's codes are complete, with the
                 decoded uint8 frames `[batch, H, W, 3]` of every clip of the batch at `time_index`, the frame's place
                 in the clip (stage "key_frames" or "interpolation").
@@ -609,6 +612,8 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         stats = model_outputs["stats"]
         # One clip per output: transformers hands a batch's entries out one by one, a single call's as it came.
         stats = stats[0] if isinstance(stats, list) else stats
+        if output_type == "latent":
+            return FlashVideoPipelineOutput(frames=model_outputs["codes"], stats=stats)
         started = time.perf_counter()
         frames = self._decode(model_outputs["codes"])
         stats.decode.frames += frames.shape[0] * frames.shape[1]

@@ -283,6 +283,16 @@ def test_registered_task_loads_a_saved_checkpoint(tiny_pipeline, tmp_path):
     assert len(pil.frames) == 1 and pil.frames[0][0].size == (16, 16)
 
 
+def test_latent_output_is_the_codes_the_frames_decode_from(tiny_pipeline, tiny_config):
+    call = dict(num_frames=5, key_frame_spacing=2, generator=None)
+    frames = tiny_pipeline(PROMPT, **{**call, "generator": torch.Generator().manual_seed(3)})
+    latent = tiny_pipeline(PROMPT, **{**call, "generator": torch.Generator().manual_seed(3)}, output_type="latent")
+    grid = tiny_config.code_grid_size
+    assert latent.frames.shape == (1, 5, grid, grid) and latent.frames.dtype == torch.long
+    assert latent.stats.decode.frames == 0  # the VQ model did not run
+    np.testing.assert_array_equal(codes_to_frames(tiny_pipeline.vqvae, latent.frames), frames.frames)
+
+
 def test_callback_sees_every_frame_at_its_time_index(tiny_pipeline):
     seen = []
     tiny_pipeline(
