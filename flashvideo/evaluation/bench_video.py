@@ -27,6 +27,7 @@ from transformers.utils import logging
 
 from ..configuration_flashvideo import FlashVideoConfig
 from ..frame_sampler import ImageCodesOnlyLogitsProcessor
+from ..image_tokenizer import codes_to_frames
 from ..modeling_flashvideo import FlashVideoForCausalLM
 from ..pipeline_flashvideo import FlashVideoPipeline, GenerationStats
 from ..processing_flashvideo import FlashVideoProcessor
@@ -213,8 +214,12 @@ def run_video_benchmark(
         FLASHVIDEO_B: dict(interpolate=False, speculative=False),
     }
 
+    # Token generation, what the Llama's generate() does too: the codes, not decoded (the VQ model's time to turn
+    # them into pixels is the same for both and measured on its own below).
     def clip(kwargs: dict):
-        return lambda: pipe(PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), **kwargs)
+        return lambda: pipe(
+            PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), output_type="latent", **kwargs
+        )
 
     tokens = 16 * config.tokens_per_frame
     llama_passes = []  # one entry per forward pass of (c)'s eager runs; (c*) makes the same passes, compiled
@@ -258,6 +263,7 @@ def run_video_benchmark(
     extras = {
         "interpolation_calls": interpolation_call_counts(pipe),
         "recursive": recursive_clip_timing(pipe, repeats),
+        "vq_decode_seconds": vq_decode_seconds(pipe, repeats),
     }
     return write_video_report(timings, profile, config, output_dir, repeats, checkpoint, extras)
 
@@ -292,10 +298,16 @@ def recursive_clip_timing(pipe: FlashVideoPipeline, repeats: int) -> dict:
     if pipe.max_num_frames(5, True, (4,)) < 61:
         return {}
     seconds, result = _median_time(
-        lambda: pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kwargs), repeats
+        lambda: pipe(PROMPT, generator=torch.Generator().manual_seed(0), output_type="latent", **kwargs), repeats
     )
     return {**kwargs, "recursive_spacings": [4], "median_seconds": seconds, "frames_per_second": 61 / seconds,
             "stages": stage_summary(result.stats)}  # fmt: skip
+
+
+def vq_decode_seconds(pipe: FlashVideoPipeline, repeats: int) -> float:
+    """Median seconds the VQ model takes to turn a 16-frame clip's codes into pixels (either model's clip needs it)."""
+    codes = pipe(PROMPT, num_frames=16, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    return _median_time(lambda: codes_to_frames(pipe.vqvae, codes), repeats)[0]
 
 
 METHOD_ORDER = ["(a)", "(a0)", "(a′)", "(b)", "(c)", "(d)", "(a*)", "(b*)", "(c*)"]
@@ -357,6 +369,10 @@ def extra_lines(extras: dict) -> list[str]:
                 f"| {row['inherit_ratio']} | {'yes' if row['speculative'] else 'no'} | "
                 f"{row['calls_per_inserted_frame']:.1f} | {row['tokens_inherited']} | {drafts} |"
             )
+    if extras.get("vq_decode_seconds"):
+        lines += ["", f"Times are token generation: the pipeline with `output_type=\"latent\"` (the clip's codes), the "
+                  "Llama's `generate()`. Turning a clip's codes into pixels with the VQ model takes "
+                  f"{extras['vq_decode_seconds']:.3f} s more for either (median of the same repeats), not included."]
     if extras.get("recursive"):
         r = extras["recursive"]
         lines += ["", "## Recursive interpolation", "",
