@@ -8,13 +8,17 @@ test_training.py configuration), video files written here.
 """
 
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
+import psutil
 import pytest
 import torch
 from accelerate.state import AcceleratorState
@@ -22,6 +26,7 @@ from safetensors.torch import load_file
 from test_training import TOKENIZER, datasets_cache, lm_args, subprocess_env, tokenizer_dir  # noqa: F401
 
 from flashvideo.training import main
+from flashvideo.training.encode import main as encode_main
 from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs
 
 FSDP = """
@@ -63,6 +68,21 @@ def launch(cache, *launcher_flags, training_argv, module="flashvideo.training"):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stderr
+
+
+def kill_process_tree(pid):
+    """SIGKILL a process and all its descendants (found first, then killed together); the caller reaps `pid`."""
+    try:
+        parent = psutil.Process(pid)
+        descendants = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for proc in [parent, *descendants]:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(descendants, timeout=30)
 
 
 def max_difference(a, b):
@@ -122,3 +142,167 @@ def test_tokenizer_stage_under_fsdp_and_lone_processes_are_refused(tmp_path, mon
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main([*TOKENIZER, "--max_steps", "1", "--output_dir", str(tmp_path / "tok")]) == 1
     assert "ACCELERATE_USE_CPU=true" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ encode once
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    """8 real mp4 files in UCF-101 class folders (Shapes clips, 64 px, 16 frames), written with PyAV."""
+    from flashvideo.data.shapes import shapes_dataset
+    from flashvideo.video_io import export_to_video
+
+    root = tmp_path_factory.mktemp("videos")
+    clips = shapes_dataset(8, seed=3)
+    for i in range(8):
+        folder = root / ("MovingRight" if i % 2 else "MovingLeft")
+        folder.mkdir(exist_ok=True)
+        export_to_video(clips[i]["video"], folder / f"clip{i}.mp4", fps=8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def codes_dir(video_folder, tokenizer_dir, tmp_path_factory, datasets_cache):
+    """The encode step on 2 processes into 4 shards: each process decodes and encodes 2 of them."""
+    output_dir = tmp_path_factory.mktemp("codes") / "codes"
+    argv = [
+        "--processor_name_or_path", tokenizer_dir, "--video_folder", video_folder, "--num_shards", "4",
+        "--output_dir", output_dir,
+    ]  # fmt: skip
+    log = launch(datasets_cache, "--multi_gpu", training_argv=argv, module="flashvideo.training.encode")
+    assert "Process 1 of 2: shard(s) [1, 3] of 4" in log
+    return output_dir
+
+
+def test_encode_once_writes_a_sharded_codes_dataset_that_training_reuses(
+    codes_dir, video_folder, tokenizer_dir, tmp_path, capsys, caplog
+):
+    import datasets
+
+    from flashvideo import FlashVideoProcessor
+    from flashvideo.data.codes import CodesInfo, codes_to_samples, count_rows, load_codes
+    from flashvideo.data.tokenized import tokenize_video_dataset
+    from flashvideo.data.video_folders import load_video_folder
+    from flashvideo.image_tokenizer import frames_to_codes, load_image_tokenizer
+
+    info = CodesInfo.load(codes_dir)
+    assert info.num_shards == 4 and info.num_rows == 8 and info.num_frames == 16 and info.code_grid_size == 4
+    assert count_rows(codes_dir) == {f"train-{i:05d}-of-00004.parquet": 2 for i in range(4)}
+
+    # The same codes as encoding the folder's videos directly, row for row (shard s holds videos s, s + 4).
+    processor = FlashVideoProcessor.from_pretrained(tokenizer_dir)
+    vq = load_image_tokenizer(tokenizer_dir)
+    videos, _ = load_video_folder(video_folder, num_frames=16, image_size=16)
+    codes = load_codes(str(codes_dir))
+    assert isinstance(codes, datasets.Dataset) and codes.features["codes"].shape == (16, 4, 4)
+    order = [s + 4 * k for s in range(4) for k in range(2)]
+    expected = frames_to_codes(vq, np.stack([videos[i]["video"] for i in order])).numpy()
+    np.testing.assert_array_equal(np.asarray(codes["codes"]), expected)
+    assert codes["text"] == [videos[i]["text"] for i in order]
+    streamed = load_codes(str(codes_dir), streaming=True)
+    assert isinstance(streamed, datasets.IterableDataset) and streamed.num_shards == 4
+    np.testing.assert_array_equal(np.asarray(next(iter(streamed))["codes"]), expected[0])
+
+    # Samples cut from the codes are those cut from the videos (same frames, same layout), for both stages.
+    for kind, extra in (("keyframe", {"num_key_frames": 4}), ("interpolation", {"interpolation_frames": 4})):
+        from_codes = codes_to_samples(codes, processor, layout=kind, **extra)
+        from_videos = tokenize_video_dataset(
+            videos.select(order), processor, image_tokenizer=vq, sample_kind=kind, **extra
+        )
+        assert from_codes["input_ids"] == from_videos["input_ids"] and from_codes["labels"] == from_videos["labels"]
+
+    # A training run reads them (--codes_dataset): no image tokenizer in the data path.
+    flags = "--max_steps 2 --processor_name_or_path"
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="flashvideo"):
+        assert main(lm_args("keyframe", tmp_path / "run", flags, tokenizer_dir, "--codes_dataset", codes_dir)) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert f"--codes_dataset {codes_dir}: 8 clip(s) of 16 frames in 4 shard(s)" in caplog.text
+    assert "Tokenizing videos" not in capsys.readouterr().err
+
+    # Codes made by another image tokenizer are refused, naming the argument.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    other = tmp_path / "other_codes"
+    shutil.copytree(codes_dir, other)
+    info.image_tokenizer_fingerprint = "0" * 64
+    info.save(other)
+    assert main(lm_args("keyframe", tmp_path / "bad", flags, tokenizer_dir, "--codes_dataset", other)) == 1
+    assert "--codes_dataset" in (err := capsys.readouterr().err) and "another image tokenizer" in err
+    # ... and so is a second encode into the same folder.
+    argv = ["--processor_name_or_path", str(tokenizer_dir), "--video_folder", str(video_folder), "--output_dir", str(other)]
+    assert encode_main(argv) == 1 and "--overwrite_output_dir" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.slow
+def test_streaming_two_processes_sigkill_then_resume_matches_an_uninterrupted_run(
+    codes_dir, tokenizer_dir, tmp_path, datasets_cache, capsys
+):
+    """`--streaming --codes_dataset` on 2 processes, each reading 2 of the 4 shards (split_dataset_by_node); the
+    whole launch is SIGKILL'd after a checkpoint, resumed on 2 processes from each one's saved stream position,
+    and ends with the weights of an uninterrupted run, to the bit. (7 steps, epochs of 4: 🤗 Datasets pauses 5 s at
+    the end of every pass over interleaved Parquet shards, `datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN`.)"""
+    flags = """
+        --max_steps 7 --save_steps 3 --save_total_limit 2 --per_device_train_batch_size 1 --streaming
+        --lr_scheduler_type cosine --processor_name_or_path
+    """
+
+    def argv(output_dir, *extra):
+        return lm_args("keyframe", output_dir, flags, tokenizer_dir, "--codes_dataset", codes_dir, *extra)
+
+    killed_dir = tmp_path / "killed"
+    stage_checkpoints = killed_dir / "checkpoints" / "keyframe"
+    command = [*launch_command("--multi_gpu"), *map(str, argv(killed_dir))]
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            command,
+            env=subprocess_env(datasets_cache, ACCELERATE_USE_CPU="true"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 240
+        try:
+            while not checkpoint_dirs(stage_checkpoints):
+                assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint appeared"
+                time.sleep(0.02)
+        finally:
+            # The launcher and both training processes (each in a session of its own) at once, as the OOM killer
+            # or a preempted node would.
+            kill_process_tree(process.pid)
+            process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (killed_dir / "model.safetensors").exists()  # it died mid-training
+    steps = [step for step, _ in checkpoint_dirs(stage_checkpoints)]
+    assert steps and max(steps) < 7, (tmp_path / "killed.log").read_text()[-3000:]
+    latest = stage_checkpoints / f"checkpoint-{max(steps)}"
+    at_checkpoint = load_file(latest / "model.safetensors")
+    positions = [json.loads((latest / f"stream_state_{rank}.json").read_text()) for rank in range(2)]
+    # 4 clips per process and epoch, one per batch.
+    assert all(p["epoch"] * 4 + p["batches_in_epoch"] == max(steps) for p in positions)
+    # Each process reads its own part: 2 whole shards of the 4, together every clip once.
+    from flashvideo.data.codes import load_codes
+    from flashvideo.training.streaming import split_stream
+
+    parts = [
+        [np.asarray(row["codes"]).tobytes() for row in split_stream(
+            load_codes(str(codes_dir), streaming=True), seed=0, buffer_size=1, process_index=rank, num_processes=2
+        )]
+        for rank in range(2)
+    ]  # fmt: skip
+    assert len(parts[0]) == len(parts[1]) == 4 and len(set(parts[0]) | set(parts[1])) == 8
+
+    # Resuming on another number of processes is refused (each process held its own position).
+    assert main(argv(killed_dir, "--resume_from_checkpoint", "latest")) == 1
+    assert "resumes on as many processes as it was saved with" in capsys.readouterr().err
+
+    launch(datasets_cache, "--multi_gpu", training_argv=argv(killed_dir, "--resume_from_checkpoint", "latest"))
+    launch(datasets_cache, "--multi_gpu", training_argv=argv(tmp_path / "uninterrupted"))
+    resumed = load_file(killed_dir / "model.safetensors")
+    expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    assert max_difference(resumed, expected) == 0
+    # ... and it did train: the last steps moved the weights away from those at the checkpoint.
+    assert max_difference(at_checkpoint, expected) > 1e-4

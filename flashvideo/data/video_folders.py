@@ -173,6 +173,7 @@ def load_video_folder(
     text: str | None = None,
     caption_template: str = "{label}",
     num_workers: int = 1,
+    shard: tuple[int, int] | None = None,
     layout: str | None = None,
 ) -> tuple[datasets.Dataset, LoadReport]:
     """Load a folder of videos (or of frame folders) as a 🤗 ``Dataset`` plus a :class:`LoadReport`.
@@ -192,6 +193,8 @@ def load_video_folder(
         caption_template: ``ucf101`` captions, with ``{label}`` replaced by the caption made from
             the class folder name, e.g. ``"a video of a person doing {label}"``.
         num_workers: threads decoding in parallel (>= 1); FFmpeg and Pillow release the GIL.
+        shard: ``(index, count)``: only the clips ``index, index + count, ...`` of the sorted list are
+            decoded (one process's share of a large folder; the encode step uses it).
         layout: the old name of `folder_format` (deprecated; still accepted, with a FutureWarning).
 
     Returns:
@@ -241,6 +244,11 @@ def load_video_folder(
     if not entries and not report.num_skipped:
         logger.warning("No clips found under %s with the %r format", root, folder_format)
 
+    if shard is not None:
+        index, count = shard
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
+        entries = entries[index::count]
     indices = [start + i * stride for i in range(num_frames)]
 
     def load(entry: _Entry) -> np.ndarray | tuple[str, str]:

@@ -293,6 +293,30 @@ class DataArguments:
             "HF_DATASETS_OFFLINE=1)."
         },
     )
+    codes_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Key-frame / interpolation stages: train on videos encoded once into VQ codes (a folder written "
+            "by `python -m flashvideo.training.encode`, or a Hub data set of one) instead of encoding videos; it "
+            "must have been encoded with this run's image tokenizer (checked)."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream --codes_dataset (a 🤗 IterableDataset) instead of loading it: each process reads its own "
+            "part (split_dataset_by_node), epoch after epoch, and every checkpoint saves each process's stream "
+            "position (resume on as many processes)."
+        },
+    )
+    streaming_shuffle_buffer_size: int = field(
+        default=1,
+        metadata={
+            "help": "--streaming: 1 shuffles the shards' order and interleaves them (with --seed, every epoch), "
+            "exactly resumable; N > 1 also shuffles through a buffer of N examples, whose content checkpoints do "
+            "not hold (a resumed run refills it and sees other batches)."
+        },
+    )
     dataset_config_name: str | None = field(
         default=None, metadata={"help": "--dataset_name: configuration name."}
     )
@@ -348,8 +372,15 @@ class DataArguments:
     def __post_init__(self) -> None:
         _check_choice(self, "dataset", ("shapes",))
         _check_choice(self, "video_folder_layout", FOLDER_FORMATS)
-        if self.video_folder is not None and self.dataset_name is not None:
-            raise ValueError("Give at most one of --video_folder and --dataset_name.")
+        sources = [name for name in ("video_folder", "dataset_name", "codes_dataset") if getattr(self, name) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"Give at most one of --video_folder, --dataset_name and --codes_dataset (got {sources}).")
+        if self.streaming and self.codes_dataset is None:
+            raise ValueError(
+                "--streaming reads a --codes_dataset: encode the videos once with `python -m flashvideo.training.encode "
+                "--output_dir codes ...`, then pass --codes_dataset codes."
+            )
+        _check_int(self, "streaming_shuffle_buffer_size", 1)
         if self.video_folder is not None and not os.path.isdir(self.video_folder):
             _fail("video_folder", "must be an existing folder", self.video_folder)
         _check_int(self, "num_clips", 1)

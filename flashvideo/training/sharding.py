@@ -105,7 +105,7 @@ def enable_fsdp(accelerator: Accelerator, stage: str) -> None:
     logger.info(f"FSDP 2 on {accelerator.num_processes} CPU processes (gloo): the model is sharded, not replicated")
 
 
-def check_process_count(accelerator: Accelerator) -> None:
+def check_process_count(accelerator: Accelerator | PartialState) -> None:
     """
     Refuse a launch whose processes do not form one group: `accelerate launch --num_processes 2` on a machine
     without a GPU and without `ACCELERATE_USE_CPU=true` starts 2 processes that each train alone (and write the

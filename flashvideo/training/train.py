@@ -56,6 +56,7 @@ from transformers import get_scheduler
 
 from ..configuration_flashvideo import FlashVideoConfig
 from ..data.collate import pad_batch
+from ..data.codes import codes_info, codes_to_samples, load_codes
 from ..data.shapes import DEFAULT_IMAGE_SIZE, shapes_dataset
 from ..data.tokenized import drop_prompts, tokenize_video_dataset
 from ..data.video_folders import load_video_folder, resize_and_center_crop
@@ -86,6 +87,7 @@ from .arguments import (
 )
 from .codebook import CodebookRestarter
 from . import sharding
+from .streaming import StreamingBatches, split_stream
 
 logger = get_logger(__name__)
 
@@ -183,7 +185,8 @@ def train(
     model = stage.model
     num_parameters = sum(p.numel() for p in model.parameters())
     logger.info(
-        f"{type(model).__name__}: {num_parameters / 1e6:.2f}M parameters; {len(stage.train_dataset)} samples"
+        f"{type(model).__name__}: {num_parameters / 1e6:.2f}M parameters; "
+        + ("samples streamed" if data_args.streaming else f"{len(stage.train_dataset)} samples")
     )
 
     # ---- optimizer, LR schedule, data loader; then hand everything to accelerate
@@ -196,16 +199,27 @@ def train(
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    train_dataloader = DataLoader(
-        stage.train_dataset,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=True,
-        collate_fn=stage.collate_fn,
-        num_workers=args.dataloader_num_workers,
-    )
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
+    stream = None
+    if data_args.streaming:  # each process reads its own part of the stream (see training.streaming)
+        stream = StreamingBatches(
+            stage.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            collate_fn=stage.collate_fn,
+            device=accelerator.device,
+            buffer_size=data_args.streaming_shuffle_buffer_size,
+        )
+        model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    else:
+        train_dataloader = DataLoader(
+            stage.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            shuffle=True,
+            collate_fn=stage.collate_fn,
+            num_workers=args.dataloader_num_workers,
+        )
+        model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+            model, optimizer, train_dataloader, lr_scheduler
+        )
 
     # ---- resume
     progress = TrainingProgress()
@@ -215,11 +229,16 @@ def train(
         progress = read_training_state(checkpoint, model_args.stage, accelerator, args)
         if stage.step_hook is not None:
             stage.step_hook.load_state_dict(load_file(checkpoint / STEP_HOOK_STATE_NAME))
+        if stream is not None:  # this process's stream position
+            try:
+                stream.load(checkpoint, accelerator.process_index, accelerator.num_processes)
+            except ValueError as error:
+                raise TrainingSetupError(f"--resume_from_checkpoint {checkpoint}: {error}") from None
         logger.info(
             f"Resumed from {checkpoint}: step {progress.global_step}, epoch {progress.epoch}, "
             f"{progress.batch_in_epoch} batch(es) of that epoch already seen"
         )
-    if progress.batch_in_epoch >= len(train_dataloader):
+    if stream is None and progress.batch_in_epoch >= len(train_dataloader):
         progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
 
     accelerator.init_trackers(model_args.stage, config=_tracker_config(model_args, data_args, args))
@@ -229,7 +248,8 @@ def train(
     logger.info(
         f"Training {args.max_steps} steps of {total_batch} samples ({args.per_device_train_batch_size} per "
         f"process x {accelerator.num_processes} process(es) x {args.gradient_accumulation_steps} "
-        f"accumulation step(s)); {len(train_dataloader)} batches per epoch per process"
+        f"accumulation step(s)); "
+        + ("streamed" if stream is not None else f"{len(train_dataloader)} batches per epoch per process")
     )
     progress_bar = tqdm(
         total=args.max_steps,
@@ -245,10 +265,13 @@ def train(
     grad_norm = None
     window_start = time.perf_counter()
     while progress.global_step < args.max_steps:
-        train_dataloader.set_epoch(progress.epoch)  # the sampler shuffles with seed + epoch
-        batches = train_dataloader
-        if progress.batch_in_epoch:  # resuming inside an epoch: replay the same order, skip what was seen
-            batches = accelerator.skip_first_batches(train_dataloader, progress.batch_in_epoch)
+        if stream is not None:  # endless: epoch after epoch, from the saved position when resuming
+            batches = stream
+        else:
+            train_dataloader.set_epoch(progress.epoch)  # the sampler shuffles with seed + epoch
+            batches = train_dataloader
+            if progress.batch_in_epoch:  # resuming inside an epoch: replay the same order, skip what was seen
+                batches = accelerator.skip_first_batches(train_dataloader, progress.batch_in_epoch)
         for batch in batches:
             with accelerator.accumulate(model):
                 loss, extras = stage.compute_loss(model, batch)
@@ -260,6 +283,8 @@ def train(
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             progress.batch_in_epoch += 1
+            if stream is not None:  # the main process's position is the one training_state.json records
+                progress.epoch, progress.batch_in_epoch = stream.epoch, stream.batches_in_epoch
             for name, value in {"loss": loss, **extras}.items():
                 running[name] = running.get(name, 0.0) + value.detach().float()
             running_batches += 1
@@ -281,7 +306,9 @@ def train(
                 seconds = time.perf_counter() - window_start
                 logs = {f"train/{name}": value.item() for name, value in zip(names, means)}
                 logs["train/learning_rate"] = lr_scheduler.get_last_lr()[0]
-                logs["train/epoch"] = progress.epoch + progress.batch_in_epoch / len(train_dataloader)
+                logs["train/epoch"] = progress.epoch + (
+                    0 if stream is not None else progress.batch_in_epoch / len(train_dataloader)
+                )
                 logs["train/samples_per_second"] = (
                     running_batches * args.per_device_train_batch_size * accelerator.num_processes / seconds
                 )
@@ -298,7 +325,8 @@ def train(
                 running, running_batches, window_start = {}, 0, time.perf_counter()
             if progress.global_step % args.save_steps == 0:
                 save_checkpoint(
-                    accelerator, stage_checkpoints, progress, model_args.stage, args, stage.step_hook, identity
+                    accelerator, stage_checkpoints, progress, model_args.stage, args, stage.step_hook, identity,
+                    stream,
                 )
             if progress.global_step >= args.max_steps:
                 break
@@ -518,6 +546,7 @@ def save_checkpoint(
     args: FlashVideoTrainingArguments,
     step_hook: CodebookRestarter | None = None,
     identity: dict[str, object] | None = None,
+    stream: StreamingBatches | None = None,
 ) -> Path:
     """
     `accelerator.save_state` (plus the stage's step-hook state) into a temporary folder, then rename it to
@@ -532,6 +561,8 @@ def save_checkpoint(
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     sharding.save_state(accelerator, partial)  # accelerator.save_state; under FSDP the gathered weights too
+    if stream is not None:  # every process's own stream position
+        stream.save(partial, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {
@@ -615,6 +646,11 @@ def setup_tokenizer_stage(
     two weights.
     """
     output_dir = Path(args.output_dir)
+    if data_args.codes_dataset is not None:
+        raise TrainingSetupError(
+            "--stage tokenizer learns from pixels: give it videos (Shapes, --video_folder or --dataset_name), not "
+            "--codes_dataset."
+        )
     source = resolve_model_source(model_args.model_name_or_path)
     if source is not None:
         # Keep training its image tokenizer; its caption tokenizer (and the text ids) stay as they are.
@@ -728,28 +764,32 @@ def setup_lm_stage(
     layout = processor.layout
     check_layout_overrides(model_args, layout, processor_source)
 
-    # ---- data: videos -> token sequences (a cached, fingerprinted Dataset.map)
-    with accelerator.main_process_first():
-        videos = load_videos(data_args, layout.image_size)
-        vq.to(accelerator.device)  # encode frames on the accelerator
-        try:
-            tokenized = tokenize_video_dataset(
-                videos,
-                processor,
-                image_tokenizer=vq,
-                sample_kind=stage_name,
-                num_key_frames=data_args.num_key_frames,
-                interpolation_frames=data_args.interpolation_frames,
-                batch_size=data_args.tokenize_batch_size,
-                num_proc=data_args.preprocessing_num_workers,
-                label_key_frames=data_args.label_key_frames,
-            )
-        except ValueError as error:
-            raise TrainingSetupError(f"Cannot cut {stage_name} samples from the data set: {error}") from None
-        vq.to("cpu")
-        tokenized = drop_prompts(tokenized, data_args.proportion_empty_prompts, args.seed, layout.text_token_range)
-    lengths = {len(ids) for ids in tokenized[: min(len(tokenized), 64)]["input_ids"]}
-    logger.info(f"{len(tokenized)} {stage_name} samples of {sorted(lengths)} tokens (first 64 samples)")
+    # ---- data: token sequences from videos (a cached, fingerprinted Dataset.map), or from codes encoded once
+    if data_args.codes_dataset is not None:
+        tokenized = samples_from_codes(data_args, processor, vq, stage_name, args, accelerator)
+    else:
+        with accelerator.main_process_first():
+            videos = load_videos(data_args, layout.image_size)
+            vq.to(accelerator.device)  # encode frames on the accelerator
+            try:
+                tokenized = tokenize_video_dataset(
+                    videos,
+                    processor,
+                    image_tokenizer=vq,
+                    sample_kind=stage_name,
+                    num_key_frames=data_args.num_key_frames,
+                    interpolation_frames=data_args.interpolation_frames,
+                    batch_size=data_args.tokenize_batch_size,
+                    num_proc=data_args.preprocessing_num_workers,
+                    label_key_frames=data_args.label_key_frames,
+                )
+            except ValueError as error:
+                raise TrainingSetupError(f"Cannot cut {stage_name} samples from the data set: {error}") from None
+            vq.to("cpu")
+            tokenized = drop_prompts(tokenized, data_args.proportion_empty_prompts, args.seed, layout.text_token_range)
+    if not data_args.streaming:
+        lengths = {len(ids) for ids in tokenized[: min(len(tokenized), 64)]["input_ids"]}
+        logger.info(f"{len(tokenized)} {stage_name} samples of {sorted(lengths)} tokens (first 64 samples)")
 
     # ---- model: fine-tuned from a checkpoint, or fresh with the processor's layout
     set_seed(args.seed)
@@ -920,11 +960,21 @@ def check_layout_overrides(model_args: ModelArguments, layout: SequenceLayout, s
 # ===================================================================================================== data
 
 
-def load_videos(data_args: DataArguments, image_size: int) -> datasets.Dataset:
+def load_videos(
+    data_args: DataArguments,
+    image_size: int,
+    shard: tuple[int, int] | None = None,
+    cache: bool = True,
+) -> datasets.Dataset:
     """
     The training videos as a 🤗 Dataset with `video` (uint8 `[num_frames, image_size, image_size, 3]`, NumPy
     format) and `text`: the Shapes set (default), a `--video_folder`, or a `--dataset_name`.
+
+    `shard=(index, count)` keeps the videos `index, index + count, ...` (after `--max_train_samples`); a video
+    folder then decodes only those. `cache=False` leaves the decoded videos in memory instead of writing them
+    to the 🤗 Datasets cache (the encode step, which keeps only their codes).
     """
+    folder_shard = shard if data_args.max_train_samples is None else None  # else: cut after the first N
     if data_args.video_folder is not None:
         dataset, report = load_video_folder(
             data_args.video_folder,
@@ -934,6 +984,7 @@ def load_videos(data_args: DataArguments, image_size: int) -> datasets.Dataset:
             image_size=image_size,
             text=data_args.video_folder_text,
             caption_template=data_args.caption_template,
+            shard=folder_shard,
         )
         logger.info(f"{data_args.video_folder}: {report.summary()}")
         source = f"--video_folder {data_args.video_folder}"
@@ -976,9 +1027,71 @@ def load_videos(data_args: DataArguments, image_size: int) -> datasets.Dataset:
         source = "Shapes"
     if data_args.max_train_samples is not None and len(dataset) > data_args.max_train_samples:
         dataset = dataset.select(range(data_args.max_train_samples))
-    if len(dataset) == 0:
+    if shard is not None and not (data_args.video_folder is not None and folder_shard is not None):
+        dataset = dataset.shard(num_shards=shard[1], index=shard[0], contiguous=False)
+    if len(dataset) == 0 and shard is None:
         raise TrainingSetupError(f"{source}: no usable video (see the log for the videos that were skipped).")
-    return cache_on_disk(dataset)
+    return cache_on_disk(dataset) if cache else dataset
+
+
+def samples_from_codes(
+    data_args: DataArguments,
+    processor: FlashVideoProcessor,
+    vq: VQModel,
+    stage_name: str,
+    args: FlashVideoTrainingArguments,
+    accelerator: Accelerator,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """
+    `--codes_dataset`: key-frame or interpolation samples cut from videos encoded once (`python -m
+    flashvideo.training.encode`), after checking that this run's image tokenizer made the codes. With
+    `--streaming`, an `IterableDataset` of this process's part of the stream (shuffled with `--seed`).
+    """
+    source = data_args.codes_dataset
+    try:
+        info = codes_info(source)
+        info.check_matches(vq, processor.layout)
+        needed = data_args.num_key_frames if stage_name == "keyframe" else data_args.interpolation_frames + 2
+        if needed > info.num_frames:
+            name = "--num_key_frames" if stage_name == "keyframe" else "--interpolation_frames + 2"
+            raise ValueError(f"{name} ({needed}) is more than the {info.num_frames} frames of each encoded clip")
+        if data_args.streaming and data_args.proportion_empty_prompts:
+            raise ValueError("--proportion_empty_prompts is not supported with --streaming yet")
+        with accelerator.main_process_first():  # a loaded (not streamed) data set is cached by the main process
+            codes = load_codes(source, streaming=data_args.streaming)
+            if data_args.max_train_samples is not None:
+                codes = (
+                    codes.take(data_args.max_train_samples)
+                    if data_args.streaming
+                    else codes.select(range(min(data_args.max_train_samples, len(codes))))
+                )
+            if data_args.streaming:
+                codes = split_stream(
+                    codes,
+                    seed=args.seed,
+                    buffer_size=data_args.streaming_shuffle_buffer_size,
+                    process_index=accelerator.process_index,
+                    num_processes=accelerator.num_processes,
+                )
+            samples = codes_to_samples(
+                codes,
+                processor,
+                layout=stage_name,
+                num_key_frames=data_args.num_key_frames,
+                interpolation_frames=data_args.interpolation_frames,
+                label_key_frames=data_args.label_key_frames,
+            )
+            if not data_args.streaming:
+                samples = drop_prompts(
+                    samples, data_args.proportion_empty_prompts, args.seed, processor.layout.text_token_range
+                )
+    except (OSError, ValueError) as error:
+        raise TrainingSetupError(f"--codes_dataset {source}: {error}") from None
+    logger.info(
+        f"--codes_dataset {source}: {info.num_rows} clip(s) of {info.num_frames} frames in {info.num_shards} "
+        f"shard(s), encoded from {info.source}" + (", streamed" if data_args.streaming else "")
+    )
+    return samples
 
 
 def cache_on_disk(dataset: datasets.Dataset) -> datasets.Dataset:
