@@ -248,13 +248,22 @@ def _add_train(subparsers) -> None:
     )
 
 
+def _add_encode(subparsers) -> None:
+    # Listed for `flashvideo --help`; `main` hands `encode`'s arguments to its own parser, as for `train`.
+    subparsers.add_parser(
+        "encode",
+        help="encode videos once into a 🤗 data set of VQ codes for --codes_dataset; see `flashvideo encode --help`",
+        add_help=False,
+    )
+
+
 def _add_push(subparsers) -> None:
     add_push_parser(subparsers).set_defaults(func=_run_push)
 
 
 # The subcommands, in `flashvideo --help` order; each `_add_*` builds its parser and registers its `func`.
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_generate, _add_train, _add_eval, _add_bench, _add_demo, _add_push,
+    _add_generate, _add_train, _add_encode, _add_eval, _add_bench, _add_demo, _add_push,
 )  # fmt: skip
 
 
@@ -526,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
         from .training.__main__ import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["encode"]:  # the same: an HfArgumentParser of its own
+        from .training.encode import main as encode_main
+
+        return encode_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Our own progress messages at INFO; transformers' (generation configs etc.) only from WARNING up.
     python_logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")

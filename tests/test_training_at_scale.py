@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from test_training import TOKENIZER, datasets_cache, lm_args, subprocess_env, tokenizer_dir  # noqa: F401
 
 from flashvideo.training import main
-from flashvideo.training.encode import main as encode_main
+from flashvideo.cli import main as cli_main
 from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs
 
 FSDP = """
@@ -229,9 +229,11 @@ def test_encode_once_writes_a_sharded_codes_dataset_that_training_reuses(
     info.save(other)
     assert main(lm_args("keyframe", tmp_path / "bad", flags, tokenizer_dir, "--codes_dataset", other)) == 1
     assert "--codes_dataset" in (err := capsys.readouterr().err) and "another image tokenizer" in err
-    # ... and so is a second encode into the same folder.
+    # ... and so is a second encode into the same folder (`flashvideo encode` = python -m flashvideo.training.encode).
     argv = ["--processor_name_or_path", str(tokenizer_dir), "--video_folder", str(video_folder), "--output_dir", str(other)]
-    assert encode_main(argv) == 1 and "--overwrite_output_dir" in capsys.readouterr().err
+    assert cli_main(["encode", *argv]) == 1 and "--overwrite_output_dir" in capsys.readouterr().err
+    assert cli_main(["encode", *argv[:-1], str(tmp_path / "x"), "--num_shards", "0"]) == 2
+    assert "--num_shards" in capsys.readouterr().err
 
 
 # -------------------------------------------------------------------------------------------------- streaming

@@ -70,7 +70,8 @@ def enable_fsdp(accelerator: Accelerator, stage: str) -> None:
     Raises:
         ShardingError: FSDP was asked for the tokenizer stage, whose codebook restarts
             (`flashvideo.training.codebook`) write whole codebook rows, which FSDP holds in shards; or FSDP 1 on
-            CPU processes (only FSDP 2 is promoted there).
+            CPU processes (only FSDP 2 is promoted there: torch's FSDP 1 refuses the `cpu:0` device accelerate
+            passes it, "Inconsistent compute device and `device_id` on rank 0: cpu vs cpu:0").
     """
     if not fsdp_requested():
         return
@@ -94,8 +95,9 @@ def enable_fsdp(accelerator: Accelerator, stage: str) -> None:
         plugin.set_mixed_precision(accelerator.mixed_precision)
     if plugin.fsdp_version != 2:
         raise ShardingError(
-            "FSDP on CPU processes needs FSDP 2: add --fsdp_version 2 to `accelerate launch --use_fsdp` "
-            f"(got fsdp_version {plugin.fsdp_version})."
+            "FSDP on CPU processes needs FSDP 2: add --fsdp_version 2 to `accelerate launch --use_fsdp` (got "
+            f"fsdp_version {plugin.fsdp_version}; torch's FSDP 1 refuses the CPU device accelerate gives it, "
+            "'Inconsistent compute device and `device_id`')."
         )
     # accelerate keeps its state in two process-wide dicts; an AcceleratorState built later copies the partial
     # state over its own, so both say FSDP.
