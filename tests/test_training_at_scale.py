@@ -308,3 +308,34 @@ def test_streaming_two_processes_sigkill_then_resume_matches_an_uninterrupted_ru
     assert max_difference(resumed, expected) == 0
     # ... and it did train: the last steps moved the weights away from those at the checkpoint.
     assert max_difference(at_checkpoint, expected) > 1e-4
+
+
+def test_streaming_a_hub_codes_dataset(codes_dir, tokenizer_dir, tmp_path, monkeypatch):
+    """`--codes_dataset org/name --streaming`: the Hub is replaced at its boundary (the download of
+    flashvideo_codes.json, the resolution of the repo's Parquet files), everything after it runs for real."""
+    import datasets
+    import huggingface_hub
+
+    repo = "flashvideo-test/shapes-codes"
+    calls = []
+
+    def hf_hub_download(repo_id, filename, repo_type=None, **kwargs):
+        calls.append(("hf_hub_download", repo_id, filename, repo_type))
+        return str(codes_dir / filename)
+
+    real_load_dataset = datasets.load_dataset
+
+    def load_dataset(path, *args, **kwargs):
+        if path != repo:
+            return real_load_dataset(path, *args, **kwargs)
+        calls.append(("load_dataset", path, kwargs.get("split"), kwargs.get("streaming")))
+        files = sorted(str(f) for f in (codes_dir / "data").glob("train-*.parquet"))
+        return real_load_dataset("parquet", data_files={"train": files}, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    flags = "--max_steps 2 --per_device_train_batch_size 2 --streaming --processor_name_or_path"
+    assert main(lm_args("keyframe", tmp_path / "hub", flags, tokenizer_dir, "--codes_dataset", repo)) == 0
+    assert ("hf_hub_download", repo, "flashvideo_codes.json", "dataset") in calls
+    assert ("load_dataset", repo, "train", True) in calls
+    assert (tmp_path / "hub" / "model.safetensors").is_file()
