@@ -46,7 +46,8 @@ from ..data.codes import (
 )
 from ..image_tokenizer import image_tokenizer_fingerprint
 from ..data.video_folders import FOLDER_FORMATS
-from .arguments import DataArguments, _check_int
+from ..validation import check_int
+from .arguments import DataArguments
 from .sharding import ShardingError, check_process_count
 
 logger = hf_logging.get_logger(__name__)
@@ -91,9 +92,9 @@ class EncodeArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Encode only the first N videos."})
 
     def __post_init__(self) -> None:
-        _check_int(self, "num_shards", 1, optional=True)
-        _check_int(self, "encode_batch_size", 1)
-        _check_int(self, "num_frames", 3)
+        check_int("--num_shards", self.num_shards, 1, optional=True)
+        check_int("--encode_batch_size", self.encode_batch_size, 1)
+        check_int("--num_frames", self.num_frames, 3)
         self.data_arguments()  # the source arguments are checked as training checks them
 
     def data_arguments(self) -> DataArguments:
