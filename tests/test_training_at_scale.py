@@ -339,3 +339,31 @@ def test_streaming_a_hub_codes_dataset(codes_dir, tokenizer_dir, tmp_path, monke
     assert ("hf_hub_download", repo, "flashvideo_codes.json", "dataset") in calls
     assert ("load_dataset", repo, "train", True) in calls
     assert (tmp_path / "hub" / "model.safetensors").is_file()
+
+
+def test_encode_streams_a_video_dataset_on_two_processes(tokenizer_dir, tmp_path, datasets_cache):
+    """`encode --streaming --dataset_name`: each process streams its part of a 🤗 data set of videos (never
+    downloaded whole) and writes a shard every --rows_per_shard clips; the shards are then named train-i-of-N."""
+    from flashvideo.data.codes import CodesInfo, count_rows, load_codes
+    from flashvideo.data.shapes import shapes_dataset
+    from flashvideo.data.video_folders import resize_and_center_crop
+    from flashvideo.image_tokenizer import frames_to_codes, load_image_tokenizer
+
+    clips = shapes_dataset(8, seed=5).select_columns(["video", "text"])
+    (tmp_path / "videos").mkdir()
+    clips.to_parquet(str(tmp_path / "videos" / "train.parquet"))  # one file: the processes take every 2nd clip
+    argv = [
+        "--processor_name_or_path", tokenizer_dir, "--dataset_name", tmp_path / "videos", "--streaming",
+        "--rows_per_shard", "3", "--output_dir", tmp_path / "codes",
+    ]  # fmt: skip
+    log = launch(datasets_cache, "--multi_gpu", training_argv=argv, module="flashvideo.training.encode")
+    assert "Process 1 of 2: streaming its part" in log
+    info = CodesInfo.load(tmp_path / "codes")
+    assert info.num_rows == 8 and info.num_shards == 4  # 4 clips per process: shards of 3 and 1, twice
+    assert list(count_rows(tmp_path / "codes").values()) == [3, 1, 3, 1]
+    order = [0, 2, 4, 6, 1, 3, 5, 7]  # process 0's shards first
+    videos = np.stack([resize_and_center_crop(np.asarray(clips[i]["video"], dtype=np.uint8), 16) for i in order])
+    codes = load_codes(str(tmp_path / "codes"))
+    expected = frames_to_codes(load_image_tokenizer(tokenizer_dir), videos).numpy()
+    np.testing.assert_array_equal(np.asarray(codes["codes"]), expected)
+    assert codes["text"] == [clips[i]["text"] for i in order]

@@ -17,17 +17,25 @@ The sources are those of training (a `--video_folder`, a `--dataset_name`, or Sh
 `s, s + num_shards, ...` and is written by process `s % num_processes`; only that process decodes them, one
 shard in memory at a time, so more shards means less memory per process. Every frame of every clip is encoded,
 so one codes data set serves both layouts and any number of key frames.
+
+A `--dataset_name` too large for one disk is read with `--streaming`: every process streams its own part
+(`split_dataset_by_node`) and writes a shard every `--rows_per_shard` clips, so neither the videos nor more than one
+shard of them are ever stored; only the codes are (one int32 per 4x4 pixels or more: 1/12 of the RGB bytes at most).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import datasets
 import numpy as np
+from datasets.distributed import split_dataset_by_node
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
@@ -42,10 +50,11 @@ from ..data.codes import (
     count_rows,
     encode_clips,
     shard_file_name,
+    shard_paths,
     write_codes_shard,
 )
+from ..data.video_folders import FOLDER_FORMATS, resize_and_center_crop
 from ..image_tokenizer import image_tokenizer_fingerprint
-from ..data.video_folders import FOLDER_FORMATS
 from ..validation import check_int
 from .arguments import DataArguments
 from .sharding import ShardingError, check_process_count
@@ -90,11 +99,25 @@ class EncodeArguments:
     num_frames: int = field(default=16, metadata={"help": "Frames per clip (at least 3)."})
     frame_stride: int = field(default=1, metadata={"help": "Take every N-th frame."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Encode only the first N videos."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "--dataset_name: stream the videos (a 🤗 IterableDataset; each process reads its own part, "
+            "split_dataset_by_node) instead of downloading the data set, and write a shard every "
+            "--rows_per_shard clips as they come; --num_shards does not apply."
+        },
+    )
+    rows_per_shard: int = field(default=1024, metadata={"help": "--streaming: clips per Parquet shard."})
 
     def __post_init__(self) -> None:
         check_int("--num_shards", self.num_shards, 1, optional=True)
         check_int("--encode_batch_size", self.encode_batch_size, 1)
         check_int("--num_frames", self.num_frames, 3)
+        check_int("--rows_per_shard", self.rows_per_shard, 1)
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming streams a --dataset_name (a Hub or local 🤗 data set of videos).")
+        if self.streaming and self.num_shards is not None:
+            raise ValueError("--num_shards does not apply with --streaming (see --rows_per_shard).")
         self.data_arguments()  # the source arguments are checked as training checks them
 
     def data_arguments(self) -> DataArguments:
@@ -147,11 +170,14 @@ def encode(args: EncodeArguments) -> CodesInfo:
 
     features = codes_features(args.num_frames, layout.code_grid_size)
     vq.to(state.device).eval()
-    mine = list(range(state.process_index, num_shards, state.num_processes))
-    logger.info(
-        f"Process {state.process_index} of {state.num_processes}: shard(s) {mine} of {num_shards} into "
-        f"{output_dir / DATA_FOLDER}"
-    )
+    mine = [] if args.streaming else list(range(state.process_index, num_shards, state.num_processes))
+    if args.streaming:
+        num_shards = _encode_stream(args, vq, layout, state, output_dir / DATA_FOLDER, features)
+    else:
+        logger.info(
+            f"Process {state.process_index} of {state.num_processes}: shard(s) {mine} of {num_shards} into "
+            f"{output_dir / DATA_FOLDER}"
+        )
     for shard in mine:
         videos = load_videos(data_args, layout.image_size, shard=(shard, num_shards), cache=False)
         codes = np.empty((len(videos), args.num_frames, layout.code_grid_size, layout.code_grid_size), np.int32)
@@ -186,6 +212,66 @@ def encode(args: EncodeArguments) -> CodesInfo:
         logger.info(f"{info.num_rows} clip(s) encoded into {num_shards} shard(s) in {output_dir}")
     state.wait_for_everyone()
     return info
+
+
+def _encode_stream(
+    args: EncodeArguments, vq: Any, layout: Any, state: PartialState, folder: Path, features: datasets.Features
+) -> int:
+    """
+    `--streaming`: this process's part of the streamed `--dataset_name`, encoded and written every
+    `--rows_per_shard` clips; then the main process names all shards `train-i-of-N` (process by process, in order).
+    Returns N.
+    """
+    from .train import TrainingSetupError, _video_frames
+
+    stream = datasets.load_dataset(
+        args.dataset_name, args.dataset_config_name, split=args.dataset_split, streaming=True
+    )
+    for argument, column in (("video_column", args.video_column), ("text_column", args.text_column)):
+        if stream.column_names is not None and column not in stream.column_names:
+            raise TrainingSetupError(
+                f"--{argument} {column!r} is not a column of {args.dataset_name} (columns: {stream.column_names})."
+            )
+    if args.max_train_samples is not None:
+        stream = stream.take(args.max_train_samples)
+    if state.num_processes > 1:
+        stream = split_dataset_by_node(stream, rank=state.process_index, world_size=state.num_processes)
+    logger.info(
+        f"Process {state.process_index} of {state.num_processes}: streaming its part of {args.dataset_name} into "
+        f"{folder}, {args.rows_per_shard} clips per shard"
+    )
+    clips: list[np.ndarray] = []
+    texts: list[str] = []
+    written = skipped = 0
+
+    def flush() -> None:
+        nonlocal written
+        path = folder / f".stream-{state.process_index:05d}-{written:05d}.parquet"
+        write_codes_shard(encode_clips(vq, np.stack(clips), args.encode_batch_size), texts, path, features)
+        written += 1
+        clips.clear()
+        texts.clear()
+
+    for row in tqdm(stream, desc="Encoding (streamed)", unit="clip", disable=not state.is_local_main_process):
+        frames = _video_frames(row[args.video_column], args.num_frames, args.frame_stride)
+        if frames is None:
+            skipped += 1
+            continue
+        clips.append(resize_and_center_crop(frames, layout.image_size))
+        texts.append(str(row[args.text_column]))
+        if len(clips) == args.rows_per_shard:
+            flush()
+    if clips:
+        flush()
+    if skipped:
+        logger.warning(f"{skipped} video(s) have fewer than {args.num_frames} frames (stride {args.frame_stride}): skipped")
+    state.wait_for_everyone()
+    if state.is_main_process:
+        parts = sorted(folder.glob(".stream-*.parquet"))
+        for index, part in enumerate(parts):
+            os.replace(part, folder / shard_file_name(index, len(parts)))
+    state.wait_for_everyone()
+    return len(shard_paths(folder.parent))
 
 
 def _describe_source(args: EncodeArguments) -> str:
