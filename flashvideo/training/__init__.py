@@ -7,6 +7,9 @@ python -m flashvideo.training --stage tokenizer --output_dir ckpt
 python -m flashvideo.training --stage keyframe --output_dir ckpt
 python -m flashvideo.training --stage interpolation --output_dir ckpt
 accelerate launch --multi_gpu --num_processes 4 -m flashvideo.training --stage keyframe --output_dir ckpt
+accelerate launch --use_fsdp --fsdp_version 2 --num_processes 4 -m flashvideo.training --stage keyframe ...
+python -m flashvideo.training.encode --processor_name_or_path ckpt --video_folder videos --output_dir codes
+python -m flashvideo.training --stage keyframe --codes_dataset codes --streaming --output_dir ckpt
 ```
 
 See `docs/training.md`.

@@ -6,6 +6,8 @@ interpolation model.
     python -m flashvideo.training --stage keyframe      --output_dir ckpt ...
     python -m flashvideo.training --stage interpolation --output_dir ckpt ...
     accelerate launch --multi_gpu --num_processes 4 -m flashvideo.training --stage keyframe --output_dir ckpt
+    accelerate launch --use_fsdp --fsdp_version 2 ... -m flashvideo.training ...        # sharded: training.sharding
+    python -m flashvideo.training --stage keyframe --codes_dataset codes [--streaming] ...  # training.encode, .streaming
 
 After the three stages `ckpt` is a complete pipeline checkpoint
 (`FlashVideoPipeline.from_pretrained("ckpt")`).
