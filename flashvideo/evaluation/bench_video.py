@@ -327,7 +327,7 @@ def speed_up_decomposition(timings: list[VideoTiming]) -> list[str]:
         a_label, c_label = flashvideo.split()[0], llama.split()[0]  # "(a)", "(c*)", …
         lines.append(
             f"- {a_label} vs {c_label}: {a.model_calls} calls against {c.model_calls}, {fewer:.2f}× fewer; "
-            f"{a.median_seconds / a.model_calls * 1e3:.2f} ms per call (batched calls and image decoding "
+            f"{a.median_seconds / a.model_calls * 1e3:.2f} ms per call (batched calls and the sampler's work "
             f"included) against {c.median_seconds / c.model_calls * 1e3:.2f} ms, {cheaper:.2f}× cheaper; "
             f"together {fewer * cheaper:.2f}×. The paper's {PAPER_SPEED_UP}× would take calls "
             f"{PAPER_SPEED_UP / fewer:.2f}× cheaper than {c_label}'s at this call count."
