@@ -723,17 +723,24 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         forward_mode: ForwardMode,
         output_hidden_states: bool,
         output_final_states: bool = True,
+        fused: bool = False,
     ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None]:
         """Every layer and the final norm, on tensors only (no cache object), so that it can be compiled.
 
         Returns the hidden states, each layer's final state (None unless `output_final_states`: without a cache,
         e.g. in training, nothing needs them) and its keys and values, log γ, and the hidden states of every layer
-        when asked."""
+        when asked. `fused`: as one function over the layers' weights (`fused_layers.py`) instead of through the
+        modules, where `_fused_path_applies`."""
         compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
         length = hidden_states.shape[1]
         # The parallel form's decay factors depend on the block length only: computed once here for every layer.
         block_length = {"parallel": length, "chunkwise": min(length, self.config.chunk_size)}.get(forward_mode)
         retention_positions = self.positions(positions, compute_dtype, block_length)
+        if fused:
+            hidden_states, states, keys_and_values = fused_decoder_layers(
+                self._fused_decoder, hidden_states, retention_positions, padding_mask, past_states, output_final_states
+            )
+            return hidden_states, states, keys_and_values, retention_positions.log_decay, None
         all_hidden_states = () if output_hidden_states else None
         states, keys_and_values = [], []
         for layer, past_state in zip(self.layers, past_states):
@@ -754,26 +761,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             all_hidden_states += (hidden_states,)
         return hidden_states, states, keys_and_values, retention_positions.log_decay, all_hidden_states
 
-    def _run_fused_layers(
-        self,
-        hidden_states: torch.Tensor,
-        positions: torch.Tensor,
-        padding_mask: torch.Tensor | None,
-        past_states: list[torch.Tensor | None],
-        forward_mode: ForwardMode,
-        output_hidden_states: bool,
-        output_final_states: bool = True,
-    ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, None]:
-        """`_run_layers` for inference, as one function over the layers' weights (`fused_layers.py`)."""
-        block_length = hidden_states.shape[1] if forward_mode == "parallel" else None
-        retention_positions = self.positions(positions, hidden_states.dtype, block_length)
-        hidden_states, states, keys_and_values = fused_decoder_layers(
-            self._fused_decoder, hidden_states, retention_positions, padding_mask, past_states, output_final_states
-        )
-        return hidden_states, states, keys_and_values, retention_positions.log_decay, None
-
     def _fused_path_applies(self, forward_mode: ForwardMode, output_hidden_states: bool, dtype: torch.dtype) -> bool:
-        """Whether this call may run `_run_fused_layers`: inference in float32/float64 in the recurrent or parallel
+        """Whether this call may run the layers fused (`_run_layers(fused=True)`): inference in float32/float64 in the recurrent or parallel
         form, the layers still plain FlashVideo layers without hooks (see `fused_layers.FusedDecoder`)."""
         if (
             not self.fused_inference
@@ -931,17 +920,17 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             cache.get_state(layer_idx) if cache is not None else None
             for layer_idx in range(self.config.num_hidden_layers)
         ]
-        run_layers = self._run_layers
+        run_layers, fused = self._run_layers, False
         compiled_shape = (forward_mode == "recurrent" and length == 1) or (
             forward_mode == "parallel" and length in self._compiled_call_lengths and cache is not None
         )
         if self._compiled_run_layers is not None and compiled_shape and not self.training:
             run_layers = self._compiled_run_layers
-        elif self._fused_path_applies(forward_mode, bool(output_hidden_states), inputs_embeds.dtype):
-            run_layers = self._run_fused_layers
+        else:
+            fused = self._fused_path_applies(forward_mode, bool(output_hidden_states), inputs_embeds.dtype)
         hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
             inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states),
-            cache is not None,
+            cache is not None, fused,
         )  # fmt: skip
         if cache is not None:
             cache.update(states, keys_and_values, log_decay, places, length)
