@@ -17,7 +17,8 @@ from accelerate.state import AcceleratorState
 from test_training import datasets_cache, fresh_accelerate_state, lm_args, tokenizer_dir  # noqa: F401 (fixtures)
 
 from flashvideo.training import main, parse_args, train
-from flashvideo.training.train import TRAINING_STATE_NAME, TrainingSetupError, checkpoint_dirs, resolve_checkpoint
+from flashvideo.training.checkpointing import TRAINING_STATE_NAME, checkpoint_dirs, resolve_checkpoint
+from flashvideo.training.errors import TrainingSetupError
 
 
 RUN = "--max_steps 4 --save_steps 2 --report_to none --processor_name_or_path"

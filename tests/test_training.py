@@ -9,6 +9,8 @@ Everything runs for real on tiny models: Shapes clips resized to 16 px, a 16 px 
 
 import importlib
 import json
+import logging
+import math
 import os
 import shutil
 import signal
@@ -30,13 +32,15 @@ from safetensors.torch import load_file
 import flashvideo
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoPipeline, FlashVideoProcessor
 from flashvideo.data.shapes import shapes_dataset
-from flashvideo.data.tokenized import drop_prompts
+from flashvideo.data.splits import held_out_split
+from flashvideo.data.tokenized import drop_prompts, tokenize_video_dataset
 from flashvideo.data.video_folders import resize_and_center_crop
 from flashvideo.image_tokenizer import load_image_tokenizer
 from flashvideo.training import DataArguments, main, parse_args, train
-from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs, load_videos
+from flashvideo.data.video_frames import load_videos
+from flashvideo.training.checkpointing import TRAINING_STATE_NAME, checkpoint_dirs
 
-train_module = importlib.import_module("flashvideo.training.train")  # the module, not the `train` function
+stages_module = importlib.import_module("flashvideo.training.stages")  # where the key-frame stage calls drop_prompts
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +172,7 @@ def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkey
     retuned = tmp_path / "retuned"
     seen = []
     monkeypatch.setattr(
-        train_module, "drop_prompts", lambda *args: seen.append(drop_prompts(*args)) or seen[-1], raising=True
+        stages_module, "drop_prompts", lambda *args: seen.append(drop_prompts(*args)) or seen[-1], raising=True
     )
     argv = lm_args(
         "keyframe", retuned,
@@ -198,6 +202,51 @@ def test_three_stages_give_a_pipeline_checkpoint(tokenizer_dir, tmp_path, monkey
     out = pipe("a red circle moving right", num_frames=16, key_frame_spacing=5, generator=generator)
     assert out.frames.shape == (1, 16, 16, 16, 3) and out.frames.dtype == np.uint8
     assert out.stats.key_frames.frames == 4 and out.stats.interpolation.frames == 12
+
+
+def test_keyframe_and_interpolation_stages_report_a_held_out_loss(tokenizer_dir, tmp_path, caplog):
+    """--validation_split_percentage holds clips out of training; the loss on their samples is logged every
+    --eval_steps (eval/loss) and written into train_results, and it is the final model's loss on those samples."""
+    output_dir = tmp_path / "held_out"
+    shutil.copytree(tokenizer_dir, output_dir)
+    flags = "--max_steps 4 --eval_steps 2 --validation_split_percentage 25 --report_to tensorboard"
+    with caplog.at_level(logging.INFO, logger="flashvideo"):
+        assert main(lm_args("keyframe", output_dir, flags)) == 0
+    assert "12 keyframe samples" in caplog.text and "4 held out for eval/loss" in caplog.text  # 25% of 16 clips
+    results = json.loads((output_dir / "train_results_keyframe.json").read_text())
+    assert results["eval/num_samples"] == 4 and math.isfinite(results["eval/loss"]) and results["eval/loss"] > 0
+    eval_losses = scalars(output_dir / "runs" / "keyframe", "eval/loss")  # steps 2 and 4 (the final one)
+    assert len(eval_losses) == 2 and eval_losses[-1] == pytest.approx(results["eval/loss"])
+    # Evaluating leaves training as it is: evaluated at every step, the run ends with the same weights.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    every_step = tmp_path / "every_step"
+    shutil.copytree(tokenizer_dir, every_step)
+    assert main(lm_args("keyframe", every_step, flags.replace("--eval_steps 2", "--eval_steps 1"))) == 0
+    weights, again = load_file(output_dir / "model.safetensors"), load_file(every_step / "model.safetensors")
+    assert all(torch.equal(weights[name], again[name]) for name in weights)
+    assert len(scalars(every_step / "runs" / "keyframe", "eval/loss")) == 4
+
+    # The held-out clips are those held_out_split draws with --data_seed, and eval/loss is the saved model's mean
+    # loss on their samples.
+    processor = FlashVideoProcessor.from_pretrained(output_dir)
+    videos = load_videos(DataArguments(num_clips=16, data_seed=0), image_size=16)
+    _, held_out_videos = held_out_split(videos, 25, 256, seed=0)
+    held_out = tokenize_video_dataset(
+        held_out_videos, processor, image_tokenizer=load_image_tokenizer(output_dir), sample_kind="keyframe"
+    )
+    model = FlashVideoForCausalLM.from_pretrained(output_dir).eval()
+    with torch.no_grad():
+        losses = [
+            model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+            for ids, labels in zip(held_out["input_ids"], held_out["labels"])
+        ]
+    assert results["eval/loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+    # The interpolation stage: the 3 windows of each of the 4 held-out clips.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(lm_args("interpolation", output_dir, "--max_steps 2 --validation_split_percentage 25")) == 0
+    results = json.loads((output_dir / "train_results_interpolation.json").read_text())
+    assert results["eval/num_samples"] == 12 and math.isfinite(results["eval/loss"])
 
 
 # -------------------------------------------------------------------------------------------- data parallel

@@ -27,7 +27,7 @@ from test_training import TOKENIZER, datasets_cache, lm_args, subprocess_env, to
 
 from flashvideo.training import main
 from flashvideo.cli import main as cli_main
-from flashvideo.training.train import TRAINING_STATE_NAME, checkpoint_dirs
+from flashvideo.training.checkpointing import TRAINING_STATE_NAME, checkpoint_dirs
 
 FSDP = """
     --use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP

@@ -12,7 +12,11 @@ python -m flashvideo.training.encode --processor_name_or_path ckpt --video_folde
 python -m flashvideo.training --stage keyframe --codes_dataset codes --streaming --output_dir ckpt
 ```
 
-See `docs/training.md`.
+Modules, one job each: `train` (the loop, top to bottom, and `main`), `stages` (what differs between the stages:
+data, model, loss, final artefacts), `checkpointing` (saving, picking, checking and restoring training states),
+`held_out` (the held-out validation loss), `arguments`, `codebook` (VQ dead-code restarts), `sharding` (FSDP),
+`streaming` (`--streaming`), `encode` (videos to a codes data set). The videos themselves come from
+`flashvideo.data` (`video_frames`, `splits`). See `docs/training.md`.
 """
 
 from .arguments import DataArguments, FlashVideoTrainingArguments, ModelArguments, build_parser, parse_args

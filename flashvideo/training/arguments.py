@@ -251,8 +251,9 @@ class DataArguments:
     data_seed: int = field(
         default=0,
         metadata={
-            "help": "Shapes: the seed that generates the clips (not the shuffling seed, which is --seed; "
-            "unlike transformers' TrainingArguments.data_seed)."
+            "help": "Shapes: the seed that generates the clips; every source: the seed that picks the held-out "
+            "clips (--validation_split_percentage). Not the shuffling seed, which is --seed (unlike "
+            "transformers' TrainingArguments.data_seed)."
         },
     )
     speed_range: list[float] | None = field(
@@ -331,6 +332,19 @@ class DataArguments:
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N videos (quick runs and debugging)."}
     )
+    validation_split_percentage: float = field(
+        default=5.0,
+        metadata={
+            "help": "Key-frame / interpolation stages: the percentage of the clips held out from training, picked "
+            "with --data_seed, whose loss is reported as eval/loss every --eval_steps and at the end. Rounded "
+            "down (5 of fewer than 20 clips holds none out), at most --max_eval_samples clips; 0: none. Not with "
+            "--streaming."
+        },
+    )
+    max_eval_samples: int | None = field(
+        default=256,
+        metadata={"help": "The most clips --validation_split_percentage holds out (unset: no limit)."},
+    )
     num_frames: int = field(
         default=16, metadata={"help": "Frames per clip (Shapes, video folders, Hub videos)."}
     )
@@ -391,6 +405,10 @@ class DataArguments:
             except ValueError:
                 _fail("speed_range", "must be two numbers LOW HIGH with 0 < LOW <= HIGH (px/frame)", self.speed_range)
         _check_int(self, "max_train_samples", 1, optional=True)
+        check_number("--validation_split_percentage", self.validation_split_percentage, 0, 100)
+        if self.validation_split_percentage == 100:
+            _fail("validation_split_percentage", "must be below 100 (some clips must be left to train on)", 100)
+        _check_int(self, "max_eval_samples", 1, optional=True)
         _check_int(self, "num_frames", 2)
         _check_int(self, "frame_stride", 1)
         _check_int(self, "num_key_frames", 1)
@@ -454,6 +472,13 @@ class FlashVideoTrainingArguments:
         metadata={"help": "Keep at most N training states per stage (oldest deleted first; unset: all)."},
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    eval_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Key-frame / interpolation stages: compute the held-out loss (eval/loss) every N optimizer steps "
+            "and at the end. Default: --save_steps (one evaluation is a forward pass over the held-out clips)."
+        },
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={
@@ -496,6 +521,7 @@ class FlashVideoTrainingArguments:
         for name in ("warmup_steps", "seed", "dataloader_num_workers"):
             _check_int(self, name, 0)
         _check_int(self, "save_total_limit", 1, optional=True)
+        _check_int(self, "eval_steps", 1, optional=True)
         _check_float(self, "learning_rate", 0.0, strict=True)
         for name in ("weight_decay", "max_grad_norm", "adam_epsilon"):
             _check_float(self, name, 0.0)
@@ -588,8 +614,15 @@ def arguments_to_dict(*arguments: object) -> dict[str, object]:
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "save_steps", "save_total_limit",
     "logging_steps", "report_to", "dataloader_num_workers", "preprocessing_num_workers", "tokenize_batch_size",
-    "psnr_num_frames", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "psnr_num_frames", "seed", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_steps",
 })  # fmt: skip
+
+
+# Arguments added after checkpoints started recording identities, with the value that a checkpoint without them
+# implies: how flashvideo behaved before them (it held no clip out). `max_eval_samples` only bounds what
+# `validation_split_percentage` holds out, so its absence agrees with any value.
+IDENTITY_BEFORE_ARGUMENT: dict[str, object] = {"validation_split_percentage": 0.0}
+IDENTITY_IRRELEVANT_WHEN_ABSENT = frozenset({"max_eval_samples"})
 
 
 def run_identity(*arguments: object) -> dict[str, object]:
@@ -599,10 +632,14 @@ def run_identity(*arguments: object) -> dict[str, object]:
 
 
 def first_identity_difference(saved: dict[str, object], current: dict[str, object]) -> str | None:
-    """`--name: A in the checkpoint, B now` for the first argument that differs, or None when they all agree."""
+    """`--name: A in the checkpoint, B now` for the first argument that differs, or None when they all agree.
+    A checkpoint saved before an argument existed stands for its `IDENTITY_BEFORE_ARGUMENT` value."""
     for name in [*current, *(name for name in saved if name not in current)]:
-        if saved.get(name) != current.get(name):
-            return f"--{name}: {saved.get(name)!r} in the checkpoint, {current.get(name)!r} now"
+        if name not in saved and name in IDENTITY_IRRELEVANT_WHEN_ABSENT:
+            continue
+        before = saved.get(name, IDENTITY_BEFORE_ARGUMENT.get(name))
+        if before != current.get(name):
+            return f"--{name}: {before!r} in the checkpoint, {current.get(name)!r} now"
     return None
 
 

@@ -54,9 +54,11 @@ from ..data.codes import (
     write_codes_shard,
 )
 from ..data.video_folders import FOLDER_FORMATS, resize_and_center_crop
+from ..data.video_frames import video_frames
 from ..image_tokenizer import image_tokenizer_fingerprint
 from ..validation import check_int
 from .arguments import DataArguments
+from .errors import TrainingSetupError
 from .sharding import ShardingError, check_process_count
 
 logger = hf_logging.get_logger(__name__)
@@ -141,7 +143,7 @@ def encode(args: EncodeArguments) -> CodesInfo:
         >>> info.num_rows  # doctest: +SKIP
         128
     """
-    from .train import TrainingSetupError, load_processor, load_videos, load_vq, resolve_model_source
+    from .stages import load_processor, load_vq, resolve_model_source, training_videos
 
     # ACCELERATE_USE_CPU=true (the launcher's CPU processes, gloo) as `Accelerator()` reads it.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
@@ -179,7 +181,7 @@ def encode(args: EncodeArguments) -> CodesInfo:
             f"{output_dir / DATA_FOLDER}"
         )
     for shard in mine:
-        videos = load_videos(data_args, layout.image_size, shard=(shard, num_shards), cache=False)
+        videos = training_videos(data_args, layout.image_size, shard=(shard, num_shards), cache=False)
         codes = np.empty((len(videos), args.num_frames, layout.code_grid_size, layout.code_grid_size), np.int32)
         per_step = max(1, args.encode_batch_size // args.num_frames)  # clips per image-tokenizer call
         for start in tqdm(
@@ -222,8 +224,6 @@ def _encode_stream(
     `--rows_per_shard` clips; then the main process names all shards `train-i-of-N` (process by process, in order).
     Returns N.
     """
-    from .train import TrainingSetupError, _video_frames
-
     stream = datasets.load_dataset(
         args.dataset_name, args.dataset_config_name, split=args.dataset_split, streaming=True
     )
@@ -253,7 +253,7 @@ def _encode_stream(
         texts.clear()
 
     for row in tqdm(stream, desc="Encoding (streamed)", unit="clip", disable=not state.is_local_main_process):
-        frames = _video_frames(row[args.video_column], args.num_frames, args.frame_stride)
+        frames = video_frames(row[args.video_column], args.num_frames, args.frame_stride)
         if frames is None:
             skipped += 1
             continue
@@ -285,8 +285,6 @@ def _describe_source(args: EncodeArguments) -> str:
 def main(argv: list[str] | None = None) -> int:
     """`python -m flashvideo.training.encode` (also under `accelerate launch`): 0 on success, 2 on bad arguments,
     1 on a setup problem."""
-    from .train import TrainingSetupError
-
     parser = HfArgumentParser(EncodeArguments, allow_abbrev=False)
     parser.prog = "python -m flashvideo.training.encode"
     parser.description = "Encode videos once into a 🤗 data set of VQ codes (Parquet shards) for --codes_dataset."
