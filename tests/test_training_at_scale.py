@@ -132,6 +132,26 @@ def test_fsdp_on_two_cpu_processes_matches_ddp_and_resumes(tokenizer_dir, tmp_pa
     assert max_difference(load_file(tmp_path / "resumed" / "model.safetensors"), fsdp) == 0
 
 
+@pytest.mark.slow
+def test_held_out_loss_on_two_processes_ddp_and_fsdp_matches_one_process(tokenizer_dir, tmp_path, datasets_cache):
+    """3 held-out clips on 2 processes, 1 per batch: process 0 evaluates 2 samples, process 1 one sample and a
+    pass that counts nothing (FSDP gathers parameters in every pass). eval/loss is the 1-process value."""
+    flags = "--max_steps 2 --eval_steps 1 --validation_split_percentage 20 --processor_name_or_path"
+
+    def results(name):
+        return json.loads((tmp_path / name / "train_results_keyframe.json").read_text())
+
+    for name, launcher in (("ddp", ["--multi_gpu"]), ("fsdp", FSDP)):
+        argv = lm_args("keyframe", tmp_path / name, f"--per_device_train_batch_size 1 {flags}", tokenizer_dir)
+        assert "eval loss=" in launch(datasets_cache, *launcher, training_argv=argv)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(lm_args("keyframe", tmp_path / "one", f"--per_device_train_batch_size 2 {flags}", tokenizer_dir)) == 0
+    one = results("one")
+    assert one["eval/num_samples"] == 3 and results("ddp")["eval/num_samples"] == 3
+    for name in ("ddp", "fsdp"):
+        assert results(name)["eval/loss"] == pytest.approx(one["eval/loss"], rel=1e-5), name
+
+
 def test_tokenizer_stage_under_fsdp_and_lone_processes_are_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     assert main([*TOKENIZER, "--max_steps", "1", "--output_dir", str(tmp_path / "tok")]) == 1
