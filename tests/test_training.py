@@ -102,6 +102,25 @@ def scalars(run_dir, tag):
     return [event.value for event in accumulator.Scalars(tag)]
 
 
+def sigkill_after_first_checkpoint(command, env, log_path, stage_checkpoints, kill=None) -> subprocess.Popen:
+    """Run `command` until its first checkpoint appears under `stage_checkpoints` (240 s at most), then SIGKILL it
+    (`kill(pid)`; default: the process itself) as the OOM killer or a preempted node would; the finished process."""
+    kill = kill or (lambda pid: os.kill(pid, signal.SIGKILL))
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        try:
+            while not checkpoint_dirs(stage_checkpoints):
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint appeared"
+                time.sleep(0.02)
+        finally:
+            if process.poll() is None:  # also when an assertion failed: do not leave it running
+                kill(process.pid)
+            process.wait(timeout=60)
+    return process
+
+
 def subprocess_env(datasets_cache, **extra):
     return {
         **os.environ,
@@ -358,24 +377,10 @@ def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tokenizer_dir, 
 
     killed_dir = tmp_path / "killed"
     stage_checkpoints = killed_dir / "checkpoints" / "keyframe"
-    with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flashvideo.training", *argv(killed_dir)],
-            env=subprocess_env(datasets_cache),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 240
-        try:
-            while not checkpoint_dirs(stage_checkpoints):
-                assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no checkpoint appeared"
-                time.sleep(0.02)
-            os.kill(process.pid, signal.SIGKILL)
-        finally:
-            if process.poll() is None:  # an assertion failed: do not leave it running
-                process.kill()
-            process.wait(timeout=60)
+    process = sigkill_after_first_checkpoint(
+        [sys.executable, "-m", "flashvideo.training", *argv(killed_dir)], subprocess_env(datasets_cache),
+        tmp_path / "killed.log", stage_checkpoints,
+    )  # fmt: skip
     assert process.returncode == -signal.SIGKILL
     assert not (killed_dir / "model.safetensors").exists()  # it died mid-training
     steps = [step for step, _ in checkpoint_dirs(stage_checkpoints)]

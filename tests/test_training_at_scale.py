@@ -9,13 +9,11 @@ test_training.py configuration), video files written here.
 
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
@@ -23,7 +21,14 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
-from test_training import TOKENIZER, datasets_cache, lm_args, subprocess_env, tokenizer_dir  # noqa: F401
+from test_training import (  # noqa: F401
+    TOKENIZER,
+    datasets_cache,
+    lm_args,
+    sigkill_after_first_checkpoint,
+    subprocess_env,
+    tokenizer_dir,
+)
 
 from flashvideo.training import main
 from flashvideo.cli import main as cli_main
@@ -278,24 +283,11 @@ def test_streaming_two_processes_sigkill_then_resume_matches_an_uninterrupted_ru
     killed_dir = tmp_path / "killed"
     stage_checkpoints = killed_dir / "checkpoints" / "keyframe"
     command = [*launch_command("--multi_gpu"), *map(str, argv(killed_dir))]
-    with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(
-            command,
-            env=subprocess_env(datasets_cache, ACCELERATE_USE_CPU="true"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 240
-        try:
-            while not checkpoint_dirs(stage_checkpoints):
-                assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no checkpoint appeared"
-                time.sleep(0.02)
-        finally:
-            # The launcher and both training processes (each in a session of its own) at once, as the OOM killer
-            # or a preempted node would.
-            kill_process_tree(process.pid)
-            process.wait(timeout=60)
+    # The launcher and both training processes (each in a session of its own) at once.
+    process = sigkill_after_first_checkpoint(
+        command, subprocess_env(datasets_cache, ACCELERATE_USE_CPU="true"), tmp_path / "killed.log",
+        stage_checkpoints, kill=kill_process_tree,
+    )  # fmt: skip
     assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert not (killed_dir / "model.safetensors").exists()  # it died mid-training
     steps = [step for step, _ in checkpoint_dirs(stage_checkpoints)]

@@ -25,7 +25,6 @@ shard of them are ever stored; only the codes are (one int32 per 4x4 pixels or m
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -58,7 +57,7 @@ from ..data.video_frames import video_frames
 from ..image_tokenizer import image_tokenizer_fingerprint
 from ..validation import check_int
 from .arguments import DataArguments
-from .errors import TrainingSetupError
+from .errors import TrainingSetupError, run_command
 from .sharding import ShardingError, check_process_count
 
 logger = hf_logging.get_logger(__name__)
@@ -288,22 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(EncodeArguments, allow_abbrev=False)
     parser.prog = "python -m flashvideo.training.encode"
     parser.description = "Encode videos once into a 🤗 data set of VQ codes (Parquet shards) for --codes_dataset."
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except ValueError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    return run_command(
+        parser.prog,
+        lambda: parser.parse_args_into_dataclasses(args=argv)[0],
+        encode,
+        setup_errors=(TrainingSetupError, ValueError, FileNotFoundError),
     )
-    try:
-        encode(args)
-    except (TrainingSetupError, ValueError, FileNotFoundError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
 
 
 __all__ = ["EncodeArguments", "encode", "main"]

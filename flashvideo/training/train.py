@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +75,7 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .errors import TrainingSetupError
+from .errors import TrainingSetupError, run_command
 from .held_out import held_out_loss
 from .stages import Stage, setup_lm_stage, setup_tokenizer_stage
 from .streaming import StreamingBatches
@@ -363,23 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     `flashvideo train`). Returns the exit status: 0 on success, 2 on bad arguments, 1 on a setup problem (e.g.
     no processor yet).
     """
-    prog = build_parser().prog
-    try:
-        model_args, data_args, training_args = parse_args(argv)
-    except SystemExit as exit_:  # argparse already printed the usage and the error (or the help)
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except ValueError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
-    )
-    try:
-        train(model_args, data_args, training_args)
-    except TrainingSetupError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(build_parser().prog, lambda: parse_args(argv), lambda arguments: train(*arguments))
 
 
 # `flashvideo.training.train` keeps the public names it had before the split; they live where their job is.
