@@ -231,7 +231,7 @@ def test_encode_once_writes_a_sharded_codes_dataset_that_training_reuses(
 
     # Samples cut from the codes are those cut from the videos (same frames, same layout), for both stages.
     for kind, extra in (("keyframe", {"num_key_frames": 4}), ("interpolation", {"interpolation_frames": 4})):
-        from_codes = codes_to_samples(codes, processor, layout=kind, **extra)
+        from_codes = codes_to_samples(codes, processor, sample_kind=kind, **extra)
         from_videos = tokenize_video_dataset(
             videos.select(order), processor, image_tokenizer=vq, sample_kind=kind, **extra
         )

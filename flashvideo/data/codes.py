@@ -21,7 +21,7 @@ Example:
 ```python
 >>> from flashvideo.data.codes import load_codes, codes_to_samples
 >>> codes = load_codes("codes")                                  # a datasets.Dataset
->>> train = codes_to_samples(codes, processor, layout="keyframe", num_key_frames=4)
+>>> train = codes_to_samples(codes, processor, sample_kind="keyframe", num_key_frames=4)
 >>> train.column_names
 ['input_ids', 'labels']
 ```
@@ -209,7 +209,7 @@ class _CodesToSamples:
         output: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
         for codes, text in zip(batch["codes"], batch["text"]):
             codes = torch.as_tensor(np.asarray(codes, dtype=np.int64))
-            frames = self.tokenize._plan(codes)  # the frames this layout uses, as for videos
+            frames = self.tokenize._plan(codes)  # the frames this sample kind uses, as for videos
             for sample in self.tokenize._samples(str(text), codes[frames]):
                 output["input_ids"].append(sample["input_ids"])
                 output["labels"].append(sample["labels"])
@@ -220,7 +220,7 @@ def codes_to_samples(
     codes: datasets.Dataset | datasets.IterableDataset,
     processor: Any,
     *,
-    layout: str = "keyframe",
+    sample_kind: str = "keyframe",
     num_key_frames: int = 4,
     interpolation_frames: int | None = None,
     label_key_frames: bool = True,
@@ -233,18 +233,19 @@ def codes_to_samples(
     `IterableDataset` (a lazy map).
 
     Example:
-        >>> train = codes_to_samples(load_codes("codes"), processor, layout="interpolation", interpolation_frames=4)  # doctest: +SKIP
+        >>> codes = load_codes("codes")  # doctest: +SKIP
+        >>> train = codes_to_samples(codes, processor, sample_kind="interpolation", interpolation_frames=4)  # doctest: +SKIP
     """
-    if layout not in SAMPLE_KINDS:
-        raise ValueError(f"layout must be one of {SAMPLE_KINDS}, got {layout!r}.")
-    if layout == "keyframe":
+    if sample_kind not in SAMPLE_KINDS:
+        raise ValueError(f"sample_kind must be one of {SAMPLE_KINDS}, got {sample_kind!r}.")
+    if sample_kind == "keyframe":
         interpolation_frames = None
     elif interpolation_frames is None:
-        raise ValueError("interpolation_frames is required for layout='interpolation'.")
+        raise ValueError("interpolation_frames is required for sample_kind='interpolation'.")
     else:
         num_key_frames = None
     tokenize = _TokenizeVideos(
-        processor, layout, num_key_frames, interpolation_frames, "codes", "text", label_key_frames, None
+        processor, sample_kind, num_key_frames, interpolation_frames, "codes", "text", label_key_frames, None
     )
     function = _CodesToSamples(tokenize)
     columns = list(codes.column_names or ["codes", "text"])
@@ -255,7 +256,7 @@ def codes_to_samples(
             "flashvideo.codes_to_samples/1",
             codes._fingerprint,
             processor.fingerprint(),
-            layout,
+            sample_kind,
             num_key_frames,
             interpolation_frames,
             label_key_frames,
@@ -273,7 +274,7 @@ def codes_to_samples(
             }
         ),
         new_fingerprint=fingerprint,
-        desc=f"Cutting {layout} samples from codes",
+        desc=f"Cutting {sample_kind} samples from codes",
     ).with_format(None)
 
 

@@ -609,8 +609,8 @@ def arguments_to_dict(*arguments: object) -> dict[str, object]:
 
 # Arguments that may change between a run and its resumption (where files go, how long and how often, how it
 # is logged, how many workers); every other argument is part of the run's identity, recorded in its checkpoints.
-# The data layout (seed, batch size, accumulation) may change too: resuming then only warns that the data order
-# is not the interrupted run's.
+# The batching and order settings (seed, batch size, accumulation) may change too: resuming then only warns that
+# the data order is not the interrupted run's.
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "save_steps", "save_total_limit",
     "logging_steps", "report_to", "dataloader_num_workers", "preprocessing_num_workers", "tokenize_batch_size",

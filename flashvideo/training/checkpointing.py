@@ -276,7 +276,8 @@ def read_training_state(
     checkpoint: Path, stage: str, accelerator: Accelerator, args: FlashVideoTrainingArguments
 ) -> TrainingProgress:
     """The `TrainingProgress` in `checkpoint`'s training_state.json; refuses another stage's, warns when the batch
-    layout or seed differ (the data order after resuming is then not the interrupted run's)."""
+    settings (batch size, accumulation) or seed differ (the data order after resuming is then not the interrupted
+    run's)."""
     with open(checkpoint / TRAINING_STATE_NAME, encoding="utf-8") as handle:
         state = json.load(handle)
     if state.get("stage") != stage:

@@ -16,7 +16,7 @@ The sources are those of training (a `--video_folder`, a `--dataset_name`, or Sh
 (`--num_frames`, `--frame_stride`, the processor's frame size). Shard `s` of `--num_shards` holds the videos
 `s, s + num_shards, ...` and is written by process `s % num_processes`; only that process decodes them, one
 shard in memory at a time, so more shards means less memory per process. Every frame of every clip is encoded,
-so one codes data set serves both layouts and any number of key frames.
+so one codes data set serves both sample kinds (key frames, interpolation) and any number of key frames.
 
 A `--dataset_name` too large for one disk is read with `--streaming`: every process streams its own part
 (`split_dataset_by_node`) and writes a shard every `--rows_per_shard` clips, so neither the videos nor more than one

@@ -498,7 +498,7 @@ def samples_from_codes(
                 else codes_to_samples(
                     part,
                     processor,
-                    layout=stage_name,
+                    sample_kind=stage_name,
                     num_key_frames=data_args.num_key_frames,
                     interpolation_frames=data_args.interpolation_frames,
                     label_key_frames=data_args.label_key_frames,
