@@ -1,10 +1,13 @@
-"""Data sets for FlashVideo: the procedural Shapes set, real video folders, and their tokenized forms.
+"""Data sets for FlashVideo: the procedural Shapes set, real video folders, their tokenized forms, data sets of VQ codes
+encoded once (`load_codes`, `codes_to_samples`), held-out splits and the collator.
 
 Example:
     >>> from flashvideo.data import shapes_dataset, load_video_folder
     >>> ds = shapes_dataset(8, seed=0)  # doctest: +SKIP
 """
 
+from .codes import CodesInfo, codes_to_samples, load_codes
+from .collate import pad_batch
 from .shapes import (
     COLORS,
     DIRECTIONS,
@@ -17,9 +20,17 @@ from .shapes import (
     shapes_dataset,
 )
 from .tokenized import interpolation_windows, keyframe_indices, tokenize_video_dataset
+from .splits import held_out_split
 from .video_folders import LoadReport, load_video_folder
+from .video_frames import load_videos
 
 __all__ = [
+    "CodesInfo",
+    "codes_to_samples",
+    "held_out_split",
+    "load_codes",
+    "load_videos",
+    "pad_batch",
     "COLORS",
     "DIRECTIONS",
     "SHAPES",
