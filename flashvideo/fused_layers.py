@@ -76,15 +76,17 @@ class FusedDecoder:
         )  # fmt: skip
         self.split_sizes = (2 * config.hidden_size, config.value_dim, config.value_dim)  # [q; k], v, gate
         self.eps = config.rms_norm_eps
-        # (a module's `_modules` or `_parameters` dict, a name, the object expected under it): what `matches` reads.
-        self._expected: list[tuple[dict, str, object]] = [(model._modules, "layers", model.layers)]
+        # (id of a module's `_modules` or `_parameters` dict, a name) -> (that dict, the name, the object expected
+        # under it): what `matches` reads, each entry once (the paths to the layers' parameters share first steps).
+        self._expected: dict[tuple[int, str], tuple[dict, str, object]] = {}
+        _expect(self._expected, model._modules, "layers", model.layers)
         self._modules: list[nn.Module] = [model, model.layers, model.norm]
         expected_types = {
             (): FlashVideoDecoderLayer, ("retention",): FlashVideoMultiScaleRetention, ("ffn",): FlashVideoGLU,
         }  # fmt: skip
         self.layers: list[FusedLayerWeights] = []
         for index, layer in enumerate(model.layers):
-            self._expected.append((model.layers._modules, str(index), layer))
+            _expect(self._expected, model.layers._modules, str(index), layer)
             for path, expected_type in expected_types.items():
                 module = _submodule(layer, path, self._expected)
                 if type(module) is not expected_type:
@@ -95,20 +97,17 @@ class FusedDecoder:
                 if type(module) not in (nn.Linear, type(model.norm)):
                     raise TypeError(f"layer {index}: {'.'.join(path)} is a {type(module).__name__}")
                 parameters.append(module._parameters[name])
-                self._expected.append((module._parameters, name, module._parameters[name]))
+                _expect(self._expected, module._parameters, name, module._parameters[name])
             self.layers.append(FusedLayerWeights(*parameters))
         # The feed-forward's activation module (`ACT2FN[hidden_act]`), called as a plain function for silu: the module
         # call around it would cost more than the operator.
         activations = [_submodule(layer, ("ffn", "act_fn"), self._expected) for layer in model.layers]
-        self.activation = activations[0].forward if activations else None
-        if isinstance(activations[0] if activations else None, (nn.SiLU, type(ACT2FN["silu"]))):
-            self.activation = nn.functional.silu
+        first = activations[0] if activations else None
+        is_silu = isinstance(first, (nn.SiLU, type(ACT2FN["silu"])))
+        self.activation = nn.functional.silu if is_silu else getattr(first, "forward", None)
         self._modules += [module for layer in model.layers for module in layer.modules()]
         self.norm = model.norm.weight
-        self._expected.append((model.norm._parameters, "weight", self.norm))
-        # Each entry once (the paths above share their first steps): `matches` runs on every call.
-        unique = {(id(container), name): (container, name, expected) for container, name, expected in self._expected}
-        self._expected = list(unique.values())
+        _expect(self._expected, model.norm._parameters, "weight", self.norm)
         self._eps_tensor: torch.Tensor | None = None
 
     @classmethod
@@ -122,9 +121,9 @@ class FusedDecoder:
 
     def matches(self, model: FlashVideoModel) -> bool:
         """Whether `model` still holds exactly these modules and parameters (none replaced or reassigned)."""
-        if self._expected[0][0] is not model._modules:  # a copy of the model carries a copy of its decoder
+        if (id(model._modules), "layers") not in self._expected:  # a copy of the model carries a copy of its decoder
             return False
-        return all(container.get(name) is expected for container, name, expected in self._expected)
+        return all(container.get(name) is expected for container, name, expected in self._expected.values())
 
     def hooked(self) -> bool:
         """Whether any of these modules has a forward hook (then the modules must be called, for the hooks to run)."""
@@ -141,12 +140,17 @@ class FusedDecoder:
         return eps
 
 
-def _submodule(layer: nn.Module, path: tuple[str, ...], expected: list[tuple[dict, str, object]]) -> nn.Module:
-    """`layer.a.b` for path ("a", "b"), recording every step in `expected`."""
+def _expect(expected: dict, container: dict, name: str, value: object) -> None:
+    """Record that `container[name]` must stay `value` (once per container and name)."""
+    expected[(id(container), name)] = (container, name, value)
+
+
+def _submodule(layer: nn.Module, path: tuple[str, ...], expected: dict) -> nn.Module:
+    """`layer.a.b` for path ("a", "b"), recording every step in `expected` (see `_expect`)."""
     module = layer
     for name in path:
         child = module._modules[name]
-        expected.append((module._modules, name, child))
+        _expect(expected, module._modules, name, child)
         module = child
     return module
 

@@ -762,8 +762,9 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         return hidden_states, states, keys_and_values, retention_positions.log_decay, all_hidden_states
 
     def _fused_path_applies(self, forward_mode: ForwardMode, output_hidden_states: bool, dtype: torch.dtype) -> bool:
-        """Whether this call may run the layers fused (`_run_layers(fused=True)`): inference in float32/float64 in the recurrent or parallel
-        form, the layers still plain FlashVideo layers without hooks (see `fused_layers.FusedDecoder`)."""
+        """Whether this call may run the layers fused (`_run_layers(fused=True)`): inference in float32/float64 in
+        the recurrent or parallel form, the layers still plain FlashVideo layers without hooks (see
+        `fused_layers.FusedDecoder`)."""
         if (
             not self.fused_inference
             or self.training
