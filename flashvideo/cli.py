@@ -5,6 +5,7 @@ flashvideo train --stage keyframe --output_dir runs/shapes ...   # same as `pyth
 flashvideo bench decode                                          # speed benchmarks → benchmarks/
 flashvideo push runs/shapes --repo-id ORG/NAME [--private] [--eval-results eval/eval_results.json]
 flashvideo demo                                                  # what `make demo` runs
+flashvideo draft-table runs/shapes                               # the draft table for speculative decoding
 
 Each subcommand registers itself: its `_add_*` function builds its parser and names the function that runs it
 (`set_defaults(func=...)`), and `build_parser` calls the functions listed in `SUBCOMMANDS`. A new subcommand is one
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from .checkpoint_files import check_local_or_repo_id
 from .hub import add_push_parser, run_push
-from .validation import check_number
+from .validation import check_int, check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -257,13 +258,60 @@ def _add_encode(subparsers) -> None:
     )
 
 
+def _add_draft_table(subparsers) -> None:
+    table = subparsers.add_parser(
+        "draft-table",
+        help="fit a checkpoint's draft table for speculative decoding (draft_table.safetensors) on Shapes clips",
+        description="Count, over Shapes clips encoded by the checkpoint's image tokenizer, the commonest code of a "
+        "cell given the codes above and left of it and the cell a few frames earlier, and write the table into the "
+        "checkpoint, where the pipeline drafts from it (draft_source='code_table'). Drafts never change what is "
+        "sampled, only how many codes a model call accepts.",
+    )
+    table.add_argument("checkpoint", help=f"checkpoint directory ({DEFAULT!r}: the shipped one)")
+    table.add_argument("--num-clips", type=int, default=2048, help="Shapes clips to count over (default 2048)")
+    table.add_argument("--seed", type=int, default=31, help="their data seed (default 31)")
+    table.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16)")
+    table.add_argument(
+        "--gaps", type=int, nargs="+", default=[1, 5],
+        help="frames back to the reference cell, one table each (default 1 5: inserted frames, key frames 5 apart)",
+    )  # fmt: skip
+    table.add_argument("--output-dir", type=Path, default=None, help="where the file goes (default the checkpoint)")
+    table.set_defaults(func=_run_draft_table)
+
+
+def _run_draft_table(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import FlashVideoConfig, default_checkpoint
+    from .data.shapes import shapes_dataset
+    from .draft_table import CodeDraftTable
+    from .image_tokenizer import frames_to_codes, load_image_tokenizer
+
+    check_int("--num-clips", args.num_clips, 1)
+    check_int("--seed", args.seed, 0)
+    check_int("--num-frames", args.num_frames, 2)
+    for gap in args.gaps:
+        check_int("--gaps", gap, 1, args.num_frames - 1, why=" (--num-frames - 1)")
+    checkpoint = Path(default_checkpoint()) if args.checkpoint == DEFAULT else Path(args.checkpoint)
+    if not checkpoint.is_dir():
+        raise ValueError(f"checkpoint must be a checkpoint directory, got {str(checkpoint)!r}.")
+    config = FlashVideoConfig.from_pretrained(checkpoint)
+    videos = shapes_dataset(args.num_clips, seed=args.seed, num_frames=args.num_frames, image_size=config.image_size)
+    with torch.no_grad():
+        codes = frames_to_codes(load_image_tokenizer(checkpoint), videos[:]["video"], batch_size=64)
+    table = CodeDraftTable.fit(codes.cpu().numpy(), config.image_vocab_size, args.gaps)
+    path = table.save_pretrained(args.output_dir or checkpoint)
+    sys.stdout.write(f"wrote {path}: {table}\n")
+    return 0
+
+
 def _add_push(subparsers) -> None:
     add_push_parser(subparsers).set_defaults(func=_run_push)
 
 
 # The subcommands, in `flashvideo --help` order; each `_add_*` builds its parser and registers its `func`.
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_generate, _add_train, _add_encode, _add_eval, _add_bench, _add_demo, _add_push,
+    _add_generate, _add_train, _add_encode, _add_eval, _add_bench, _add_demo, _add_draft_table, _add_push,
 )  # fmt: skip
 
 

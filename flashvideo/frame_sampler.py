@@ -26,6 +26,7 @@ from transformers.generation import (
     TopPLogitsWarper,
 )
 
+from .draft_table import CodeDraftTable
 from .modeling_flashvideo import FlashVideoForCausalLM, RetNetCache
 from .speculative import verify_drafts
 
@@ -68,6 +69,7 @@ def build_logits_processor(
 
 
 ROW_ABOVE = "row_above"
+CODE_TABLE = "code_table"
 
 
 def add_drafts(tallies: dict[str, list[int]], source: str, drafted: int, accepted: int) -> None:
@@ -147,6 +149,7 @@ class FrameSampler:
         num_draft_tokens: int = 0,
         lockstep: bool = False,
         static_windows: bool = False,
+        draft_table: CodeDraftTable | None = None,
     ):
         self.model = model
         self.logits_processor = logits_processor
@@ -159,6 +162,10 @@ class FrameSampler:
         # included), padded: one shape for a compiled model (`FlashVideoPipeline.compile_recurrent_step`).
         self.static_windows = static_windows and num_draft_tokens > 0
         self.grid = model.config.code_grid_size
+        # Drafts looked up from the codes around each cell (`draft_table.py`) before falling back to the reference
+        # cell or the row above; None: those alone.
+        self.draft_table = draft_table
+        self.image_start = model.config.image_token_range[0]
         self.counts = TokenCounts()
         # Created on the first call (the batch size comes with it); each holds a cache made by the model itself, so
         # that it is always the model's own RetNetCache class (a checkpoint loaded with trust_remote_code brings its
@@ -223,13 +230,15 @@ class FrameSampler:
 
     def _window(
         self, tokens: list[int], decided: int, fixed_ids: list[int] | None, fixed_mask: list[bool] | None,
-        reference: list[int] | None,
+        reference: list[int] | None, reference_gap: int | None = None,
     ) -> tuple[list[int], list[bool]]:  # fmt: skip
         """One row's window from its first undecided position: `(tokens, is_draft)`.
 
         A window holds every fixed position and up to `num_draft_tokens` drafts (static windows: at most that many
-        positions in all); without drafts, the run of fixed positions only. Drafts: `reference` at the same cell, or
-        (None) the row above — the last decided token in the frame's first row, none for the frame's first token.
+        positions in all); without drafts, the run of fixed positions only. Drafts: the draft table's code for the
+        cell's neighbours (above, left, and `reference` at the same cell, `reference_gap` frames back), where there
+        is a table and it knows them; else `reference` at the same cell, or (None) the row above — the last decided
+        token in the frame's first row, none for the frame's first token.
         """
         window, is_draft, drafts = [], [], 0
         for position in range(decided, len(tokens)):
@@ -239,14 +248,8 @@ class FrameSampler:
             else:
                 if drafts == self.num_draft_tokens:
                     break
-                if reference is not None:
-                    draft = reference[position]
-                elif position >= self.grid:  # the row above: decided, or drafted earlier in this window
-                    above = position - self.grid
-                    draft = tokens[above] if above < decided else window[above - decided]
-                elif decided > 0:
-                    draft = tokens[decided - 1]
-                else:
+                draft = self._draft(tokens, decided, window, position, reference, reference_gap)
+                if draft is None:
                     break
                 window.append(draft)
                 is_draft.append(True)
@@ -254,6 +257,31 @@ class FrameSampler:
             if self.static_windows and len(window) == self.num_draft_tokens:
                 break
         return window, is_draft
+
+    def _draft(
+        self, tokens: list[int], decided: int, window: list[int], position: int, reference: list[int] | None,
+        reference_gap: int | None,
+    ) -> int | None:  # fmt: skip
+        """The draft for `position` (see `_window`), from what is decided or already in this window; None for a
+        frame's first token without a reference."""
+        grid = self.grid
+
+        def known(place: int) -> int:
+            return tokens[place] if place < decided else window[place - decided]
+
+        if self.draft_table is not None and position >= grid and position % grid:
+            start = self.image_start
+            code = self.draft_table.draft(
+                None if reference is None else reference[position] - start,
+                known(position - grid) - start, known(position - 1) - start, reference_gap,
+            )  # fmt: skip
+            if code is not None:
+                return code + start
+        if reference is not None:
+            return reference[position]
+        if position >= grid:
+            return known(position - grid)  # the row above
+        return tokens[decided - 1] if decided > 0 else None
 
     def _distributions(self, windows: list[list[int]], width: int, active: list[bool]) -> torch.Tensor:
         """One call per stream; the processed scores `[batch, width + 1, image codes]` of window positions 0 … width,
@@ -276,6 +304,7 @@ class FrameSampler:
         fixed_mask: torch.BoolTensor | None = None,
         reference: torch.LongTensor | None = None,
         draft_source: str | None = None,
+        reference_gap: int | None = None,
     ) -> torch.LongTensor:
         """Feed `prefix` `[batch, P]` (e.g. `[text][SN_i]`; with guidance the unconditional stream is fed
         `unconditional_prefix`), then decide a frame of `num_tokens` image tokens. Returns the ids
@@ -283,7 +312,9 @@ class FrameSampler:
 
         Where `fixed_mask` `[batch, num_tokens]` is True the token is `fixed_ids`'s, fed and never sampled. Drafts come
         from `reference` `[batch, num_tokens]` (a frame already known; counted under `draft_source`) or, when None,
-        from the row above. The frame's last decided token may still be waiting to be fed: it rides in the next call.
+        from the row above, through the sampler's draft table where it has one (`reference_gap`: frames between
+        `reference` and this frame, for the table). The frame's last decided token may still be waiting to be fed:
+        it rides in the next call.
         """
         batch, device = prefix.shape[0], self.model.device
         self._start(batch)
@@ -300,13 +331,15 @@ class FrameSampler:
         fixed_rows = [None] * batch if fixed_ids is None else fixed_ids.tolist()
         references = [None] * batch if reference is None else reference.tolist()
         source = draft_source or (ROW_ABOVE if reference is None else "reference")
-        image_start = self.model.config.image_token_range[0]
+        if self.draft_table is not None:
+            source = f"{CODE_TABLE}+{source}"
+        image_start = self.image_start
         tokens = [[0] * num_tokens for _ in range(batch)]
         decided = [0] * batch
         while any(done < num_tokens for done in decided):
             active = [done < num_tokens for done in decided]
             windows, drafted = zip(*(
-                self._window(row, done, ids, mask, ref) if on else ([], [])
+                self._window(row, done, ids, mask, ref, reference_gap) if on else ([], [])
                 for row, done, ids, mask, ref, on in zip(tokens, decided, fixed_rows, fixed_masks, references, active)
             ))  # fmt: skip
             width = self.num_draft_tokens if self.static_windows else max(len(window) for window in windows)

@@ -24,7 +24,8 @@ from diffusers import VQModel
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.utils import logging
 
-from .frame_sampler import ROW_ABOVE, FrameSampler, TokenCounts, add_drafts, build_logits_processor
+from .draft_table import CodeDraftTable
+from .frame_sampler import CODE_TABLE, ROW_ABOVE, FrameSampler, TokenCounts, add_drafts, build_logits_processor
 from .hub import push_pipeline
 from .image_tokenizer import (
     IMAGE_TOKENIZER_SUBFOLDER,
@@ -47,8 +48,11 @@ KEY_FRAME_MODEL = "key_frame_model"
 OUTPUT_TYPES = ("np", "pil", "latent")  # "latent": the image codes, not decoded (as diffusers' pipelines name it)
 # Where drafts come from: "previous_frame" drafts key frame j from key frame j - 1 and an inserted frame from the
 # frame before it in time (A for the first), the first key frame from its own row above; "row_above" always from
-# the row above inside the frame being sampled.
-DRAFT_SOURCES = ("previous_frame", "row_above")
+# the row above inside the frame being sampled; "code_table" looks each cell up in the pipeline's draft table (the
+# commonest code given the codes above and left of it and the cell in the previous frame, `draft_table.py`), falling
+# back to "previous_frame" where the table has not seen them. The default (None) is "code_table" where the pipeline
+# has a draft table, else "previous_frame".
+DRAFT_SOURCES = (CODE_TABLE, "previous_frame", "row_above")
 # Drafts per verify call. Chosen by measurement on the shipped checkpoint (1 thread, 16-frame clips, 2 seeds): a
 # single prompt 2.76 / 2.39 / 2.42 / 2.60 / 2.92 s for 2 / 4 / 6 / 8 / 16 drafts (plain decoding 3.59 s); 8 prompts
 # at once 12.6 / 12.8 / 12.8 / 15.4 / 18.3 s (plain 12.8 s), where a call's compute, not its overhead, dominates.
@@ -255,6 +259,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         vqvae: VQModel | None = None,
         interpolation_model: FlashVideoForCausalLM | str | None = None,
         show_progress: bool = True,
+        draft_table: CodeDraftTable | None = None,
         **kwargs,
     ):
         if processor is None or vqvae is None:
@@ -281,6 +286,12 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
                 f"The image tokenizer (vqvae) has {codebook_size} codes but the model samples from "
                 f"image_vocab_size={model.config.image_vocab_size}; they must match."
             )
+        if draft_table is not None and draft_table.vocab_size != model.config.image_vocab_size:
+            raise ValueError(
+                f"draft_table was fitted for {draft_table.vocab_size} image codes, but the model samples from "
+                f"image_vocab_size={model.config.image_vocab_size}; fit one for this image tokenizer."
+            )
+        self.draft_table = draft_table
         self.interpolation_model = interpolation_model  # `_sanitize_parameters` reads its config from __init__ on
         self.show_progress = show_progress
         self.compiled_num_draft_tokens: int | None = None  # set by `compile_recurrent_step`
@@ -297,14 +308,16 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, device: str | torch.device | None = None,
         interpolation_model: FlashVideoForCausalLM | str | None = None, model: FlashVideoForCausalLM | None = None,
-        **kwargs,
+        draft_table: CodeDraftTable | None = None, **kwargs,
     ) -> "FlashVideoPipeline":  # fmt: skip
         """Load the models, the VQ model and the processor from a checkpoint directory or a Hub repo id (offline
         from the cache), and build the pipeline.
 
         The interpolation model comes from the checkpoint's `interpolation/` unless `interpolation_model` is given
         (`KEY_FRAME_MODEL`: the key-frame model interpolates); a checkpoint without one is refused, naming the file.
-        `model`: a key-frame model already loaded from this checkpoint (what `pipeline()` passes). Keyword arguments
+        `model`: a key-frame model already loaded from this checkpoint (what `pipeline()` passes). The draft table
+        for speculative decoding comes from the checkpoint's `draft_table.safetensors` when it has one (none: drafts
+        from the previous frame) unless `draft_table` is given. Keyword arguments
         of the pipeline (`task`, `dtype`, `show_progress`, `batch_size`, call defaults such as `num_frames`) go to
         it; the rest (`revision`, `cache_dir`, `token`, …) to `huggingface_hub.snapshot_download`.
 
@@ -329,9 +342,11 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             interpolation_model = model
         processor = FlashVideoProcessor.from_pretrained(path)
         vqvae = load_image_tokenizer(path)
+        if draft_table is None:
+            draft_table = CodeDraftTable.from_pretrained(path, vocab_size=model.config.image_vocab_size)
         return cls(
             model=model, processor=processor, vqvae=vqvae, interpolation_model=interpolation_model,
-            device=device if device is not None else model.device, **pipeline_kwargs,
+            device=device if device is not None else model.device, draft_table=draft_table, **pipeline_kwargs,
         )  # fmt: skip
 
     def compile_recurrent_step(
@@ -373,6 +388,8 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             # Always written (the key-frame model again when it also interpolates), so that loading never guesses.
             self.interpolation_model.save_pretrained(Path(save_directory) / INTERPOLATION_SUBFOLDER, **kwargs)
             self.vqvae.save_pretrained(Path(save_directory) / IMAGE_TOKENIZER_SUBFOLDER, safe_serialization=True)
+            if self.draft_table is not None:
+                self.draft_table.save_pretrained(save_directory)
         finally:
             for config, attributes in before:
                 vars(config).clear()
@@ -449,9 +466,12 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
                 `num_draft_tokens` drafted codes, and the output is exactly the model's distribution (greedy: exactly
                 greedy decoding's tokens). False: one call per sampled token, as plain decoding.
             num_draft_tokens: drafts verified per call, in [1, tokens_per_frame] (default `DEFAULT_NUM_DRAFT_TOKENS`).
-            draft_source: where drafts come from, one of `DRAFT_SOURCES`: "previous_frame" (the same grid cell of the
-                previous key frame, of the previous frame of an interpolation pair, and the row above in the first key
-                frame) or "row_above" (the row above inside the frame).
+            draft_source: where drafts come from, one of `DRAFT_SOURCES`: "code_table" (the pipeline's draft table:
+                the commonest code given the cell's neighbours above and left and the cell in the previous frame,
+                else as "previous_frame"), "previous_frame" (the same grid cell of the previous key frame, of the
+                previous frame of an interpolation pair, and the row above in the first key frame) or "row_above"
+                (the row above inside the frame). None (the default): "code_table" where the pipeline has a draft
+                table (`pipe.draft_table`), else "previous_frame".
             lockstep: advance every batch row by the least accepted (True) instead of each by its own (False).
             recursive_spacings: interpolate again, level after level: after the first interpolation, each entry s
                 inserts s - 1 frames between every adjacent pair of frames, all pairs of a level in one batch (e.g.
@@ -519,7 +539,13 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             )
         check_bool("speculative", speculative)
         check_int("num_draft_tokens", num_draft_tokens, 1, self.model.config.tokens_per_frame, why=" (tokens_per_frame)")
-        check_choice("draft_source", draft_source, DRAFT_SOURCES)
+        check_choice("draft_source", draft_source, (None, *DRAFT_SOURCES))
+        if draft_source == CODE_TABLE and self.draft_table is None:
+            raise ValueError(
+                "draft_source='code_table' needs a draft table, and this pipeline has none (its checkpoint has no "
+                "draft_table.safetensors): build one with `flashvideo draft-table`, or use draft_source="
+                "'previous_frame'."
+            )
         check_bool("lockstep", lockstep)
         check_number("inherit_ratio", inherit_ratio, 0, 1)
         check_int("unstable_radius", unstable_radius, 0, self.model.config.code_grid_size, why=" (code_grid_size)")
@@ -631,15 +657,24 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
         do_sample: bool | None = None, generator: torch.Generator | None = None, guidance_scale: float = 1.0,
         speculative: bool = True, num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS, lockstep: bool = False,
+        draft_source: str | None = None,
     ) -> FrameSampler:  # fmt: skip
-        """A sampler for `model`; what the call leaves at None comes from `model.generation_config`."""
+        """A sampler for `model`; what the call leaves at None comes from `model.generation_config`. It drafts
+        through the pipeline's draft table when `draft_source` resolves to "code_table"."""
         temperature, top_k, top_p, do_sample = self._sampling_settings(model, temperature, top_k, top_p, do_sample)
         processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
         return FrameSampler(
             model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale,
             num_draft_tokens=num_draft_tokens if speculative else 0, lockstep=lockstep,
             static_windows=speculative and num_draft_tokens == self.compiled_num_draft_tokens,
+            draft_table=self.draft_table if self._draft_source(draft_source) == CODE_TABLE else None,
         )  # fmt: skip
+
+    def _draft_source(self, draft_source: str | None) -> str:
+        """The call's draft source; None: "code_table" where the pipeline has a draft table, else "previous_frame"."""
+        if draft_source is not None:
+            return draft_source
+        return CODE_TABLE if self.draft_table is not None else "previous_frame"
 
     def _guidance_scale(self, guidance_scale: float | None) -> float:
         """The call's guidance scale, else the key-frame model's `generation_config.guidance_scale`, else 1 (off);
@@ -702,7 +737,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
     def generate_key_frames(
         self, prompts: list[str] | list[list[int]], num_key_frames: int, first_frame_codes: torch.Tensor | None = None,
         stats: GenerationStats | None = None, progress: FrameProgress | None = None,
-        guidance_scale: float | None = None, negative_prompt: str | None = None, draft_source: str = "previous_frame",
+        guidance_scale: float | None = None, negative_prompt: str | None = None, draft_source: str | None = None,
         first_frame_mask: torch.Tensor | None = None, time_stride: int = 1, **sampling,
     ) -> torch.Tensor:  # fmt: skip
         """Key-frame codes `[batch, num_key_frames, grid, grid]`: `[text][SN_i]` fed, frame i sampled (with guidance,
@@ -721,7 +756,10 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         stats = stats or GenerationStats()
         started = time.perf_counter()
         text_ids = [self.processor.text_ids(text) for text in prompts]
-        sampler = self._sampler(self.model, guidance_scale=self._guidance_scale(guidance_scale), **sampling)
+        draft_source = self._draft_source(draft_source)
+        sampler = self._sampler(
+            self.model, guidance_scale=self._guidance_scale(guidance_scale), draft_source=draft_source, **sampling
+        )
         negative_ids = self.processor.encode_text(negative_prompt) if negative_prompt else []
         tokens_per_frame = self.model.config.tokens_per_frame
         fixed_ids = fixed_mask = None
@@ -737,13 +775,13 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
                 serial = self.processor.layout.serial_token_id(number)
                 unconditional = torch.tensor([negative_ids + [serial]] * len(text_ids))
             given = (fixed_ids, fixed_mask) if number == 1 else (None, None)  # the first frame is fed, not sampled
-            if draft_source == "previous_frame" and frames:
+            if draft_source != ROW_ABOVE and frames:
                 reference, source = self._to_ids(frames[-1]), "previous_key_frame"
             else:
                 reference, source = None, ROW_ABOVE
             ids = sampler.sample_frame(
                 prefix, tokens_per_frame, unconditional_prefix=unconditional, fixed_ids=given[0],
-                fixed_mask=given[1], reference=reference, draft_source=source,
+                fixed_mask=given[1], reference=reference, draft_source=source, reference_gap=time_stride,
             )  # fmt: skip
             frames.append(self._to_codes(ids))
             if progress is not None:
@@ -755,7 +793,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
     def interpolate(
         self, prompts: list[str] | list[list[int]], key_frames: torch.Tensor, num_inserted: int,
         stats: GenerationStats | None = None, progress: FrameProgress | None = None, redundant_free: bool = False,
-        inherit_ratio: float = 0.2, unstable_radius: int = 1, draft_source: str = "previous_frame",
+        inherit_ratio: float = 0.2, unstable_radius: int = 1, draft_source: str | None = None,
         time_stride: int = 1, **sampling,
     ) -> torch.Tensor:  # fmt: skip
         """Insert `num_inserted` frames between each adjacent pair of `key_frames` (codes `[batch, K, grid, grid]`).
@@ -780,7 +818,8 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             )
             fixed_ids, fixed_mask = ids_a, classes.inheritable.flatten(1)
 
-        sampler = self._sampler(self.interpolation_model, **sampling)
+        draft_source = self._draft_source(draft_source)
+        sampler = self._sampler(self.interpolation_model, draft_source=draft_source, **sampling)
         offsets = self.processor.interpolation_time_offsets(num_inserted)  # generation order A, B, F_2 … → time
         inserted: list[torch.Tensor] = []  # ids [pairs of all prompts, tokens] per inserted frame
         for number in range(2, num_inserted + 2):
@@ -791,12 +830,12 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
                 ]
             else:
                 prefix = [self.processor.keyframe_prefix(ids, number) for ids in pair_ids]
-            use_previous = draft_source == "previous_frame"
+            use_previous = draft_source != ROW_ABOVE
             inserted.append(
                 sampler.sample_frame(
                     torch.tensor(prefix), tokens_per_frame, fixed_ids=fixed_ids, fixed_mask=fixed_mask,
                     reference=(inserted[-1] if inserted else ids_a) if use_previous else None,
-                    draft_source="previous_frame" if use_previous else ROW_ABOVE,
+                    draft_source="previous_frame" if use_previous else ROW_ABOVE, reference_gap=time_stride,
                 )  # fmt: skip
             )
             if progress is not None:
@@ -820,7 +859,7 @@ CALL_DEFAULTS = dict(
     num_frames=16, key_frame_spacing=5, interpolate=True, redundant_free=True, inherit_ratio=0.2, unstable_radius=1,
     temperature=None, top_k=None, top_p=None, do_sample=None, guidance_scale=None, negative_prompt=None,
     generator=None, first_frame=None, output_type="np", callback=None, speculative=True,
-    num_draft_tokens=DEFAULT_NUM_DRAFT_TOKENS, draft_source="previous_frame", lockstep=False, recursive_spacings=(),
+    num_draft_tokens=DEFAULT_NUM_DRAFT_TOKENS, draft_source=None, lockstep=False, recursive_spacings=(),
 )  # fmt: skip
 FORWARD_DEFAULTS = {key: value for key, value in CALL_DEFAULTS.items() if key not in ("first_frame", "output_type")}
 # What `from_pretrained` passes on to `__init__` rather than to the Hub client.

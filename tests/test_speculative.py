@@ -11,6 +11,7 @@ from scipy.stats import chisquare
 
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, FlashVideoPipeline
 from flashvideo import speculative
+from flashvideo.draft_table import CodeDraftTable
 from flashvideo.frame_sampler import FrameSampler, build_logits_processor
 
 from test_pipeline import PROMPT, FeedRecorder
@@ -46,7 +47,11 @@ GREEDY_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GREEDY_CASES))
-@pytest.mark.parametrize("options", [dict(), dict(lockstep=True), dict(num_draft_tokens=3, draft_source="row_above")])
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(lockstep=True), dict(num_draft_tokens=3, draft_source="row_above"), dict(draft_source="code_table")],
+    ids=["default", "lockstep", "row above", "code table"],
+)
 def test_greedy_speculative_clip_is_token_identical_to_plain_decoding(float64_pipeline, case, options):
     arguments = dict(GREEDY_CASES[case], do_sample=False)
     arguments.setdefault("key_frame_spacing", 5)
@@ -64,6 +69,14 @@ def test_greedy_speculative_clip_is_token_identical_to_plain_decoding(float64_pi
         )  # fmt: skip
         float64_pipeline.postprocess = hook
         clips[speculative_on] = (torch.cat(codes), (out[0] if isinstance(out, list) else out).stats)
+        if not speculative_on and options.get("draft_source") == "code_table":
+            # A table fitted on the plain clip with 30% of its codes replaced at random: drafts right and wrong.
+            fitted = clips[False][0].clone()
+            noise = torch.Generator().manual_seed(5)
+            replaced = torch.rand(fitted.shape, generator=noise) < 0.3
+            fitted[replaced] = torch.randint(0, 60, (int(replaced.sum()),), generator=noise)
+            gaps = (1, 5) if fitted.shape[1] > 5 else (1,)
+            float64_pipeline.draft_table = CodeDraftTable.fit(fitted, 60, gaps)
     (plain, plain_stats), (fast, fast_stats) = clips[False], clips[True]
     assert torch.equal(fast, plain)
     stages = ("key_frames", "interpolation")
