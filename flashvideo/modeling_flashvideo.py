@@ -76,7 +76,10 @@ class RetNetCache(Cache):
     at any position inside them (S_a = γ^a S_0 + Σ_{m<a} γ^(a−1−m) k_mᵀ v_m per head, see
     `retention.retention_state_at`). `crop(-n)` removes the last n tokens, as transformers' assisted decoding asks;
     `rewind(kept)` keeps the first `kept[b]` tokens of the last call per row, after which rows stand at different
-    positions (`row_positions`), which the model then follows.
+    positions (`row_positions`), which the model then follows. A multi-token call in the parallel form (a speculative
+    verify call) leaves its final states to the cache: `rewind` computes the states at the kept prefix straight from
+    the record, and anything that reads the states (`states`, `get_state`, the next call…) computes the full-length
+    ones on first read, exactly as the call would have.
 
     Example:
 
@@ -99,7 +102,11 @@ class RetNetCache(Cache):
             raise ValueError(f"max_rollback_tokens must be >= 0, got {max_rollback_tokens}.")
         self.num_layers = num_layers
         self.max_rollback_tokens = max_rollback_tokens
-        self.states: list[torch.Tensor | None] = [None] * num_layers
+        self._states: list[torch.Tensor | None] = [None] * num_layers
+        # The last call when its final states were not computed (a multi-token parallel-form call: the sampler's
+        # verify calls, after which `rewind` usually computes the states at the kept prefix instead); reading
+        # `states` computes them from this record. None: `_states` holds the states.
+        self._deferred: RetNetCallRecord | None = None
         # [batch] place of the last token in its frame (see FlashVideoCodePositions); None without code positions.
         self.frame_places: torch.Tensor | None = None
         # [batch] position of each row's next token once rows have advanced by different amounts; None: all at
@@ -124,12 +131,31 @@ class RetNetCache(Cache):
         return self._seen_tokens > 0
 
     @property
+    def states(self) -> list[torch.Tensor | None]:
+        """Each layer's state `[batch, heads, d_k, d_v]` (None before the first call); after a multi-token call whose
+        final states were deferred, computed here from the call's record on first read."""
+        if self._deferred is not None:
+            record = self._deferred
+            self._states = retention_states_at(
+                record.keys, record.values, record.log_decay, record.length, record.states
+            )
+            self._deferred = None
+        return self._states
+
+    @states.setter
+    def states(self, states: list[torch.Tensor | None]) -> None:
+        self._states = states
+        self._deferred = None
+
+    @property
     def batch_size(self) -> int:
-        return next((state.shape[0] for state in self.states if state is not None), -1)
+        if self._deferred is not None and self._deferred.keys:  # known without computing the deferred states
+            return self._deferred.keys[0].shape[0]
+        return next((state.shape[0] for state in self._states if state is not None), -1)
 
     @property
     def is_initialized(self) -> bool:
-        return all(state is not None for state in self.states)
+        return self._deferred is not None or all(state is not None for state in self._states)
 
     @property
     def is_croppable(self) -> bool:
@@ -171,21 +197,34 @@ class RetNetCache(Cache):
 
     def update(
         self,
-        states: list[torch.Tensor],
+        states: list[torch.Tensor] | None,
         keys_and_values: list[tuple[torch.Tensor, torch.Tensor]],
         log_decay: torch.Tensor,
         places: torch.Tensor | None,
         length: int,
     ) -> None:
-        """Take the states after a call of `length` tokens, and record what rolling back into it needs."""
-        self.records.append(
-            RetNetCallRecord(
-                seen_tokens=self._seen_tokens, length=length, states=self.states,
-                keys=[kv[0] for kv in keys_and_values], values=[kv[1] for kv in keys_and_values],
-                log_decay=log_decay, row_positions=self.row_positions, frame_places=self.frame_places, places=places,
-            )  # fmt: skip
-        )
-        self.states = list(states)
+        """Take the states after a call of `length` tokens, and record what rolling back into it needs.
+
+        `states` None: the call did not compute its final states; they are computed from its record when first
+        read (`states`), or at the kept prefix by `rewind`, which then never needs the full-length ones.
+
+        Example:
+
+        ```python
+        >>> cache.update(None, keys_and_values, log_decay, places, length=5)  # deferred final states
+        >>> cache.rewind(torch.tensor([2, 5, 3]))  # the states after 2, 5 and 3 tokens, straight from the record
+        ```
+        """
+        record = RetNetCallRecord(
+            seen_tokens=self._seen_tokens, length=length, states=self.states,
+            keys=[kv[0] for kv in keys_and_values], values=[kv[1] for kv in keys_and_values],
+            log_decay=log_decay, row_positions=self.row_positions, frame_places=self.frame_places, places=places,
+        )  # fmt: skip
+        self.records.append(record)
+        if states is None:
+            self._states, self._deferred = [None] * self.num_layers, record
+        else:
+            self.states = list(states)
         if places is not None:
             self.frame_places = places[:, -1]
         if self.row_positions is not None:
@@ -929,12 +968,19 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             run_layers = self._compiled_run_layers
         else:
             fused = self._fused_path_applies(forward_mode, bool(output_hidden_states), inputs_embeds.dtype)
+        # A multi-token parallel-form call leaves its final states to the cache, which computes them from the
+        # call's keys and values when they are first read: after a speculative verify call `rewind` usually asks
+        # for the states at a shorter prefix, so the full-length ones would be thrown away. (The compiled path
+        # computes them in its graph.)
+        defer_states = cache is not None and forward_mode == "parallel" and length > 1 and not (
+            run_layers is self._compiled_run_layers
+        )
         hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
             inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states),
-            cache is not None, fused,
+            cache is not None and not defer_states, fused,
         )  # fmt: skip
         if cache is not None:
-            cache.update(states, keys_and_values, log_decay, places, length)
+            cache.update(None if defer_states else states, keys_and_values, log_decay, places, length)
 
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,

@@ -226,21 +226,63 @@ def retention_state_at(
     return retention_states_at([k], [v], log_decay, lengths, [initial_state])[0]
 
 
+def retention_prefix_decays(
+    log_decay: torch.Tensor, length: int, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The decay factors of prefixes of a call of `length` tokens, `[len(lengths), heads, length + 1]`: for a prefix
+    of a tokens, γ^(a−1−m) for the tokens m < a (0 for the tokens after it) and, in the last column, γ^a (the share
+    of the state before the call). `lengths`: the prefix lengths a, a `[n]` integer tensor (default: every length
+    0 … `length`, the table a model keeps for short calls; see `retention_states_at`).
+
+    Example:
+
+    ```python
+    >>> table = retention_prefix_decays(log_decay, 5)  # [6, heads, 6]
+    >>> weights, share = table[3, :, :5], table[3, :, 5]  # keeping the first 3 of 5 tokens
+    ```
+    """
+    positions = torch.arange(length + 1, device=log_decay.device)
+    if lengths is None:
+        lengths = positions
+    lengths = lengths.to(log_decay.device)
+    exponents = (lengths[:, None] - 1 - positions[None, :-1]).to(log_decay.dtype)  # [n, length]
+    kept = positions[None, :-1] < lengths[:, None]
+    weights = torch.exp(log_decay[None, :, None] * exponents.clamp(min=0)[:, None, :]) * kept[:, None, :]
+    share = torch.exp(log_decay[None, :] * lengths[:, None].to(log_decay.dtype))[..., None]
+    return torch.cat([weights, share], dim=-1)
+
+
 def retention_states_at(
     keys: Sequence[torch.Tensor],
     values: Sequence[torch.Tensor],
     log_decay: torch.Tensor,
-    lengths: torch.Tensor,
+    lengths: torch.Tensor | int,
     initial_states: Sequence[torch.Tensor | None],
+    prefix_decays: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """`retention_state_at` for several layers that share their decays (and the call's length): the prefix weights
-    γ^(a−1−m) are computed once."""
-    positions = torch.arange(keys[0].shape[-2], device=keys[0].device)
-    lengths = lengths.to(keys[0].device)
-    to_end = (lengths[:, None] - 1 - positions[None, :]).to(log_decay.dtype)  # [batch, length]
-    kept = positions[None, :] < lengths[:, None]
-    weights = (torch.exp(log_decay[None, :, None] * to_end.clamp(min=0)[:, None, :]) * kept[:, None, :])[..., None]
-    decayed = torch.exp(log_decay[None, :] * lengths[:, None].to(log_decay.dtype))[..., None, None]
+    γ^(a−1−m) are computed once. `lengths`: a `[batch]` integer tensor, or one int for every row (the call's length:
+    its final states, exactly as the parallel form computes them). `prefix_decays`: `retention_prefix_decays(log_decay,
+    length)` when the caller keeps it (then the weights are one lookup, not computed here).
+
+    Example:
+
+    ```python
+    >>> states = retention_states_at(keys, values, log_decay, torch.tensor([2, 5]), states_before)  # per row
+    >>> finals = retention_states_at(keys, values, log_decay, keys[0].shape[-2], states_before)  # the whole call
+    ```
+    """
+    length = keys[0].shape[-2]
+    if isinstance(lengths, int):
+        if prefix_decays is not None:
+            rows = prefix_decays[lengths : lengths + 1]
+        else:
+            rows = retention_prefix_decays(log_decay, length, torch.tensor([lengths]))
+    elif prefix_decays is not None:
+        rows = prefix_decays.index_select(0, lengths.to(prefix_decays.device))
+    else:
+        rows = retention_prefix_decays(log_decay, length, lengths)
+    weights, decayed = rows[..., :length, None], rows[..., length:, None]  # [batch, heads, length | 1, 1]
     states = []
     for k, v, initial_state in zip(keys, values, initial_states):
         state = k.transpose(-1, -2) @ (v * weights)

@@ -104,3 +104,130 @@ def test_crop_beyond_the_recorded_calls_is_refused(tiny_config):
         RetNetCache(2, max_rollback_tokens=-1)
     cache.crop(-4)
     assert cache.get_seq_length() == 8
+
+
+def eager_states(model, ids, cache, **kwargs):
+    """A call that computes its final states in the layers: the chunkwise form (one block for calls up to
+    chunk_size), which keeps doing so."""
+    with torch.no_grad():
+        return model(ids, cache=cache, use_cache=True, forward_mode="chunkwise", **kwargs).logits
+
+
+def prefilled_pair(config, ids, prefill=12):
+    model = code_position_model(config)
+    deferred, eager = RetNetCache(config.num_hidden_layers), RetNetCache(config.num_hidden_layers)
+    run(model, ids[:, :prefill], deferred)
+    run(model, ids[:, :prefill], eager)
+    return model, deferred, eager
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_deferred_state_read_equals_the_eagerly_computed_one(tiny_config, fused):
+    ids = frames_sequence(tiny_config, [16, 6], batch_size=3, seed=3)
+    model, deferred, eager = prefilled_pair(tiny_config, ids)
+    model.model.fused_inference = fused
+    logits = run(model, ids[:, 12:17], deferred)  # 5 tokens, parallel form: final states left to the cache
+    record = deferred.records[-1]
+    assert deferred._deferred is record and all(state is None for state in deferred._states)
+    assert deferred.batch_size == 3 and deferred.is_initialized and record.length == 5  # read without computing
+    assert deferred._deferred is record
+    expected_logits = eager_states(model, ids[:, 12:17], eager)
+    assert (logits - expected_logits).abs().max() < 1e-12
+    assert deferred.nbytes == eager.nbytes  # reading them computes them
+    assert deferred._deferred is None
+    for state, expected in zip(deferred.states, eager.states):
+        assert (state - expected).abs().max() <= 1e-12
+    # the parallel form's own final-state formula on the recorded keys and values
+    for layer, state in enumerate(deferred.states):
+        k, v = record.keys[layer], record.values[layer]
+        _, final = parallel_retention(k, k, v, record.log_decay, record.states[layer])
+        assert (state - final).abs().max() <= 1e-12
+    # and the next call reads them as its past states
+    assert (run(model, ids[:, 17:18], deferred) - run(model, ids[:, 17:18], eager)).abs().max() < 1e-12
+
+
+def test_a_deferred_call_with_per_row_positions_has_the_full_call_length_of_slots(tiny_config):
+    ids = frames_sequence(tiny_config, [16, 10], batch_size=3, seed=4)
+    model, deferred, eager = prefilled_pair(tiny_config, ids)
+    for cache, call in ((deferred, run), (eager, eager_states)):
+        call(model, ids[:, 12:17], cache)
+        cache.rewind(torch.tensor([1, 5, 3]))  # rows now stand apart
+        call(model, ids[:, 17:21], cache)
+    assert deferred._deferred is deferred.records[-1]
+    assert deferred.row_positions.tolist() == eager.row_positions.tolist() == [17, 21, 19]
+    assert_same_cache(deferred, eager)
+
+
+@pytest.mark.parametrize("kept", [0, 2, 5, [1, 5, 0], [3, 3, 3]])
+def test_rewind_after_a_deferred_call_equals_rewind_after_an_eager_one(tiny_config, kept):
+    ids = frames_sequence(tiny_config, [16, 6], batch_size=3, seed=3)
+    model, deferred, eager = prefilled_pair(tiny_config, ids)
+    run(model, ids[:, 12:17], deferred)
+    eager_states(model, ids[:, 12:17], eager)
+    kept = torch.tensor(kept) if isinstance(kept, list) else kept
+    deferred.rewind(kept)
+    eager.rewind(kept)
+    assert deferred._deferred is None
+    assert_same_cache(deferred, eager)
+    assert deferred.row_positions is None if eager.row_positions is None else torch.equal(
+        deferred.row_positions, eager.row_positions
+    )
+    assert (run(model, ids[:, 17:19], deferred) - run(model, ids[:, 17:19], eager)).abs().max() < 1e-12
+
+
+def test_crop_and_reorder_after_a_deferred_call(tiny_config):
+    ids = frames_sequence(tiny_config, [16, 6], batch_size=3, seed=3)
+    model, deferred, eager = prefilled_pair(tiny_config, ids)
+    run(model, ids[:, 12:17], deferred)
+    eager_states(model, ids[:, 12:17], eager)
+    deferred.crop(0)  # nothing to remove: the states stay deferred
+    assert deferred._deferred is not None
+    for cache in (deferred, eager):
+        cache.crop(-2)
+    assert_same_cache(deferred, eager)
+    # a crop that removes the whole deferred call goes back to the states before it
+    run(model, ids[:, 15:20], deferred)
+    deferred.crop(-5)
+    assert_same_cache(deferred, eager)
+    run(model, ids[:, 15:20], deferred)
+    eager_states(model, ids[:, 15:20], eager)
+    for cache in (deferred, eager):
+        cache.reorder_cache(torch.tensor([2, 0, 0]))
+    assert_same_cache(deferred, eager)
+    assert deferred.records == []
+    run(model, ids[:, 15:20], deferred)
+    eager_states(model, ids[:, 15:20], eager)
+    for cache in (deferred, eager):
+        cache.batch_select_indices(torch.tensor([1]))
+    assert deferred.batch_size == 1
+    assert_same_cache(deferred, eager)
+
+
+@pytest.mark.parametrize("assisted", [False, True])
+def test_generate_gives_the_same_tokens_with_deferred_final_states(tiny_config, monkeypatch, assisted):
+    model = code_position_model(tiny_config)
+    prompt = frames_sequence(tiny_config, [3], batch_size=1)  # 7 tokens: a parallel-form prefill
+    if assisted:  # repetitive, so that prompt lookup finds drafts: verify calls of several tokens, then crops
+        prompt = prompt.repeat(1, 2)
+    kwargs = dict(max_new_tokens=16, do_sample=False, eos_token_id=None, attention_mask=torch.ones_like(prompt))
+    if assisted:
+        kwargs["prompt_lookup_num_tokens"] = 3
+    deferred_calls = []
+    update = RetNetCache.update
+
+    def counting_update(self, states, *args):
+        deferred_calls.append(states is None)
+        update(self, states, *args)
+
+    monkeypatch.setattr(RetNetCache, "update", counting_update)
+    deferred = model.generate(prompt, **kwargs)
+    assert any(deferred_calls)
+    # The reference computes every final state in the layers: multi-token calls in the chunkwise form.
+    original = type(model.model)._resolve_forward_mode
+    monkeypatch.setattr(
+        type(model.model), "_resolve_forward_mode",
+        lambda self, mode, length: "chunkwise" if length > 1 else original(self, mode, length),
+    )  # fmt: skip
+    deferred_calls.clear()
+    assert torch.equal(deferred, model.generate(prompt, **kwargs))
+    assert not any(deferred_calls)
