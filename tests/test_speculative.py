@@ -199,12 +199,15 @@ def _statistics(row):
         yield f"cell {cell} in both frames", (int(row[cell]), int(row[4 + cell]))
 
 
-def _speculative_draws(model, processor, prefixes, num_rows: int, seed: int) -> tuple[np.ndarray, FrameSampler]:
+def _speculative_draws(
+    model, processor, prefixes, num_rows: int, seed: int, draft_table: CodeDraftTable | None = None
+) -> tuple[np.ndarray, FrameSampler]:
     sampler = FrameSampler(
-        model, processor, do_sample=True, generator=torch.Generator().manual_seed(seed), num_draft_tokens=3
-    )
+        model, processor, do_sample=True, generator=torch.Generator().manual_seed(seed), num_draft_tokens=3,
+        draft_table=draft_table,
+    )  # fmt: skip
     first = sampler.sample_frame(prefixes[0].expand(num_rows, -1), 4)  # drafts from inside the frame
-    second = sampler.sample_frame(prefixes[1].expand(num_rows, -1), 4, reference=first)  # from frame 1
+    second = sampler.sample_frame(prefixes[1].expand(num_rows, -1), 4, reference=first, reference_gap=1)  # frame 1
     low, _ = model.config.image_token_range
     return (torch.cat([first, second], dim=1) - low).numpy(), sampler
 
@@ -219,9 +222,19 @@ def distribution_setup():
     return model, processor, prefixes, codes, probabilities
 
 
-def test_speculative_samples_follow_the_model_distribution(distribution_setup):
+# A draft table for the 2×2 grid of 3 codes: the last cell (the one with neighbours above and left) drafted from
+# it, code 2 whatever the neighbours, except after the reference cell 0 (then 1): drafts unlike the frames' own.
+_DRAFT_TABLE = CodeDraftTable(
+    3, neighbours={above * 3 + left: 2 for above in range(3) for left in range(3)},
+    with_reference={1: {(reference * 3 + above) * 3 + left: 1 for reference in (0,) for above in range(3)
+                        for left in range(3)}},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("draft_table", [None, _DRAFT_TABLE], ids=["frame drafts", "draft table"])
+def test_speculative_samples_follow_the_model_distribution(distribution_setup, draft_table):
     model, processor, prefixes, codes, probabilities = distribution_setup
-    samples, sampler = _speculative_draws(model, processor, prefixes, num_rows=4000, seed=0)
+    samples, sampler = _speculative_draws(model, processor, prefixes, num_rows=4000, seed=0, draft_table=draft_table)
     p_values = _chi_square_p_values(samples, codes, probabilities)
     report = ", ".join(f"{name}: p={p:.3g}" for name, p in p_values.items())
     # 12 tests at once: each at 1e-3 (the draws are seeded, so the test is deterministic).
