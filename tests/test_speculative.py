@@ -278,3 +278,16 @@ def test_new_arguments_are_validated_up_front(tiny_pipeline):
         tiny_pipeline(PROMPT, num_frames=6, num_draft_tokens=17)
     with pytest.raises(ValueError, match="times the recursive spacings"):
         tiny_pipeline(PROMPT, num_frames=16, key_frame_spacing=5, recursive_spacings=(2,))
+
+
+def test_draw_from_follows_the_probabilities_and_never_draws_a_zero():
+    probabilities = torch.tensor([[0.0, 2.0, 0.0, 1.0, 1.0], [5.0, 0.0, 0.0, 0.0, 0.0]])  # unnormalised
+    uniforms = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    drawn = speculative.draw_from(probabilities[[0]].expand(20000, -1), uniforms)
+    counts = torch.bincount(drawn, minlength=5).numpy()
+    assert counts[0] == counts[2] == 0
+    p_value = chisquare(counts[[1, 3, 4]], 20000 * np.array([0.5, 0.25, 0.25])).pvalue
+    assert p_value > 1e-3, (counts, p_value)
+    edges = torch.tensor([0.0, 0.999999])
+    assert speculative.draw_from(probabilities[[1, 1]], edges).tolist() == [0, 0]
+    assert speculative.draw_from(probabilities[[0, 0]], edges).tolist() == [1, 4]
