@@ -8,6 +8,7 @@ The retention math lives in `retention.py`; this file holds the layers, the `Ret
 recurrent state through `generate()`, and the 🤗 model classes.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -34,6 +35,7 @@ from .retention import (
     parallel_retention,
     recurrent_retention,
     retention_log_decay,
+    retention_prefix_decays,
     retention_states_at,
     rotate_pairs,
     rotation_angles,
@@ -61,6 +63,9 @@ class RetNetCallRecord:
     row_positions: torch.Tensor | None  # [batch] positions before the call (None: every row at `seen_tokens`)
     frame_places: torch.Tensor | None  # [batch] places before the call
     places: torch.Tensor | None  # [batch, length] places of the call's tokens
+    # [length + 1, heads, length + 1] `retention_prefix_decays` of the call's length, when the model keeps them for
+    # short calls (None: computed when needed).
+    prefix_decays: torch.Tensor | None = None
 
 
 class RetNetCache(Cache):
@@ -137,7 +142,7 @@ class RetNetCache(Cache):
         if self._deferred is not None:
             record = self._deferred
             self._states = retention_states_at(
-                record.keys, record.values, record.log_decay, record.length, record.states
+                record.keys, record.values, record.log_decay, record.length, record.states, record.prefix_decays
             )
             self._deferred = None
         return self._states
@@ -202,23 +207,27 @@ class RetNetCache(Cache):
         log_decay: torch.Tensor,
         places: torch.Tensor | None,
         length: int,
+        prefix_decays: torch.Tensor | None = None,
     ) -> None:
         """Take the states after a call of `length` tokens, and record what rolling back into it needs.
 
         `states` None: the call did not compute its final states; they are computed from its record when first
         read (`states`), or at the kept prefix by `rewind`, which then never needs the full-length ones.
+        `prefix_decays`: `retention.retention_prefix_decays(log_decay, length)`, when the model keeps it (each
+        rewind or deferred read is then one lookup of decay factors instead of a dozen operators).
 
         Example:
 
         ```python
         >>> cache.update(None, keys_and_values, log_decay, places, length=5)  # deferred final states
-        >>> cache.rewind(torch.tensor([2, 5, 3]))  # the states after 2, 5 and 3 tokens, straight from the record
+        >>> cache.rewind([2, 5, 3])  # the states after 2, 5 and 3 tokens, straight from the record
         ```
         """
         record = RetNetCallRecord(
             seen_tokens=self._seen_tokens, length=length, states=self.states,
             keys=[kv[0] for kv in keys_and_values], values=[kv[1] for kv in keys_and_values],
             log_decay=log_decay, row_positions=self.row_positions, frame_places=self.frame_places, places=places,
+            prefix_decays=prefix_decays,
         )  # fmt: skip
         self.records.append(record)
         if states is None:
@@ -236,35 +245,67 @@ class RetNetCache(Cache):
     def activate_past_recording(self) -> None:
         """Called by assisted decoding before it starts; the calls are always recorded (see `max_rollback_tokens`)."""
 
-    def rewind(self, kept: int | torch.Tensor) -> None:
-        """Keep only the first `kept` tokens of the last call (an int, or a `[batch]` tensor: per row), as if the
-        rest had never been fed. The state is rebuilt exactly from the call's keys and values."""
+    def rewind(self, kept: int | Sequence[int] | torch.Tensor) -> None:
+        """Keep only the first `kept` tokens of the last call, as if the rest had never been fed: an int for every
+        row, or one count per row (a list of ints or a `[batch]` integer tensor), after which rows whose counts
+        differ stand at different positions (`row_positions`). The state is rebuilt exactly from the call's keys
+        and values.
+
+        A list costs least: its counts are checked on the host as they are, where a tensor's must be read back
+        (one device sync).
+
+        Example:
+
+        ```python
+        >>> model(draft_ids, cache=cache, use_cache=True)  # 5 tokens per row
+        >>> cache.rewind([3, 5, 1])  # row 0 keeps 3 of them, row 1 all 5, row 2 one
+        ```
+        """
         if not self.records:
             raise ValueError("rewind needs a recorded call: the cache has seen no call it can roll back into.")
         record = self.records[-1]
-        batch = self.batch_size
+        kept_rows = None
         if isinstance(kept, int):
             if not 0 <= kept <= record.length:
                 raise ValueError(f"kept must be in [0, {record.length}] (the last call's length), got {kept}.")
-            kept_rows = torch.full((batch,), kept, dtype=torch.long)
         else:
-            kept_rows = kept.to(dtype=torch.long)
-            low, high = torch.stack(torch.aminmax(kept_rows)).tolist()
-            if kept_rows.shape != (batch,) or low < 0 or high > record.length:
+            if isinstance(kept, torch.Tensor):
+                kept_rows, counts = kept, kept.tolist()  # the one host read, for the checks below
+            else:
+                counts = list(kept)
+            batch = self.batch_size
+            try:
+                valid = len(counts) == batch and all(0 <= count <= record.length for count in counts)
+            except TypeError:  # not one number per row (a 0-d or 2-d tensor, say)
+                valid = False
+            if not valid:
                 raise ValueError(
                     f"kept must hold one count per row ({batch}) in [0, {record.length}] (the last call's length), "
-                    f"got {kept_rows.tolist()}."
+                    f"got {counts}."
                 )
-            if low == high:  # every row keeps the same: positions stay uniform
-                kept = low
-        device = record.keys[0].device
-        kept_rows = kept_rows.to(device)
-        self.states = retention_states_at(record.keys, record.values, record.log_decay, kept_rows, record.states)
+            if min(counts) == max(counts):  # every row keeps the same: positions stay uniform
+                kept, kept_rows = int(counts[0]), None
+            else:
+                device = record.keys[0].device if record.keys else None
+                if kept_rows is None:
+                    kept_rows = torch.tensor(counts, dtype=torch.long, device=device)
+                else:
+                    kept_rows = kept_rows.to(device=device, dtype=torch.long)
+        lengths = kept if kept_rows is None else kept_rows
+        self.states = retention_states_at(
+            record.keys, record.values, record.log_decay, lengths, record.states, record.prefix_decays
+        )
         if record.places is not None:
-            last = record.places.gather(1, (kept_rows - 1).clamp(min=0)[:, None])[:, 0]
-            before = record.frame_places if record.frame_places is not None else torch.full_like(last, -1)
-            self.frame_places = torch.where(kept_rows > 0, last, before)
-        if isinstance(kept, int):
+            if kept_rows is not None:
+                last = record.places.gather(1, (kept_rows - 1).clamp(min=0)[:, None])[:, 0]
+                before = record.frame_places if record.frame_places is not None else torch.full_like(last, -1)
+                self.frame_places = torch.where(kept_rows > 0, last, before)
+            elif kept > 0:
+                self.frame_places = record.places[:, kept - 1]
+            else:
+                before = record.frame_places
+                self.frame_places = before if before is not None else torch.full_like(record.places[:, 0], -1)
+        if kept_rows is None:
             self._seen_tokens = record.seen_tokens + kept
             self.row_positions = None if record.row_positions is None else record.row_positions + kept
             # What is left of the call stays recorded, so that a later rewind or crop can go further back inside it.
@@ -381,6 +422,7 @@ class FlashVideoRetentionPositions(nn.Module):
         self.angles = nn.Buffer(angles, persistent=False)
         self.rotation_scales = nn.Buffer(rotation_scales, persistent=False)
         self._kept_parallel_decays: dict[tuple[int, torch.dtype, torch.device], ParallelDecay] = {}
+        self._kept_prefix_decays: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
     def exact_constants(
         self, device: torch.device | None = None, dtype: torch.dtype = torch.float32
@@ -396,7 +438,7 @@ class FlashVideoRetentionPositions(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        self._kept_parallel_decays = {}
+        self._kept_parallel_decays, self._kept_prefix_decays = {}, {}
         # `.half()` would round γ_h = 1 − 2^(−e_h) enough to change the decay over thousands of positions: after a
         # cast, both constants are recomputed in at least float32 (`.double()` makes them exact).
         if self.log_decay.dtype != torch.float32:
@@ -432,6 +474,26 @@ class FlashVideoRetentionPositions(nn.Module):
             with torch.inference_mode(False):
                 self._kept_parallel_decays[key] = parallel_decay(log_decay, block_length)
         return self._kept_parallel_decays[key]
+
+    def prefix_decays(self, log_decay: torch.Tensor, length: int) -> torch.Tensor | None:
+        """`retention_prefix_decays(log_decay, length)`, kept for the short lengths of speculative verify calls (a
+        `RetNetCache` rolls back into such a call after nearly every one); None for longer calls, whose few
+        rollbacks compute only the rows they need.
+
+        Example:
+
+        ```python
+        >>> table = model.model.positions.prefix_decays(log_decay, 5)  # [6, heads, 6]
+        ```
+        """
+        if length > self.MAX_KEPT_BLOCK_LENGTH:
+            return None
+        key = (length, log_decay.dtype, log_decay.device)
+        table = self._kept_prefix_decays.get(key)
+        if table is None:
+            with torch.inference_mode(False):  # an ordinary tensor, as `_parallel_decay` keeps them
+                table = self._kept_prefix_decays[key] = retention_prefix_decays(log_decay, length)
+        return table
 
 
 class FlashVideoCodePositions(nn.Module):
@@ -708,7 +770,7 @@ class FlashVideoPreTrainedModel(PreTrainedModel):
                 (module.log_decay, module.angles, module.rotation_scales), module.exact_constants(dtype=torch.float64)
             ):
                 init.copy_(buffer, value)
-            module._kept_parallel_decays = {}  # derived from the buffers just written
+            module._kept_parallel_decays, module._kept_prefix_decays = {}, {}  # derived from the buffers just written
         elif isinstance(module, FlashVideoCodePositions):
             init.zeros_(module.weight)
 
@@ -980,7 +1042,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             cache is not None and not defer_states, fused,
         )  # fmt: skip
         if cache is not None:
-            cache.update(None if defer_states else states, keys_and_values, log_decay, places, length)
+            prefix_decays = self.positions.prefix_decays(log_decay, length) if length > 1 else None
+            cache.update(None if defer_states else states, keys_and_values, log_decay, places, length, prefix_decays)
 
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,

@@ -283,8 +283,11 @@ def retention_states_at(
     else:
         rows = retention_prefix_decays(log_decay, length, lengths)
     weights, decayed = rows[..., :length, None], rows[..., length:, None]  # [batch, heads, length | 1, 1]
-    states = []
-    for k, v, initial_state in zip(keys, values, initial_states):
-        state = k.transpose(-1, -2) @ (v * weights)
-        states.append(state if initial_state is None else torch.addcmul(state, decayed, initial_state))
-    return states
+    # Σ_m γ^(a−1−m) k_mᵀ v_m for every layer in one batched product: a few small products cost mostly their call
+    # overhead, and stacking the layers' keys and values costs less than the calls it saves.
+    k, v = torch.stack(list(keys)), torch.stack(list(values)) * weights  # [layers, batch, heads, length, d]
+    sums = torch.bmm(k.flatten(0, 2).transpose(1, 2), v.flatten(0, 2)).view(*k.shape[:3], k.shape[-1], v.shape[-1])
+    return [
+        state if initial_state is None else torch.addcmul(state, decayed, initial_state)
+        for state, initial_state in zip(sums.unbind(0), initial_states)
+    ]

@@ -231,3 +231,38 @@ def test_generate_gives_the_same_tokens_with_deferred_final_states(tiny_config, 
     deferred_calls.clear()
     assert torch.equal(deferred, model.generate(prompt, **kwargs))
     assert not any(deferred_calls)
+
+
+def rewound(model, ids, kept, prefix_decays=True):
+    cache = RetNetCache(model.config.num_hidden_layers)
+    run(model, ids[:, :12], cache)
+    run(model, ids[:, 12:17], cache)
+    if not prefix_decays:
+        cache.records[-1].prefix_decays = None  # the rows computed in rewind, as for calls too long to keep them
+    cache.rewind(kept)
+    return cache
+
+
+def test_rewind_takes_an_int_a_list_or_a_tensor(tiny_config):
+    model = code_position_model(tiny_config)
+    ids = frames_sequence(tiny_config, [16, 6], batch_size=3, seed=3)
+    uniform = rewound(model, ids, 2)
+    assert uniform.records[-1].prefix_decays is not None  # the model keeps the table for short calls
+    for same in ([2, 2, 2], torch.tensor([2, 2, 2]), (2, 2, 2)):
+        cache = rewound(model, ids, same)
+        assert cache.row_positions is None and cache.records[-1].length == 2
+        assert_same_cache(cache, uniform)
+    per_row = rewound(model, ids, torch.tensor([1, 5, 0]))
+    for same in ([1, 5, 0], torch.tensor([1, 5, 0], dtype=torch.int32)):
+        cache = rewound(model, ids, same)
+        assert torch.equal(cache.row_positions, per_row.row_positions)
+        assert_same_cache(cache, per_row)
+    # the kept table of decay factors gives what computing them in rewind gives
+    for kept in (2, [1, 5, 0], 0, 5):
+        assert_same_cache(rewound(model, ids, kept), rewound(model, ids, kept, prefix_decays=False))
+    cache = rewound(model, ids, 5)
+    for bad in ([1, 2], [1, 2, 6], [-1, 0, 0], torch.tensor([[1, 2, 3]]), torch.tensor(2), ["a", 1, 2]):
+        with pytest.raises(ValueError, match=r"kept must hold one count per row \(3\) in \[0, 5\]"):
+            cache.rewind(bad)
+    with pytest.raises(ValueError, match=r"kept must be in \[0, 5\]"):
+        cache.rewind(6)
