@@ -106,6 +106,13 @@ class FusedDecoder:
         is_silu = isinstance(first, (nn.SiLU, type(ACT2FN["silu"])))
         self.activation = nn.functional.silu if is_silu else getattr(first, "forward", None)
         self._modules += [module for layer in model.layers for module in layer.modules()]
+        # The modules' hook dicts themselves, which `register_forward_hook` and `register_forward_pre_hook` fill:
+        # `hooked` then tests them in one `any` (0.4 µs against 2.7 µs reading two attributes of 43 modules). A
+        # module's dicts are only replaced wholesale when it is unpickled or copied, which makes a new module (and
+        # `matches` fails), or for a moment by `torch.export`.
+        self._hook_dicts: list[dict] = [module._forward_hooks for module in self._modules] + [
+            module._forward_pre_hooks for module in self._modules
+        ]
         self.norm = model.norm.weight
         _expect(self._expected, model.norm._parameters, "weight", self.norm)
         self._eps_tensor: torch.Tensor | None = None
@@ -127,9 +134,8 @@ class FusedDecoder:
 
     def hooked(self) -> bool:
         """Whether any of these modules has a forward hook (then the modules must be called, for the hooks to run)."""
-        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-            return True
-        return any(module._forward_hooks or module._forward_pre_hooks for module in self._modules)
+        hooks = nn.modules.module
+        return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks or any(self._hook_dicts))
 
     def eps_like(self, x: torch.Tensor) -> torch.Tensor:
         """RMSNorm's ε as a tensor on `x`'s device and dtype (made once: a Python scalar would become a new tensor

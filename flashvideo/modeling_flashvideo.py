@@ -800,6 +800,9 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         )
         self.norm = FlashVideoRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
+        # Read on every call, and a config read costs a microsecond or two. Neither can change after init: the
+        # layers are built for this many, and hold this chunk size themselves.
+        self._num_layers, self._chunk_size = config.num_hidden_layers, config.chunk_size
         self._compiled_run_layers = None  # set by `compile_recurrent_step`
         self._compiled_call_lengths = frozenset()  # multi-token call lengths that take the compiled path too
         # Inference runs the layers as one function over their weights (`fused_layers.py`) where that is exact;
@@ -835,7 +838,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
         length = hidden_states.shape[1]
         # The parallel form's decay factors depend on the block length only: computed once here for every layer.
-        block_length = {"parallel": length, "chunkwise": min(length, self.config.chunk_size)}.get(forward_mode)
+        block_length = {"parallel": length, "chunkwise": min(length, self._chunk_size)}.get(forward_mode)
         retention_positions = self.positions(positions, compute_dtype, block_length)
         if fused:
             hidden_states, states, keys_and_values = fused_decoder_layers(
@@ -934,7 +937,71 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             return forward_mode
         if length == 1:
             return "recurrent"
-        return "parallel" if length <= self.config.chunk_size else "chunkwise"
+        return "parallel" if length <= self._chunk_size else "chunkwise"
+
+    def _check_cache(self, cache: RetNetCache, batch_size: int) -> None:
+        if not isinstance(cache, RetNetCache):
+            raise ValueError(
+                f"cache must be a RetNetCache (FlashVideo keeps a recurrent state, not keys and values), "
+                f"got {type(cache).__name__}."
+            )
+        cache.check_batch_size(batch_size)
+        if cache.num_layers < self._num_layers:  # the states are read by layer index below
+            raise ValueError(
+                f"cache holds states for {cache.num_layers} layers, but the model has {self._num_layers}; pass "
+                "RetNetCache(config.num_hidden_layers)."
+            )
+
+    def _run(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        cache: RetNetCache | None,
+        padding_mask: torch.Tensor | None,
+        forward_mode: ForwardMode,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, tuple | None]:
+        """One call once its arguments are checked (`forward` checks them; `FlashVideoForCausalLM.decode` checks
+        shapes and dtypes only): embeddings, code positions, the layers, and the cache updated in place. Returns
+        the final hidden states and, when asked, those of every layer."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        length = inputs_embeds.shape[1]
+        places = None
+        if self.code_positions is not None:
+            places = self.code_positions.places(input_ids, cache.frame_places if cache is not None else None)
+            inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
+
+        forward_mode = self._resolve_forward_mode(forward_mode, length)
+        if cache is not None:
+            positions = cache.positions(length, inputs_embeds.device)
+            past_states = cache.states[: self._num_layers]
+        else:
+            positions = torch.arange(length, device=inputs_embeds.device)
+            past_states = [None] * self._num_layers
+        run_layers, fused = self._run_layers, False
+        compiled_shape = (forward_mode == "recurrent" and length == 1) or (
+            forward_mode == "parallel" and length in self._compiled_call_lengths and cache is not None
+        )
+        if self._compiled_run_layers is not None and compiled_shape and not self.training:
+            run_layers = self._compiled_run_layers
+        else:
+            fused = self._fused_path_applies(forward_mode, output_hidden_states, inputs_embeds.dtype)
+        # A multi-token parallel-form call leaves its final states to the cache, which computes them from the
+        # call's keys and values when they are first read: after a speculative verify call `rewind` usually asks
+        # for the states at a shorter prefix, so the full-length ones would be thrown away. (The compiled path
+        # computes them in its graph.)
+        defer_states = cache is not None and forward_mode == "parallel" and length > 1 and not (
+            run_layers is self._compiled_run_layers
+        )
+        hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
+            inputs_embeds, positions, padding_mask, past_states, forward_mode, output_hidden_states,
+            cache is not None and not defer_states, fused,
+        )  # fmt: skip
+        if cache is not None:
+            prefix_decays = self.positions.prefix_decays(log_decay, length) if length > 1 else None
+            cache.update(None if defer_states else states, keys_and_values, log_decay, places, length, prefix_decays)
+        return hidden_states, all_hidden_states
 
     @can_return_tuple  # return_dict=False (or config.return_dict=False) gives output.to_tuple()
     @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
@@ -974,23 +1041,17 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if input_ids is not None:
             self._check_input_ids(input_ids, check_values=check_inputs)
-            inputs_embeds = self.embed_tokens(input_ids)
         elif self.code_positions is not None:
             raise ValueError(
                 "This model adds code position embeddings (config.code_position_embeddings), which are read from the "
                 "serial-number tokens: pass input_ids rather than inputs_embeds."
             )
-        batch_size, length = inputs_embeds.shape[:2]
+        batch_size, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
 
-        if cache is not None and not isinstance(cache, RetNetCache):
-            raise ValueError(
-                f"cache must be a RetNetCache (FlashVideo keeps a recurrent state, not keys and values), "
-                f"got {type(cache).__name__}."
-            )
         if use_cache and cache is None:
-            cache = RetNetCache(self.config.num_hidden_layers)
+            cache = RetNetCache(self._num_layers)
         if cache is not None:
-            cache.check_batch_size(batch_size)
+            self._check_cache(cache, batch_size)
         past_length = cache.get_seq_length() if cache is not None else 0
 
         padding_mask = None
@@ -1008,43 +1069,9 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             if check_inputs and bool(padding_mask.all()):  # nothing padded: skip the masking in every layer
                 padding_mask = None
 
-        places = None
-        if self.code_positions is not None:
-            places = self.code_positions.places(input_ids, cache.frame_places if cache is not None else None)
-            inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
-
-        forward_mode = self._resolve_forward_mode(forward_mode, length)
-        if cache is not None:
-            positions = cache.positions(length, inputs_embeds.device)
-        else:
-            positions = torch.arange(length, device=inputs_embeds.device)
-        past_states = [
-            cache.get_state(layer_idx) if cache is not None else None
-            for layer_idx in range(self.config.num_hidden_layers)
-        ]
-        run_layers, fused = self._run_layers, False
-        compiled_shape = (forward_mode == "recurrent" and length == 1) or (
-            forward_mode == "parallel" and length in self._compiled_call_lengths and cache is not None
+        hidden_states, all_hidden_states = self._run(
+            input_ids, inputs_embeds, cache, padding_mask, forward_mode, bool(output_hidden_states)
         )
-        if self._compiled_run_layers is not None and compiled_shape and not self.training:
-            run_layers = self._compiled_run_layers
-        else:
-            fused = self._fused_path_applies(forward_mode, bool(output_hidden_states), inputs_embeds.dtype)
-        # A multi-token parallel-form call leaves its final states to the cache, which computes them from the
-        # call's keys and values when they are first read: after a speculative verify call `rewind` usually asks
-        # for the states at a shorter prefix, so the full-length ones would be thrown away. (The compiled path
-        # computes them in its graph.)
-        defer_states = cache is not None and forward_mode == "parallel" and length > 1 and not (
-            run_layers is self._compiled_run_layers
-        )
-        hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
-            inputs_embeds, positions, padding_mask, past_states, forward_mode, bool(output_hidden_states),
-            cache is not None and not defer_states, fused,
-        )  # fmt: skip
-        if cache is not None:
-            prefix_decays = self.positions.prefix_decays(log_decay, length) if length > 1 else None
-            cache.update(None if defer_states else states, keys_and_values, log_decay, places, length, prefix_decays)
-
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
             cache=cache if use_cache else None,
@@ -1109,6 +1136,79 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
             )
         return super().prepare_inputs_for_generation(
             input_ids, cache=cache, attention_mask=attention_mask, **kwargs
+        )
+
+    def decode(
+        self,
+        input_ids: torch.LongTensor,
+        cache: RetNetCache,
+        logits_to_keep: int | torch.Tensor = 1,
+        logits_vocab_range: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """One call of a decoding loop: the logits of the last `logits_to_keep` positions of `input_ids`
+        `[batch, length]` (for the token ids in `logits_vocab_range` only, when given), in the dtype they are
+        computed in; `cache` is updated in place.
+
+        The same computation as `self(input_ids, cache=cache, use_cache=True, logits_to_keep=…,
+        logits_vocab_range=…, check_inputs=False).logits`, without what a decoding loop does not need: no output
+        objects, no transformers decorators, no nested module calls, and no range check of the ids (validate them
+        once, before the loop; shapes and dtypes are still checked). Whenever the two could differ it calls the
+        model: in training mode, with forward hooks or pre-hooks on the model, its decoder or its LM head (or
+        global ones), with `forward` replaced on one of them (as accelerate's hooks do) or overridden in a
+        subclass, or with `nn.Module.compile()` used on them.
+
+        Example:
+
+        ```python
+        >>> cache = RetNetCache(model.config.num_hidden_layers)
+        >>> model(prompt_ids, cache=cache, use_cache=True)  # prefill (checked)
+        >>> image_codes = model.config.image_token_range
+        >>> logits = model.decode(draft_ids, cache, logits_to_keep=5, logits_vocab_range=image_codes)  # [b, 5, codes]
+        >>> cache.rewind([2, 5, 3])  # keep each row's accepted prefix
+        ```
+        """
+        if self._decode_calls_forward():
+            return self(
+                input_ids, cache=cache, use_cache=True, logits_to_keep=logits_to_keep,
+                logits_vocab_range=logits_vocab_range, check_inputs=False,
+            ).logits  # fmt: skip
+        model = self.model
+        model._check_input_ids(input_ids, check_values=False)
+        model._check_cache(cache, input_ids.shape[0])
+        hidden_states, _ = model._run(input_ids, None, cache, None, "auto", False)
+        return self._logits(slice_logits_to_keep(hidden_states, logits_to_keep), logits_vocab_range)
+
+    def _decode_calls_forward(self) -> bool:
+        """Whether `decode` must go through the modules' calls, because they could do something `forward` alone
+        does not (see `decode`)."""
+        if self.training or self.model.training:
+            return True
+        hooks = nn.modules.module
+        if (
+            hooks._global_forward_hooks
+            or hooks._global_forward_pre_hooks
+            or hooks._global_backward_hooks
+            or hooks._global_backward_pre_hooks
+        ):
+            return True
+        for module in (self, self.model, self.lm_head):
+            if (
+                module._forward_hooks
+                or module._forward_pre_hooks
+                or module._backward_hooks
+                or module._backward_pre_hooks
+                or module._compiled_call_impl is not None  # nn.Module.compile()
+            ):
+                return True
+            # accelerate's add_hook_to_module, or any patched forward; its remove_hook_from_module leaves the
+            # module's own bound forward there, which is no change.
+            forward = module.__dict__.get("forward")
+            if forward is not None:
+                function = getattr(forward, "__func__", None) if getattr(forward, "__self__", None) is module else None
+                if function is not type(module).forward:
+                    return True
+        return type(self).forward is not FlashVideoForCausalLM.forward or (
+            type(self.model).forward is not FlashVideoModel.forward
         )
 
     def _logits(self, hidden_states: torch.Tensor, vocab_range: tuple[int, int] | None) -> torch.Tensor:
