@@ -25,7 +25,7 @@ from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_flashvideo import FlashVideoConfig
-from .fused_layers import FusedDecoder, fused_decoder_layers
+from .fused_layers import FusedDecoder, forward_replaced, fused_decoder_layers
 # transformers' GenerationMixin and output classes, with 5.24's `cache` naming also on 5.23.
 from .transformers_compat import BaseModelOutputWithPast, CausalLMOutputWithPast, GenerationMixin
 from .retention import (
@@ -1200,13 +1200,8 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
                 or module._compiled_call_impl is not None  # nn.Module.compile()
             ):
                 return True
-            # accelerate's add_hook_to_module, or any patched forward; its remove_hook_from_module leaves the
-            # module's own bound forward there, which is no change.
-            forward = module.__dict__.get("forward")
-            if forward is not None:
-                function = getattr(forward, "__func__", None) if getattr(forward, "__self__", None) is module else None
-                if function is not type(module).forward:
-                    return True
+            if forward_replaced(module):  # accelerate's add_hook_to_module, or any patched forward
+                return True
         return type(self).forward is not FlashVideoForCausalLM.forward or (
             type(self.model).forward is not FlashVideoModel.forward
         )

@@ -116,6 +116,23 @@ def test_a_hook_or_a_replaced_projection_takes_the_module_path(model):
         handle.remove()
         assert len(seen) == 1  # the hook ran: the modules were called
 
+        # accelerate's hooks replace a module's forward instead of registering one: a decoder layer's too.
+        from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+
+        class Counting(ModelHook):
+            def pre_forward(self, module, *args, **kwargs):
+                seen.append(module)
+                return args, kwargs
+
+        layer = model.model.layers[0]
+        add_hook_to_module(layer, Counting())
+        model(step, cache=RetNetCache(model.config.num_hidden_layers), use_cache=True)
+        assert seen[-1] is layer
+        remove_hook_from_module(layer)
+        model(ids)
+        assert not model.model._fused_decoder.hooked()  # the layer's own forward, put back, is no hook
+        assert len(seen) == 2
+
         class LowRankAdapted(nn.Module):  # what an adapter does: wrap the projection and add to it
             def __init__(self, base: nn.Linear):
                 super().__init__()
