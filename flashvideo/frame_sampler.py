@@ -165,7 +165,8 @@ class FrameSampler:
         # Drafts looked up from the codes around each cell (`draft_table.py`) before falling back to the reference
         # cell or the row above; None: those alone.
         self.draft_table = draft_table
-        self.image_start = model.config.image_token_range[0]
+        self.image_range = model.config.image_token_range  # read once: a config attribute costs a few µs per call
+        self.image_start = self.image_range[0]
         self.counts = TokenCounts()
         # Created on the first call (the batch size comes with it); each holds a cache made by the model itself, so
         # that it is always the model's own RetNetCache class (a checkpoint loaded with trust_remote_code brings its
@@ -194,19 +195,13 @@ class FrameSampler:
         """Feed each active row's pending tokens then its window in one call (the other rows are fed a pad and rolled
         back); returns the float32 logits `[batch, width + 1, image codes]` of the positions that predict window
         positions 0 … width (the last pending token's and the window's)."""
-        start, end = self.model.config.image_token_range
+        start, end = self.image_range
         rows = [pending + window if on else [] for pending, window, on in zip(stream.pending, windows, active)]
         length = max(max(len(row) for row in rows), 1 + width if self.static_windows else 1)
         ids = torch.tensor([row + [0] * (length - len(row)) for row in rows], device=self.model.device)
         # Logits only for the positions read below: from the earliest last-pending-token on.
         first_read = min(len(pending) for pending, on in zip(stream.pending, active) if on) - 1
-        output = self.model(
-            ids, cache=stream.cache, use_cache=True, logits_to_keep=length - first_read,
-            logits_vocab_range=(start, end), check_inputs=False,
-        )  # fmt: skip
-        stream.cache = output.cache
-        self.counts.model_calls += 1
-        logits = output.logits
+        logits = self._decode(stream, ids, length - first_read, (start, end))
         if logits.shape[-1] != end - start:  # modelling code from before `logits_vocab_range` (remote code) ignores it
             logits = logits[..., start:end]
         kept = logits.shape[1]
@@ -404,10 +399,24 @@ class FrameSampler:
 
     def _feed(self, stream: _Stream, ids: torch.LongTensor) -> torch.FloatTensor:
         """One call of `ids` `[batch, n]`; the float32 logits of its last position."""
-        output = self.model(ids, cache=stream.cache, use_cache=True, logits_to_keep=1, check_inputs=False)
-        stream.cache = output.cache
+        return self._decode(stream, ids, 1, None)[:, -1].to(dtype=torch.float32)
+
+    def _decode(
+        self, stream: _Stream, ids: torch.LongTensor, logits_to_keep: int, vocab_range: tuple[int, int] | None
+    ) -> torch.FloatTensor:
+        """One model call from the stream's cache (made by the model's first call): the logits of the last
+        `logits_to_keep` positions. Through `model.decode` (no output objects, no range check of the ids: they are
+        the processor's prefixes and sampled codes), or the model's forward for the first call and for modelling code
+        from before `decode` (a checkpoint's own remote code)."""
         self.counts.model_calls += 1
-        return output.logits[:, -1].to(dtype=torch.float32)
+        if stream.cache is not None and hasattr(self.model, "decode"):
+            return self.model.decode(ids, stream.cache, logits_to_keep=logits_to_keep, logits_vocab_range=vocab_range)
+        output = self.model(
+            ids, cache=stream.cache, use_cache=True, logits_to_keep=logits_to_keep, logits_vocab_range=vocab_range,
+            check_inputs=False,
+        )  # fmt: skip
+        stream.cache = output.cache
+        return output.logits
 
     def _guide(self, logits: torch.FloatTensor, unconditional: torch.FloatTensor | None = None) -> torch.FloatTensor:
         """With guidance, log p(x | uncond) + s · (log p(x | text) − log p(x | uncond)); else the logits."""
@@ -421,7 +430,7 @@ class FrameSampler:
         for stream in self._streams():
             kept = [len(pending) + a if on else 0 for pending, a, on in zip(stream.pending, accepted, active)]
             if any(n != stream.cache.records[-1].length for n in kept):
-                stream.cache.rewind(torch.tensor(kept))
+                stream.cache.rewind(_counts_for(stream.cache, kept))
 
     def _count(self, source: str, verified: int, accepted: int) -> None:
         """Drafts verified (up to and including the first refused one: those after it are never judged) and accepted."""
@@ -440,5 +449,11 @@ class FrameSampler:
             active = [n > 0 for n in lengths]
             self._call(stream, [[] for _ in lengths], 0, active)
             if any(n != stream.cache.records[-1].length for n in lengths):
-                stream.cache.rewind(torch.tensor(lengths))
+                stream.cache.rewind(_counts_for(stream.cache, lengths))
             stream.pending = [[] for _ in lengths]
+
+
+def _counts_for(cache: RetNetCache, counts: list[int]) -> list[int] | torch.Tensor:
+    """Per-row counts for `cache.rewind`: a list for this package's RetNetCache (checked on the host, no tensor),
+    a tensor for a cache from a checkpoint's own (older) modelling code, which takes only that."""
+    return counts if isinstance(cache, RetNetCache) else torch.tensor(counts)
