@@ -32,6 +32,26 @@ def tiny_config():
 
 
 @pytest.fixture
+def float64_code_position_model():
+    """A float64 two-layer model with code position embeddings, its norm weights and code positions perturbed so
+    that every parameter matters (fused path and decode tests compare it against its modules)."""
+    from flashvideo import FlashVideoConfig, FlashVideoForCausalLM
+
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, chunk_size=8,
+        text_vocab_size=40, image_vocab_size=60, max_frames=6, image_size=16, code_grid_size=4,
+        code_position_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = FlashVideoForCausalLM(config).double().eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight") or "code_positions" in name:
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.fixture
 def tiny_model(tiny_config):
     from flashvideo import FlashVideoForCausalLM
 

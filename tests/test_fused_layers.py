@@ -13,19 +13,8 @@ from flashvideo.fused_layers import FusedDecoder
 
 
 @pytest.fixture
-def model():
-    config = FlashVideoConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, chunk_size=8,
-        text_vocab_size=40, image_vocab_size=60, max_frames=6, image_size=16, code_grid_size=4,
-        code_position_embeddings=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = FlashVideoForCausalLM(config).double().eval()
-    with torch.no_grad():  # non-zero norm weights and code positions, so that every parameter matters
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight") or "code_positions" in name:
-                parameter.add_(0.3 * torch.randn_like(parameter))
-    return model
+def model(float64_code_position_model):
+    return float64_code_position_model
 
 
 def prompt(model, batch: int, length: int, seed: int = 0) -> torch.Tensor:
