@@ -95,7 +95,9 @@ class CodeDraftTable:
         return table
 
     @classmethod
-    def fit(cls, codes: torch.Tensor | np.ndarray, vocab_size: int, reference_gaps: Iterable[int] = (1,)) -> CodeDraftTable:
+    def fit(
+        cls, codes: torch.Tensor | np.ndarray, vocab_size: int, reference_gaps: Iterable[int] = (1,)
+    ) -> CodeDraftTable:
         """Count contexts over `codes` `[clips, frames, h, w]` (codebook indices in `[0, vocab_size)`): every cell
         with a cell above and one to its left, and for each gap in `reference_gaps` every frame with one `gap`
         frames before it. Ties go to the smaller code."""
@@ -103,7 +105,9 @@ class CodeDraftTable:
         if codes.ndim != 4:
             raise ValueError(f"codes must be [clips, frames, h, w], got shape {codes.shape}.")
         if codes.size and (codes.min() < 0 or codes.max() >= vocab_size):
-            raise ValueError(f"codes must be in [0, {vocab_size - 1}] (vocab_size), got [{codes.min()}, {codes.max()}].")
+            raise ValueError(
+                f"codes must be in [0, {vocab_size - 1}] (vocab_size), got [{codes.min()}, {codes.max()}]."
+            )
         gaps = sorted(set(int(gap) for gap in reference_gaps))
         if any(gap < 1 for gap in gaps):
             raise ValueError(f"reference_gaps must be positive frame counts, got {gaps}.")
@@ -160,7 +164,8 @@ class CodeDraftTable:
         for name in arrays:
             table, _, part = name.rpartition(".")
             prefix, _, gap = table.partition(".")
-            if part not in ("contexts", "codes") or not (table == "neighbours" or (prefix == "with_reference" and gap.isdigit())):
+            known = table == "neighbours" or (prefix == "with_reference" and gap.isdigit())
+            if part not in ("contexts", "codes") or not known:
                 raise ValueError(f"{path}: unexpected entry {name!r}.")
             tables[table] = _from_arrays(arrays, table, saved_vocab, 2 if table == "neighbours" else 3, path)
         neighbours = tables.pop("neighbours")

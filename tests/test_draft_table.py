@@ -134,7 +134,7 @@ def test_the_pipeline_saves_loads_and_defaults_to_its_table(tiny_pipeline, tmp_p
     assert {"code_table+row_above", "code_table+previous_key_frame", "code_table+previous_frame"} <= set(sources)
     other = loaded(PROMPT, num_frames=6, draft_source="previous_frame", generator=torch.Generator().manual_seed(0))
     assert "previous_key_frame" in other.stats.key_frames.drafts_by_source
-    with pytest.raises(ValueError, match="draft_table was fitted for 61 image codes, but the model samples from image_vocab_size=60"):
+    with pytest.raises(ValueError, match="fitted for 61 image codes, but the model samples from image_vocab_size=60"):
         FlashVideoPipeline(
             model=loaded.model, processor=loaded.processor, vqvae=loaded.vqvae,
             draft_table=CodeDraftTable(61, {}, {}),
