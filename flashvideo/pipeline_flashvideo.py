@@ -53,10 +53,14 @@ OUTPUT_TYPES = ("np", "pil", "latent")  # "latent": the image codes, not decoded
 # back to "previous_frame" where the table has not seen them. The default (None) is "code_table" where the pipeline
 # has a draft table, else "previous_frame".
 DRAFT_SOURCES = (CODE_TABLE, "previous_frame", "row_above")
-# Drafts per verify call. Chosen by measurement on the shipped checkpoint (1 thread, 16-frame clips, 2 seeds): a
-# single prompt 2.76 / 2.39 / 2.42 / 2.60 / 2.92 s for 2 / 4 / 6 / 8 / 16 drafts (plain decoding 3.59 s); 8 prompts
-# at once 12.6 / 12.8 / 12.8 / 15.4 / 18.3 s (plain 12.8 s), where a call's compute, not its overhead, dominates.
-DEFAULT_NUM_DRAFT_TOKENS = 4
+# Drafts per verify call, per stage, chosen by measurement on the shipped checkpoint with its draft table (1 thread,
+# 16-frame clips, 10 prompts x seeds, every setting in one process): key frames (one row per prompt, where a longer
+# call costs little more) 4 / 6 / 8 / 12 drafts: 0.353 / 0.326 / 0.314 / 0.334 s for the stage; interpolation (three
+# pairs per prompt in one batch, where a call's compute dominates) 3 / 4 / 5 / 6 drafts: 0.604 / 0.614 / 0.626 /
+# 0.634 s. Before the draft table, one count for both: 4 (2.39 s a clip against 2.76 / 2.42 / 2.60 / 2.92 for
+# 2 / 6 / 8 / 16).
+KEY_FRAME_DRAFT_TOKENS = 8
+INTERPOLATION_DRAFT_TOKENS = 4
 
 
 @dataclass
@@ -294,7 +298,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         self.draft_table = draft_table
         self.interpolation_model = interpolation_model  # `_sanitize_parameters` reads its config from __init__ on
         self.show_progress = show_progress
-        self.compiled_num_draft_tokens: int | None = None  # set by `compile_recurrent_step`
+        self.compiled_draft_counts: frozenset[int] = frozenset()  # set by `compile_recurrent_step`
         # The processor is the pipeline's tokenizer: it turns prompts into model ids, and transformers pads batches
         # of prompts (`batch_size=`) with its `pad_token_id`, the layout's.
         super().__init__(model=model, tokenizer=processor, processor=processor, **kwargs)
@@ -350,18 +354,20 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         )  # fmt: skip
 
     def compile_recurrent_step(
-        self, num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS, **compile_kwargs
+        self, num_draft_tokens: int | None = None, **compile_kwargs
     ) -> "FlashVideoPipeline":
         """Compile the decode step of the key-frame and interpolation models (`torch.compile`): the one-token step
-        and speculative decoding's verify calls for `num_draft_tokens` drafts, which calls with that many drafts
-        then pad to one length (a token and `num_draft_tokens` drafts), so that every verify call has one shape.
+        and speculative decoding's verify calls for `num_draft_tokens` drafts (None: each stage's default), which
+        calls with that many drafts then pad to one length (a token and the drafts), so that every verify call of a
+        stage has one shape.
 
         Sampled tokens are where the time goes; see `FlashVideoModel.compile_recurrent_step`. The first clip pays
         the compilation (once per batch size, length and model). Returns the pipeline.
         """
+        counts = {self._draft_count(num_draft_tokens, stage) for stage in ("key_frames", "interpolation")}
         for model in {id(model): model for model in (self.model, self.interpolation_model)}.values():
-            model.compile_recurrent_step(call_lengths=(1 + num_draft_tokens,), **compile_kwargs)
-        self.compiled_num_draft_tokens = num_draft_tokens
+            model.compile_recurrent_step(call_lengths=tuple(sorted(1 + count for count in counts)), **compile_kwargs)
+        self.compiled_draft_counts = frozenset(counts)
         return self
 
     def save_pretrained(self, save_directory: str | Path, hub_ready: bool = False, **kwargs) -> None:
@@ -465,7 +471,8 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             speculative: lossless speculative decoding (on by default): each model call also verifies up to
                 `num_draft_tokens` drafted codes, and the output is exactly the model's distribution (greedy: exactly
                 greedy decoding's tokens). False: one call per sampled token, as plain decoding.
-            num_draft_tokens: drafts verified per call, in [1, tokens_per_frame] (default `DEFAULT_NUM_DRAFT_TOKENS`).
+            num_draft_tokens: drafts verified per call, in [1, tokens_per_frame]; None (the default): per stage,
+                `KEY_FRAME_DRAFT_TOKENS` (8) for key frames and `INTERPOLATION_DRAFT_TOKENS` (4) for interpolation.
             draft_source: where drafts come from, one of `DRAFT_SOURCES`: "code_table" (the pipeline's draft table:
                 the commonest code given the cell's neighbours above and left and the cell in the previous frame,
                 else as "previous_frame"), "previous_frame" (the same grid cell of the previous key frame, of the
@@ -538,7 +545,10 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
                 f"num_frames={num_frames}. Try num_frames={max((num_frames - 1) // spacing, 1) * spacing + 1}."
             )
         check_bool("speculative", speculative)
-        check_int("num_draft_tokens", num_draft_tokens, 1, self.model.config.tokens_per_frame, why=" (tokens_per_frame)")
+        check_int(
+            "num_draft_tokens", num_draft_tokens, 1, self.model.config.tokens_per_frame, optional=True,
+            why=" (tokens_per_frame)",
+        )  # fmt: skip
         check_choice("draft_source", draft_source, (None, *DRAFT_SOURCES))
         if draft_source == CODE_TABLE and self.draft_table is None:
             raise ValueError(
@@ -656,19 +666,28 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
     def _sampler(
         self, model, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
         do_sample: bool | None = None, generator: torch.Generator | None = None, guidance_scale: float = 1.0,
-        speculative: bool = True, num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS, lockstep: bool = False,
-        draft_source: str | None = None,
+        speculative: bool = True, num_draft_tokens: int | None = None, lockstep: bool = False,
+        draft_source: str | None = None, stage: str = "key_frames",
     ) -> FrameSampler:  # fmt: skip
         """A sampler for `model`; what the call leaves at None comes from `model.generation_config`. It drafts
-        through the pipeline's draft table when `draft_source` resolves to "code_table"."""
+        through the pipeline's draft table when `draft_source` resolves to "code_table", with `num_draft_tokens`
+        drafts per call (None: the `stage`'s default)."""
         temperature, top_k, top_p, do_sample = self._sampling_settings(model, temperature, top_k, top_p, do_sample)
         processor = build_logits_processor(model.config.image_token_range, temperature, top_k, top_p)
+        count = self._draft_count(num_draft_tokens, stage)
         return FrameSampler(
             model, processor, do_sample=do_sample, generator=generator, guidance_scale=guidance_scale,
-            num_draft_tokens=num_draft_tokens if speculative else 0, lockstep=lockstep,
-            static_windows=speculative and num_draft_tokens == self.compiled_num_draft_tokens,
+            num_draft_tokens=count if speculative else 0, lockstep=lockstep,
+            static_windows=speculative and count in self.compiled_draft_counts,
             draft_table=self.draft_table if self._draft_source(draft_source) == CODE_TABLE else None,
         )  # fmt: skip
+
+    def _draft_count(self, num_draft_tokens: int | None, stage: str) -> int:
+        """The call's drafts per verify call; None: the stage's default, at most a frame's tokens."""
+        if num_draft_tokens is not None:
+            return num_draft_tokens
+        default = KEY_FRAME_DRAFT_TOKENS if stage == "key_frames" else INTERPOLATION_DRAFT_TOKENS
+        return min(default, self.model.config.tokens_per_frame)
 
     def _draft_source(self, draft_source: str | None) -> str:
         """The call's draft source; None: "code_table" where the pipeline has a draft table, else "previous_frame"."""
@@ -819,7 +838,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
             fixed_ids, fixed_mask = ids_a, classes.inheritable.flatten(1)
 
         draft_source = self._draft_source(draft_source)
-        sampler = self._sampler(self.interpolation_model, draft_source=draft_source, **sampling)
+        sampler = self._sampler(self.interpolation_model, draft_source=draft_source, stage="interpolation", **sampling)
         offsets = self.processor.interpolation_time_offsets(num_inserted)  # generation order A, B, F_2 … → time
         inserted: list[torch.Tensor] = []  # ids [pairs of all prompts, tokens] per inserted frame
         for number in range(2, num_inserted + 2):
@@ -859,7 +878,7 @@ CALL_DEFAULTS = dict(
     num_frames=16, key_frame_spacing=5, interpolate=True, redundant_free=True, inherit_ratio=0.2, unstable_radius=1,
     temperature=None, top_k=None, top_p=None, do_sample=None, guidance_scale=None, negative_prompt=None,
     generator=None, first_frame=None, output_type="np", callback=None, speculative=True,
-    num_draft_tokens=DEFAULT_NUM_DRAFT_TOKENS, draft_source=None, lockstep=False, recursive_spacings=(),
+    num_draft_tokens=None, draft_source=None, lockstep=False, recursive_spacings=(),
 )  # fmt: skip
 FORWARD_DEFAULTS = {key: value for key, value in CALL_DEFAULTS.items() if key not in ("first_frame", "output_type")}
 # What `from_pretrained` passes on to `__init__` rather than to the Hub client.

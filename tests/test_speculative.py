@@ -274,7 +274,7 @@ def test_new_arguments_are_validated_up_front(tiny_pipeline):
     for name, arguments in cases.items():
         with pytest.raises(ValueError, match=name):
             tiny_pipeline(PROMPT, num_frames=6, **arguments)
-    with pytest.raises(ValueError, match=r"num_draft_tokens must be an integer in \[1, 16\]"):
+    with pytest.raises(ValueError, match=r"num_draft_tokens must be None or an integer in \[1, 16\]"):
         tiny_pipeline(PROMPT, num_frames=6, num_draft_tokens=17)
     with pytest.raises(ValueError, match="times the recursive spacings"):
         tiny_pipeline(PROMPT, num_frames=16, key_frame_spacing=5, recursive_spacings=(2,))
@@ -291,3 +291,15 @@ def test_draw_from_follows_the_probabilities_and_never_draws_a_zero():
     edges = torch.tensor([0.0, 0.999999])
     assert speculative.draw_from(probabilities[[1, 1]], edges).tolist() == [0, 0]
     assert speculative.draw_from(probabilities[[0, 0]], edges).tolist() == [1, 4]
+
+
+def test_drafts_per_call_default_per_stage(tiny_pipeline):
+    from flashvideo.pipeline_flashvideo import INTERPOLATION_DRAFT_TOKENS, KEY_FRAME_DRAFT_TOKENS
+
+    assert (KEY_FRAME_DRAFT_TOKENS, INTERPOLATION_DRAFT_TOKENS) == (8, 4)
+    assert tiny_pipeline._sampler(tiny_pipeline.model).num_draft_tokens == 8
+    assert tiny_pipeline._sampler(tiny_pipeline.model, stage="interpolation").num_draft_tokens == 4
+    assert tiny_pipeline._sampler(tiny_pipeline.model, num_draft_tokens=3, stage="interpolation").num_draft_tokens == 3
+    assert tiny_pipeline._sampler(tiny_pipeline.model, speculative=False).num_draft_tokens == 0
+    out = tiny_pipeline(PROMPT, num_frames=6, generator=torch.Generator().manual_seed(0))
+    assert out.stats.key_frames.tokens_drafted > 0 and out.stats.interpolation.tokens_drafted > 0
