@@ -166,7 +166,7 @@ class FrameSampler:
         # cell or the row above; None: those alone.
         self.draft_table = draft_table
         self.image_range = model.config.image_token_range  # read once: a config attribute costs a few µs per call
-        self.image_start = self.image_range[0]
+        self.image_start = self.image_range[0]  # ids minus this are codes (the draft table's and the scores' index)
         self.counts = TokenCounts()
         # Created on the first call (the batch size comes with it); each holds a cache made by the model itself, so
         # that it is always the model's own RetNetCache class (a checkpoint loaded with trust_remote_code brings its
@@ -260,22 +260,23 @@ class FrameSampler:
         """The draft for `position` (see `_window`), from what is decided or already in this window; None for a
         frame's first token without a reference."""
         grid = self.grid
-
-        def known(place: int) -> int:
-            return tokens[place] if place < decided else window[place - decided]
-
-        if self.draft_table is not None and position >= grid and position % grid:
+        # The cells above and to the left: decided, or drafted earlier in this window (called once per draft, so
+        # plain indexing rather than a helper).
+        above = position - grid
+        if self.draft_table is not None and above >= 0 and position % grid:
             start = self.image_start
+            left = position - 1
             code = self.draft_table.draft(
                 None if reference is None else reference[position] - start,
-                known(position - grid) - start, known(position - 1) - start, reference_gap,
+                (tokens[above] if above < decided else window[above - decided]) - start,
+                (tokens[left] if left < decided else window[left - decided]) - start, reference_gap,
             )  # fmt: skip
             if code is not None:
                 return code + start
         if reference is not None:
             return reference[position]
-        if position >= grid:
-            return known(position - grid)  # the row above
+        if above >= 0:  # the row above
+            return tokens[above] if above < decided else window[above - decided]
         return tokens[decided - 1] if decided > 0 else None
 
     def _distributions(self, windows: list[list[int]], width: int, active: list[bool]) -> torch.Tensor:
