@@ -70,6 +70,9 @@ def build_logits_processor(
 
 ROW_ABOVE = "row_above"
 CODE_TABLE = "code_table"
+LOOK_AHEAD = "look_ahead"  # drafts from a verify call's outputs after the draft it refused (`FrameSampler`)
+FIXED, DRAFTED, LOOKED_AHEAD = 0, 1, 2  # what a window position holds: a fixed token, a draft from the draft source,
+# a draft from the last call's look-ahead
 
 
 def add_drafts(tallies: dict[str, list[int]], source: str, drafted: int, accepted: int) -> None:
@@ -125,7 +128,9 @@ class FrameSampler:
     the model and fed as the first token of the next call; the cache is rolled back to the accepted prefix
     (`RetNetCache.rewind`), per row, so rows advance by their own amounts (`lockstep=True`: all by the least). Fixed
     tokens ride in the same calls, always accepted, so a drawn token and the run of fixed tokens after it cost one
-    call (redundant-free interpolation). With `k = 0` and nothing fixed this is plain decoding, one call per token,
+    call (redundant-free interpolation). After a refused draft, the positions the call judged beyond it are drafted
+    next with the argmax of the call's own distributions there (`look_ahead_start`; the "look_ahead" draft source).
+    With `k = 0` and nothing fixed this is plain decoding, one call per token,
     with the same tokens as `model.generate()` for the same seed.
 
     Example:
@@ -150,6 +155,7 @@ class FrameSampler:
         lockstep: bool = False,
         static_windows: bool = False,
         draft_table: CodeDraftTable | None = None,
+        look_ahead_start: int | None = 0,
     ):
         self.model = model
         self.logits_processor = logits_processor
@@ -165,6 +171,13 @@ class FrameSampler:
         # Drafts looked up from the codes around each cell (`draft_table.py`) before falling back to the reference
         # cell or the row above; None: those alone.
         self.draft_table = draft_table
+        # A verify call that refuses the draft at some window position has still computed the model's distributions
+        # for the positions after it (given the refused draft instead of the token drawn there). Their argmax drafts
+        # those positions in the next call, from the `look_ahead_start`-th position after the drawn token on (None:
+        # never): the model's own guess, with the whole frame in view, which a table of three neighbouring codes
+        # cannot match. Right after the drawn token the table, which sees that token, can be the better guess (it is
+        # for the shipped key-frame model). Any draft keeps the sampled distribution exact.
+        self.look_ahead_start = look_ahead_start
         self.image_range = model.config.image_token_range  # read once: a config attribute costs a few µs per call
         self.image_start = self.image_range[0]  # ids minus this are codes (the draft table's and the scores' index)
         self.counts = TokenCounts()
@@ -225,33 +238,39 @@ class FrameSampler:
 
     def _window(
         self, tokens: list[int], decided: int, fixed_ids: list[int] | None, fixed_mask: list[bool] | None,
-        reference: list[int] | None, reference_gap: int | None = None,
-    ) -> tuple[list[int], list[bool]]:  # fmt: skip
-        """One row's window from its first undecided position: `(tokens, is_draft)`.
+        reference: list[int] | None, reference_gap: int | None = None, looked_ahead: dict[int, int] | None = None,
+    ) -> tuple[list[int], list[int]]:  # fmt: skip
+        """One row's window from its first undecided position: `(tokens, kinds)`, each position's kind `FIXED`,
+        `DRAFTED` or `LOOKED_AHEAD` (a draft taken from `looked_ahead`, position → token).
 
         A window holds every fixed position and up to `num_draft_tokens` drafts (static windows: at most that many
         positions in all); without drafts, the run of fixed positions only. Drafts: the draft table's code for the
         cell's neighbours (above, left, and `reference` at the same cell, `reference_gap` frames back), where there
         is a table and it knows them; else `reference` at the same cell, or (None) the row above — the last decided
-        token in the frame's first row, none for the frame's first token.
+        token in the frame's first row, none for the frame's first token. `looked_ahead` overrides them where it has
+        the position.
         """
-        window, is_draft, drafts = [], [], 0
+        window, kinds, drafts = [], [], 0
         for position in range(decided, len(tokens)):
             if fixed_mask is not None and fixed_mask[position]:
                 window.append(fixed_ids[position])
-                is_draft.append(False)
+                kinds.append(FIXED)
             else:
                 if drafts == self.num_draft_tokens:
                     break
-                draft = self._draft(tokens, decided, window, position, reference, reference_gap)
-                if draft is None:
-                    break
+                draft = looked_ahead.get(position) if looked_ahead else None
+                if draft is not None:
+                    kinds.append(LOOKED_AHEAD)
+                else:
+                    draft = self._draft(tokens, decided, window, position, reference, reference_gap)
+                    if draft is None:
+                        break
+                    kinds.append(DRAFTED)
                 window.append(draft)
-                is_draft.append(True)
                 drafts += 1
             if self.static_windows and len(window) == self.num_draft_tokens:
                 break
-        return window, is_draft
+        return window, kinds
 
     def _draft(
         self, tokens: list[int], decided: int, window: list[int], position: int, reference: list[int] | None,
@@ -332,11 +351,14 @@ class FrameSampler:
         image_start = self.image_start
         tokens = [[0] * num_tokens for _ in range(batch)]
         decided = [0] * batch
+        looked_ahead: list[dict[int, int]] = [{} for _ in range(batch)]  # per row: position -> token (`look_ahead`)
         while any(done < num_tokens for done in decided):
             active = [done < num_tokens for done in decided]
-            windows, drafted = zip(*(
-                self._window(row, done, ids, mask, ref, reference_gap) if on else ([], [])
-                for row, done, ids, mask, ref, on in zip(tokens, decided, fixed_rows, fixed_masks, references, active)
+            windows, kinds = zip(*(
+                self._window(row, done, ids, mask, ref, reference_gap, ahead) if on else ([], [])
+                for row, done, ids, mask, ref, on, ahead in zip(
+                    tokens, decided, fixed_rows, fixed_masks, references, active, looked_ahead
+                )
             ))  # fmt: skip
             width = self.num_draft_tokens if self.static_windows else max(len(window) for window in windows)
             scores = self._distributions(windows, width, active)
@@ -347,11 +369,25 @@ class FrameSampler:
                 dtype=torch.long, device=device,
             ).view(batch, width)  # fmt: skip
             is_draft = torch.tensor(
-                [list(d) + [False] * (width - len(d)) for d in drafted], dtype=torch.bool, device=device
-            ).view(batch, width)
+                [[kind != FIXED for kind in k] + [False] * (width - len(k)) for k in kinds], dtype=torch.bool,
+                device=device,
+            ).view(batch, width)  # fmt: skip
             lengths = torch.tensor([len(w) for w in windows], device=device)
             accepted, drawn = verify_drafts(scores, codes, is_draft, lengths, self.do_sample, self.generator)
             accepted, drawn = accepted.tolist(), [t + image_start for t in drawn.tolist()]
+            # Rows that refused a draft: the call's argmax at window positions accepted + 1 + look_ahead_start …
+            # len(window) (scores hold one more than the window) drafts those positions next. Read before lockstep
+            # moves `accepted`: the scores beyond a row's own refusal are what the call was given.
+            refused = [on and a < len(w) for a, w, on in zip(accepted, windows, active)]
+            if self.look_ahead_start is not None and any(refused):
+                best, skip = scores.argmax(dim=-1).tolist(), self.look_ahead_start
+                looked_ahead = [
+                    {decided[b] + i: best[b][i] + image_start for i in range(a + 1 + skip, len(w) + 1)}
+                    if refused[b] else {}
+                    for b, (a, w) in enumerate(zip(accepted, windows))
+                ]  # fmt: skip
+            else:
+                looked_ahead = [{} for _ in range(batch)]
             if self.lockstep:
                 # Every row advances by the least accepted; a row that accepted more takes its own accepted token
                 # there, a valid draw (where to cut depends only on tokens already decided, a stopping time).
@@ -362,8 +398,10 @@ class FrameSampler:
             for b in range(batch):
                 if not active[b]:
                     continue
-                judged = drafted[b][: accepted[b] + 1]
-                self._count(source, sum(judged), sum(drafted[b][: accepted[b]]))
+                # Drafts judged (up to and including the first refused one) and accepted, per source.
+                judged, taken = kinds[b][: accepted[b] + 1], kinds[b][: accepted[b]]
+                self._count(source, judged.count(DRAFTED), taken.count(DRAFTED))
+                self._count(LOOK_AHEAD, judged.count(LOOKED_AHEAD), taken.count(LOOKED_AHEAD))
                 start, kept = decided[b], accepted[b]
                 tokens[b][start : start + kept] = windows[b][:kept]
                 produced = start + kept < num_tokens

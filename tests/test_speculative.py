@@ -303,3 +303,22 @@ def test_drafts_per_call_default_per_stage(tiny_pipeline):
     assert tiny_pipeline._sampler(tiny_pipeline.model, speculative=False).num_draft_tokens == 0
     out = tiny_pipeline(PROMPT, num_frames=6, generator=torch.Generator().manual_seed(0))
     assert out.stats.key_frames.tokens_drafted > 0 and out.stats.interpolation.tokens_drafted > 0
+
+
+def test_look_ahead_drafts_follow_a_refusal_and_can_be_turned_off(distribution_setup, tiny_pipeline):
+    """After a refused draft, the positions the call judged beyond it are drafted from that call's argmax (counted
+    as "look_ahead"); the distribution test above runs with them on (the sampler's default)."""
+    model, processor, prefixes, *_ = distribution_setup
+    _, sampler = _speculative_draws(model, processor, prefixes, num_rows=400, seed=1)
+    assert sampler.look_ahead_start == 0
+    drafted, accepted = sampler.counts.drafts_by_source["look_ahead"]
+    assert 0 < accepted <= drafted
+    assert tiny_pipeline._sampler(tiny_pipeline.model).look_ahead_start == 1  # key frames: the table first
+    assert tiny_pipeline._sampler(tiny_pipeline.model, stage="interpolation").look_ahead_start == 0
+    tiny_pipeline.look_ahead_drafts = False
+    try:
+        assert tiny_pipeline._sampler(tiny_pipeline.model).look_ahead_start is None
+        out = tiny_pipeline(PROMPT, num_frames=6, generator=torch.Generator().manual_seed(0))
+        assert "look_ahead" not in out.stats.key_frames.drafts_by_source
+    finally:
+        tiny_pipeline.look_ahead_drafts = True
