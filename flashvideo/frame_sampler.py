@@ -29,6 +29,7 @@ from transformers.generation import (
 from .draft_table import CodeDraftTable
 from .modeling_flashvideo import FlashVideoForCausalLM, RetNetCache
 from .speculative import verify_drafts
+from .validation import check_int
 
 
 class ImageCodesOnlyLogitsProcessor(LogitsProcessor):
@@ -177,6 +178,7 @@ class FrameSampler:
         # never): the model's own guess, with the whole frame in view, which a table of three neighbouring codes
         # cannot match. Right after the drawn token the table, which sees that token, can be the better guess (it is
         # for the shipped key-frame model). Any draft keeps the sampled distribution exact.
+        check_int("look_ahead_start", look_ahead_start, 0, optional=True)
         self.look_ahead_start = look_ahead_start
         self.image_range = model.config.image_token_range  # read once: a config attribute costs a few µs per call
         self.image_start = self.image_range[0]  # ids minus this are codes (the draft table's and the scores' index)
@@ -351,7 +353,8 @@ class FrameSampler:
         image_start = self.image_start
         tokens = [[0] * num_tokens for _ in range(batch)]
         decided = [0] * batch
-        looked_ahead: list[dict[int, int]] = [{} for _ in range(batch)]  # per row: position -> token (`look_ahead`)
+        nothing_ahead: list[dict[int, int]] = [{}] * batch  # shared and never written: no row has look-ahead drafts
+        looked_ahead = nothing_ahead  # per row: position -> token (`look_ahead_start`)
         while any(done < num_tokens for done in decided):
             active = [done < num_tokens for done in decided]
             windows, kinds = zip(*(
@@ -378,16 +381,16 @@ class FrameSampler:
             # Rows that refused a draft: the call's argmax at window positions accepted + 1 + look_ahead_start …
             # len(window) (scores hold one more than the window) drafts those positions next. Read before lockstep
             # moves `accepted`: the scores beyond a row's own refusal are what the call was given.
-            refused = [on and a < len(w) for a, w, on in zip(accepted, windows, active)]
-            if self.look_ahead_start is not None and any(refused):
-                best, skip = scores.argmax(dim=-1).tolist(), self.look_ahead_start
-                looked_ahead = [
-                    {decided[b] + i: best[b][i] + image_start for i in range(a + 1 + skip, len(w) + 1)}
-                    if refused[b] else {}
-                    for b, (a, w) in enumerate(zip(accepted, windows))
-                ]  # fmt: skip
-            else:
-                looked_ahead = [{} for _ in range(batch)]
+            looked_ahead = nothing_ahead
+            if self.look_ahead_start is not None:
+                refused = [on and a < len(w) for a, w, on in zip(accepted, windows, active)]
+                if any(refused):
+                    best, skip = scores.argmax(dim=-1).tolist(), self.look_ahead_start
+                    looked_ahead = [
+                        {decided[b] + i: best[b][i] + image_start for i in range(a + 1 + skip, len(w) + 1)}
+                        if refused[b] else {}
+                        for b, (a, w) in enumerate(zip(accepted, windows))
+                    ]  # fmt: skip
             if self.lockstep:
                 # Every row advances by the least accepted; a row that accepted more takes its own accepted token
                 # there, a valid draw (where to cut depends only on tokens already decided, a stopping time).

@@ -307,7 +307,7 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
         self.show_progress = show_progress
         self.compiled_draft_counts: frozenset[int] = frozenset()  # set by `compile_recurrent_step`
         # After a refused draft, draft the positions the verify call judged beyond it with the call's own argmax
-        # there (`FrameSampler.look_ahead`); False drafts them from `draft_source` alone (exact either way).
+        # there (`FrameSampler.look_ahead_start`, per stage); False drafts them from `draft_source` alone (exact either way).
         self.look_ahead_drafts = True
         # The processor is the pipeline's tokenizer: it turns prompts into model ids, and transformers pads batches
         # of prompts (`batch_size=`) with its `pad_token_id`, the layout's.
