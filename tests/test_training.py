@@ -531,3 +531,17 @@ def test_lm_stage_without_processor_or_with_a_conflicting_layout(tokenizer_dir, 
     )
     assert main(argv) == 1
     assert "--code_grid_size 8 (the processor has 4)" in capsys.readouterr().err
+
+
+def test_fine_tuning_a_float16_checkpoint_trains_float32_weights(tmp_path):
+    """A float16 export (what the shipped checkpoint's weights are) is fine-tuned in float32: loaded as saved it
+    would train in float16, many times slower on a CPU and with small updates rounded away."""
+    config = FlashVideoConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_vocab_size=32,
+        text_vocab_size=32, code_grid_size=4, image_size=16, max_frames=8,
+    )  # fmt: skip
+    FlashVideoForCausalLM(config).to(torch.float16).save_pretrained(tmp_path / "interpolation")
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "interpolation" / "config.json").read_text())["dtype"] == "float16"
+    model = stages_module.load_lm(str(tmp_path), "interpolation")
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}

@@ -384,8 +384,12 @@ def load_vq(source: str, argument: str) -> VQModel:
 
 
 def load_lm(source: str, stage: str, config_overrides: dict[str, object] | None = None) -> FlashVideoForCausalLM:
-    """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any;
-    `config_overrides` (`ModelArguments.config_overrides()`) replace config values it was trained with."""
+    """A checkpoint's key-frame model, or for the interpolation stage its `interpolation/` model if any, in float32;
+    `config_overrides` (`ModelArguments.config_overrides()`) replace config values it was trained with.
+
+    Float32 whatever the checkpoint holds: these are the weights the optimiser updates (mixed precision is
+    accelerate's `--mixed_precision`), and a float16 export (`scripts/export_checkpoint_fp16.py`) loaded as it is
+    would train in float16 — on a CPU about 12× slower per step, and with updates rounded away."""
     subfolder = {}
     if stage == "interpolation":
         if has_interpolation_model(source):
@@ -396,7 +400,7 @@ def load_lm(source: str, stage: str, config_overrides: dict[str, object] | None 
         config = FlashVideoConfig.from_pretrained(source, **subfolder)
         if config_overrides:
             config = with_config_overrides(config, config_overrides)
-        return FlashVideoForCausalLM.from_pretrained(source, config=config, **subfolder)
+        return FlashVideoForCausalLM.from_pretrained(source, config=config, dtype=torch.float32, **subfolder)
     except OSError as error:
         raise TrainingSetupError(f"Cannot load a FlashVideo model from {source}: {error}") from None
 
