@@ -140,6 +140,10 @@ def _add_bench(subparsers) -> None:
         help="also measure one call of this checkpoint's key-frame model against the hardware floor ('default' = "
         "the shipped one); the random-weight model always is",
     )  # fmt: skip
+    decode.add_argument(
+        "--compile", action="store_true",
+        help="also measure those calls with the step compiled (compile_recurrent_step; needs a C++ compiler on a CPU)",
+    )  # fmt: skip
     video = _add_benchmark(
         kinds, "video", _bench_video,
         help="seconds per 16-frame clip: FlashVideo modes vs a same-size Llama with and without KV cache",
@@ -492,7 +496,8 @@ def _bench_decode(args: argparse.Namespace) -> Path:
     from .evaluation import bench_decode
 
     return bench_decode.run_decode_benchmark(
-        args.positions, args.output_dir, steps=args.steps, checkpoint=_checkpoint_path(args.checkpoint)
+        args.positions, args.output_dir, steps=args.steps, checkpoint=_checkpoint_path(args.checkpoint),
+        compile=args.compile,
     )
 
 

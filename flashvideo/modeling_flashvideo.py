@@ -803,7 +803,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         # Read on every call, and a config read costs a microsecond or two. Neither can change after init: the
         # layers are built for this many, and hold this chunk size themselves.
         self._num_layers, self._chunk_size = config.num_hidden_layers, config.chunk_size
-        self._compiled_run_layers = None  # set by `compile_recurrent_step`
+        self._compiled_run = None  # `_embed_and_run_layers` compiled, set by `compile_recurrent_step`
         self._compiled_call_lengths = frozenset()  # multi-token call lengths that take the compiled path too
         # Inference runs the layers as one function over their weights (`fused_layers.py`) where that is exact;
         # False keeps the module path everywhere. The decoder is found on first use and again after train()/eval()
@@ -817,6 +817,34 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
+
+    def _embed_and_run_layers(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        past_places: torch.Tensor | None,
+        positions: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        past_states: list[torch.Tensor | None],
+        forward_mode: ForwardMode,
+        output_hidden_states: bool,
+        output_final_states: bool = True,
+        fused: bool = False,
+    ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None, torch.Tensor | None]:
+        """The embeddings (token and code position) and `_run_layers`, on tensors only: what `compile_recurrent_step`
+        compiles, so that a decode step is one compiled call. Returns what `_run_layers` returns and the tokens'
+        places in their frames (None without code position embeddings)."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        places = None
+        if self.code_positions is not None:
+            places = self.code_positions.places(input_ids, past_places)
+            inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
+        outputs = self._run_layers(
+            inputs_embeds, positions, padding_mask, past_states, forward_mode, output_hidden_states,
+            output_final_states, fused,
+        )  # fmt: skip
+        return *outputs, places
 
     def _run_layers(
         self,
@@ -891,17 +919,21 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         return super()._apply(fn, recurse)
 
     def compile_recurrent_step(self, call_lengths: tuple[int, ...] = (), **compile_kwargs) -> None:
-        """Compile the decode step (one token through every layer in recurrent form) with `torch.compile`.
+        """Compile the decode step (one token through the embeddings and every layer in recurrent form) with
+        `torch.compile`.
 
         A recurrent step at this model size is a few hundred small operators, so in eager mode its time is mostly
-        per-operator overhead; compiled, the elementwise work is fused into a few kernels (on this project's CPU the
-        layer stack of the shipped checkpoint went from 2.9 to 0.8 ms per step, and whole clips got 1.9–2.3× faster:
-        `flashvideo bench video --compile`). Only length-1 inference calls take the compiled path, so prefill,
-        chunkwise feeding and training are unchanged; outputs match the eager step to float rounding. The first
-        call per batch size compiles (tens of seconds on a CPU; inductor needs a C++ compiler there).
-        `call_lengths`: multi-token calls of these lengths from a cache (parallel form) take the compiled path too —
-        speculative decoding's verify calls, which the pipeline pads to one length. `compile_kwargs` go to
-        `torch.compile` (default `dynamic=False`: one graph per batch size and length).
+        per-operator overhead; compiled, the step is one call into generated code: the elementwise work fused into
+        a few kernels around the matrix products. On this project's CPU the shipped key-frame model's step went
+        from 0.54 ms eager to under 0.2 ms (`flashvideo bench decode --compile`). Only inference calls of one token
+        take the compiled path, so prefill, chunkwise feeding and training are unchanged; outputs match the eager
+        step to float rounding. The first call per batch size compiles (tens of seconds on a CPU; inductor needs a
+        C++ compiler there). `call_lengths`: multi-token calls of these lengths from a cache (parallel form) take
+        the compiled path too — speculative decoding's verify calls, which the pipeline pads to one length.
+        `compile_kwargs` go to `torch.compile`; the defaults are `dynamic=False` (one graph per batch size and
+        length) and, unless `mode` or `options` is given, inductor's C++ wrapper (`options={"cpp_wrapper": True}`):
+        the generated kernels are then called from C++ rather than from a Python function, which saves about a
+        third of a step this small.
 
         Example:
 
@@ -910,7 +942,10 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         >>> model.generate(prompt_ids, max_new_tokens=256, do_sample=True)
         ```
         """
-        self._compiled_run_layers = torch.compile(self._run_layers, **{"dynamic": False, **compile_kwargs})
+        defaults = {"dynamic": False}
+        if "mode" not in compile_kwargs and "options" not in compile_kwargs:
+            defaults["options"] = {"cpp_wrapper": True}
+        self._compiled_run = torch.compile(self._embed_and_run_layers, **{**defaults, **compile_kwargs})
         self._compiled_call_lengths = frozenset(call_lengths)
 
     def _check_input_ids(self, input_ids: torch.Tensor, check_values: bool = True) -> None:
@@ -964,39 +999,30 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         """One call once its arguments are checked (`forward` checks them; `FlashVideoForCausalLM.decode` checks
         shapes and dtypes only): embeddings, code positions, the layers, and the cache updated in place. Returns
         the final hidden states and, when asked, those of every layer."""
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        length = inputs_embeds.shape[1]
-        places = None
-        if self.code_positions is not None:
-            places = self.code_positions.places(input_ids, cache.frame_places if cache is not None else None)
-            inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
-
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
         forward_mode = self._resolve_forward_mode(forward_mode, length)
         if cache is not None:
-            positions = cache.positions(length, inputs_embeds.device)
+            positions, past_places = cache.positions(length, device), cache.frame_places
             past_states = cache.states[: self._num_layers]
         else:
-            positions = torch.arange(length, device=inputs_embeds.device)
+            positions, past_places = torch.arange(length, device=device), None
             past_states = [None] * self._num_layers
-        run_layers, fused = self._run_layers, False
+        dtype = inputs_embeds.dtype if inputs_embeds is not None else self.embed_tokens.weight.dtype
+        fused = self._fused_path_applies(forward_mode, output_hidden_states, dtype)
         compiled_shape = (forward_mode == "recurrent" and length == 1) or (
             forward_mode == "parallel" and length in self._compiled_call_lengths and cache is not None
         )
-        if self._compiled_run_layers is not None and compiled_shape and not self.training:
-            run_layers = self._compiled_run_layers
-        else:
-            fused = self._fused_path_applies(forward_mode, output_hidden_states, inputs_embeds.dtype)
+        compiled = self._compiled_run is not None and compiled_shape and not self.training
+        run = self._compiled_run if compiled else self._embed_and_run_layers
         # A multi-token parallel-form call leaves its final states to the cache, which computes them from the
         # call's keys and values when they are first read: after a speculative verify call `rewind` usually asks
         # for the states at a shorter prefix, so the full-length ones would be thrown away. (The compiled path
         # computes them in its graph.)
-        defer_states = cache is not None and forward_mode == "parallel" and length > 1 and not (
-            run_layers is self._compiled_run_layers
-        )
-        hidden_states, states, keys_and_values, log_decay, all_hidden_states = run_layers(
-            inputs_embeds, positions, padding_mask, past_states, forward_mode, output_hidden_states,
-            cache is not None and not defer_states, fused,
+        defer_states = cache is not None and forward_mode == "parallel" and length > 1 and not compiled
+        hidden_states, states, keys_and_values, log_decay, all_hidden_states, places = run(
+            input_ids, inputs_embeds, past_places, positions, padding_mask, past_states, forward_mode,
+            output_hidden_states, cache is not None and not defer_states, fused,
         )  # fmt: skip
         if cache is not None:
             prefix_decays = self.positions.prefix_decays(log_decay, length) if length > 1 else None

@@ -212,12 +212,14 @@ def test_bench_decode_command_passes_the_checkpoint(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_benchmark(positions, output_dir, steps, checkpoint):
-        seen.update(positions=positions, checkpoint=checkpoint)
+    def fake_benchmark(positions, output_dir, steps, checkpoint, compile):
+        seen.update(positions=positions, checkpoint=checkpoint, compile=compile)
         (output_dir / "decode_latency.md").write_text("# Decode latency vs position\n")
         return output_dir / "decode_latency.md"
 
     monkeypatch.setattr(bench_decode, "run_decode_benchmark", fake_benchmark)
     argv = ["bench", "decode", "--positions", "8", "--checkpoint", "default", "--output-dir", str(tmp_path)]
     assert cli.main(argv) in (0, None)
-    assert seen == {"positions": [8], "checkpoint": str(flashvideo.default_checkpoint())}
+    assert seen == {"positions": [8], "checkpoint": str(flashvideo.default_checkpoint()), "compile": False}
+    assert cli.main(argv + ["--compile"]) in (0, None)
+    assert seen["compile"] is True

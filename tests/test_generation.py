@@ -132,13 +132,13 @@ requires_cxx = pytest.mark.skipif(
 def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
     eager = generate(tiny_model, prompt, seed=3, do_sample=True, top_k=20)
     tiny_model.compile_recurrent_step()
-    compiled_step, step_lengths = tiny_model.model._compiled_run_layers, []
+    compiled_step, step_lengths = tiny_model.model._compiled_run, []
 
-    def counting_step(hidden_states, *args):
-        step_lengths.append(hidden_states.shape[1])
-        return compiled_step(hidden_states, *args)
+    def counting_step(input_ids, *args):
+        step_lengths.append(input_ids.shape[1])
+        return compiled_step(input_ids, *args)
 
-    tiny_model.model._compiled_run_layers = counting_step
+    tiny_model.model._compiled_run = counting_step
     compiled = generate(tiny_model, prompt, seed=3, do_sample=True, top_k=20)
     assert torch.equal(compiled, eager)
     # every decode step took the compiled path, the prefill did not
@@ -149,6 +149,9 @@ def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
             tiny_model.model.embed_tokens(prompt[:, :1]), torch.tensor([6]), None, cache.states, "recurrent", False
         )[0])  # fmt: skip
         assert torch.allclose(tiny_model(prompt[:, :1], cache=cache).logits, eager_logits, atol=1e-5)
+        cache.rewind(0)  # the step again, now through `decode` (the pipeline's call), compiled the same way
+        assert torch.allclose(tiny_model.decode(prompt[:, :1], cache), eager_logits, atol=1e-5)
+    assert step_lengths == [1] * 13
 
 
 def test_past_key_values_is_still_accepted_as_the_cache(tiny_model, prompt):

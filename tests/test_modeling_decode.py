@@ -1,6 +1,10 @@
 """`FlashVideoForCausalLM.decode`, the lean entry point of decoding loops: the logits `forward` gives and the same
 cache, and the full model call whenever hooks, a replaced `forward` or training mode could make the two differ."""
 
+import copy
+import os
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -66,6 +70,33 @@ def test_decode_gives_forwards_logits_and_leaves_the_same_cache(model, batch, vo
                 by_decode.rewind(rewind)
                 assert_same_cache(by_decode, by_forward)
     assert batch == 1 or by_decode.row_positions is not None
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_the_compiled_step_gives_the_eager_logits_code_places_and_states(model):
+    """`compile_recurrent_step` compiles the embeddings with the layers: the code places a step reads from the cache
+    and returns into it (across a serial number, after per-row rewinds) are the eager step's."""
+    compiled = copy.deepcopy(model)
+    compiled.compile_recurrent_step(call_lengths=(5,))
+    layers = model.config.num_hidden_layers
+    eager_cache, compiled_cache = RetNetCache(layers), RetNetCache(layers)
+    serial = model.config.serial_token_range[0]
+    steps = [(1, None), (1, serial), (1, None), (5, None), (1, None)]
+    with torch.inference_mode():
+        for each, cache in ((model, eager_cache), (compiled, compiled_cache)):
+            each(ids(model, 3, 7, seed=0), cache=cache, use_cache=True)
+        for seed, (length, token) in enumerate(steps, start=1):
+            step = ids(model, 3, length, seed)
+            if token is not None:
+                step[:, 0] = token
+            expected = model.decode(step, eager_cache, logits_to_keep=length)
+            assert torch.allclose(compiled.decode(step, compiled_cache, logits_to_keep=length), expected, atol=1e-9)
+            assert torch.equal(compiled_cache.frame_places, eager_cache.frame_places)
+            if length > 1:
+                for cache in (eager_cache, compiled_cache):
+                    cache.rewind([2, 5, 1])
+        for state, expected in zip(compiled_cache.states, eager_cache.states):
+            assert torch.allclose(state, expected, atol=1e-9)
 
 
 def test_decode_without_a_cache_of_the_model_is_refused(model):

@@ -7,11 +7,13 @@ and report the median. Both models are timed in the same run on the same machine
 
 Then, for the random-weight model and (with `--checkpoint`) a trained key-frame model: ms per call (a decode step,
 and a 16-token call from the cache, at batch 1 and 3), aten operators per call, and the floor measured in the same
-run (weight bytes ÷ copy bandwidth of a tensor that size; FLOPs ÷ measured GEMM rate).
+run (weight bytes ÷ copy bandwidth of a tensor that size; FLOPs ÷ measured GEMM rate). With `--compile`, the same
+models again with their step compiled (`compile_recurrent_step`), timed round-robin with the eager ones.
 
-    flashvideo bench decode --positions 256 1024 4096 8192 --checkpoint default --output-dir benchmarks
+    flashvideo bench decode --positions 256 1024 4096 8192 --checkpoint default --compile --output-dir benchmarks
 """
 
+import copy
 import json
 import platform
 import statistics
@@ -30,6 +32,9 @@ from .plotting import save_line_panels
 
 
 logger = logging.get_logger(__name__)
+
+
+STEP_CALL_LENGTHS = (1, 16)  # tokens per call in the step measurements: a decode step, a multi-token call
 
 
 @dataclass
@@ -214,7 +219,7 @@ def count_aten_ops(fn) -> tuple[int, int]:
 def measure_step_cost(
     models: dict[str, FlashVideoForCausalLM],
     batch_sizes: tuple[int, ...] = (1, 3),
-    tokens_per_call: tuple[int, ...] = (1, 16),
+    tokens_per_call: tuple[int, ...] = STEP_CALL_LENGTHS,
     rounds: int = 15,
     calls_per_round: int = 10,
     position: int = 256,
@@ -223,7 +228,8 @@ def measure_step_cost(
     """Median time of one call from a `RetNetCache` filled to `position`, per model, batch size and call length,
     with its aten operator count and the floor measured in the same run.
 
-    Calls are made as the pipeline's sampler makes them (ids validated once, then `check_inputs=False`) and every
+    Calls are made through `decode`, as the pipeline's sampler makes them (ids validated once, at the prefill; the
+    logits of every fed position over the whole vocabulary, what `model(ids, cache=cache).logits` gives), and every
     configuration is timed round-robin with the others and with the floor, `rounds` times, so that a change of
     machine load affects them alike. The cache keeps growing (a call's cost does not depend on the position).
     """
@@ -238,8 +244,8 @@ def measure_step_cost(
             for length in tokens_per_call:
                 ids = torch.randint(low, model.config.vocab_size, (batch, length), generator=generator)
 
-                def call(model=model, cache=cache, ids=ids):
-                    model(ids, cache=cache, use_cache=True, check_inputs=False)
+                def call(model=model, cache=cache, ids=ids, length=length):
+                    model.decode(ids, cache, logits_to_keep=length)
 
                 cases[(name, batch, length)] = call
     # Each model's floor copies a tensor as large as its own weights: that size decides which cache level it sees.
@@ -282,7 +288,8 @@ def step_cost_markdown(results: list[StepMeasurement], floors: dict[str, Machine
         "### One call against the hardware floor",
         "",
         "A call from a `RetNetCache` filled to 256 tokens, made as the pipeline's sampler makes it "
-        "(`check_inputs=False`); 1 token is a decode step, 16 tokens one multi-token call (e.g. verifying drafts). "
+        "(`decode`, ids validated before; logits over the whole vocabulary); \"compiled\": the same model after "
+        "`compile_recurrent_step()`; 1 token is a decode step, 16 tokens one multi-token call (e.g. verifying drafts). "
         "Medians over round-robin rounds, wall clock and this thread's CPU time (on a shared machine the CPU time "
         "is the steadier; the floor is CPU time too); aten operators counted with torch.profiler (nested ones "
         "included; top level: called from Python).",
@@ -390,9 +397,11 @@ def run_decode_benchmark(
     config: FlashVideoConfig | None = None,
     checkpoint: str | Path | None = None,
     step_rounds: int = 15,
+    compile: bool = False,
 ) -> Path:
     """Measure both models at every position, then one call's cost against the floor (the random-weight model,
-    and the key-frame model of `checkpoint` when given), and write the report; returns the markdown path."""
+    and the key-frame model of `checkpoint` when given; with `compile`, each also with its step compiled), and
+    write the report; returns the markdown path."""
     if not positions or min(positions) < 1:
         raise ValueError(f"positions must be a non-empty list of integers >= 1, got {positions}.")
     if step_rounds < 5:
@@ -410,5 +419,10 @@ def run_decode_benchmark(
     if checkpoint is not None:
         trained = FlashVideoForCausalLM.from_pretrained(checkpoint).eval()
         step_models[f"{Path(checkpoint).name} (key frames), hidden {trained.config.hidden_size}"] = trained
+    if compile:
+        for name, model in list(step_models.items()):
+            compiled = copy.deepcopy(model)
+            compiled.compile_recurrent_step(call_lengths=STEP_CALL_LENGTHS[1:])
+            step_models[f"{name}, compiled"] = compiled
     step_costs = measure_step_cost(step_models, rounds=step_rounds)
     return write_report(results, config, output_dir, step_costs)
