@@ -58,7 +58,8 @@ DRAFT_SOURCES = (CODE_TABLE, "previous_frame", "row_above")
 # call costs little more) 4 / 6 / 8 / 12 drafts: 0.353 / 0.326 / 0.314 / 0.334 s for the stage; interpolation (three
 # pairs per prompt in one batch, where a call's compute dominates) 3 / 4 / 5 / 6 drafts: 0.604 / 0.614 / 0.626 /
 # 0.634 s. Before the draft table, one count for both: 4 (2.39 s a clip against 2.76 / 2.42 / 2.60 / 2.92 for
-# 2 / 6 / 8 / 16).
+# 2 / 6 / 8 / 16). With look-ahead drafts, measured again idle (24 prompts, interleaved): 12 / 8 drafts make 14% fewer
+# calls but take 0.995 of the time, so these stay (docs/speculative_decoding.md).
 KEY_FRAME_DRAFT_TOKENS = 8
 INTERPOLATION_DRAFT_TOKENS = 4
 # Look-ahead drafts (`FrameSampler.look_ahead_start`) per stage: from which position after a drawn token a refused
