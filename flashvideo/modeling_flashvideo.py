@@ -47,6 +47,15 @@ logger = logging.get_logger(__name__)
 
 ForwardMode = Literal["auto", "parallel", "chunkwise", "recurrent"]
 FORWARD_MODES = ("auto", "parallel", "chunkwise", "recurrent")
+# Graphs torch.compile may keep for the compiled step (`FlashVideoModel.compile_recurrent_step`), over every model.
+COMPILED_GRAPHS_PER_FUNCTION = 64
+
+
+def places_column(places: torch.Tensor, index: int) -> torch.Tensor:
+    """`places[:, index]` (`[batch]`), with stride 1: as a view of a call's `[batch, length]` places its stride would be
+    the call's length, and a compiled step, which guards on its inputs' strides, would compile once per length."""
+    column = places[:, index]
+    return column if column.stride(0) == 1 else column.clone(memory_format=torch.contiguous_format)
 
 
 @dataclass
@@ -235,7 +244,7 @@ class RetNetCache(Cache):
         else:
             self.states = list(states)
         if places is not None:
-            self.frame_places = places[:, -1]
+            self.frame_places = places_column(places, -1)
         if self.row_positions is not None:
             self.row_positions = self.row_positions + length
         self._seen_tokens += length
@@ -301,10 +310,12 @@ class RetNetCache(Cache):
                 before = record.frame_places if record.frame_places is not None else torch.full_like(last, -1)
                 self.frame_places = torch.where(kept_rows > 0, last, before)
             elif kept > 0:
-                self.frame_places = record.places[:, kept - 1]
+                self.frame_places = places_column(record.places, kept - 1)
             else:
                 before = record.frame_places
-                self.frame_places = before if before is not None else torch.full_like(record.places[:, 0], -1)
+                if before is None:
+                    before = torch.full_like(places_column(record.places, 0), -1)
+                self.frame_places = before
         if kept_rows is None:
             self._seen_tokens = record.seen_tokens + kept
             self.row_positions = None if record.row_positions is None else record.row_positions + kept
@@ -466,7 +477,9 @@ class FlashVideoRetentionPositions(nn.Module):
         (speculative verify calls), where recomputing it costs a few percent of the call."""
         if block_length is None:
             return None
-        if block_length > self.MAX_KEPT_BLOCK_LENGTH:
+        # In a compiled graph they are a few fused kernels; reading the dict there would be guarded on, and filling
+        # it would fail that guard on the next call: every call length compiled twice.
+        if block_length > self.MAX_KEPT_BLOCK_LENGTH or torch.compiler.is_compiling():
             return parallel_decay(log_decay, block_length)
         key = (block_length, log_decay.dtype, log_decay.device)
         if key not in self._kept_parallel_decays:
@@ -942,6 +955,12 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         >>> model.generate(prompt_ids, max_new_tokens=256, do_sample=True)
         ```
         """
+        # Dynamo keeps at most `recompile_limit` graphs per function (8 by default) and runs any further shape
+        # eagerly, with only a warning. This function is shared by every FlashVideo model (a pipeline compiles two,
+        # a benchmark more), and each needs one graph per batch size, call length and position layout: 8 are too few.
+        if torch._dynamo.config.recompile_limit < COMPILED_GRAPHS_PER_FUNCTION:
+            logger.info(f"Raising torch._dynamo.config.recompile_limit to {COMPILED_GRAPHS_PER_FUNCTION}")
+            torch._dynamo.config.recompile_limit = COMPILED_GRAPHS_PER_FUNCTION
         defaults = {"dynamic": False}
         if "mode" not in compile_kwargs and "options" not in compile_kwargs:
             defaults["options"] = {"cpp_wrapper": True}

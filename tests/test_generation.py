@@ -154,6 +154,30 @@ def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
     assert step_lengths == [1] * 13
 
 
+@requires_cxx
+def test_two_compiled_models_keep_every_shape_compiled(tiny_model, float64_code_position_model):
+    """Both models compile the same function, and dynamo's default of 8 graphs per function would send the ninth
+    shape to eager without an error: every one of these 10 shapes must run compiled (at most about 80 aten operators
+    with the Python wrapper, its matrix products among them, where the eager calls make 240-350), each compiled once
+    (the first call compiles, the second runs it)."""
+    from flashvideo.evaluation.bench_decode import count_aten_ops
+
+    models = (tiny_model, float64_code_position_model)
+    shapes = [(1, 1), (3, 1), (1, 5), (3, 5), (2, 1)]
+    for model in models:
+        model.compile_recurrent_step(call_lengths=(5,), options={})  # the Python wrapper: quicker to compile
+    with torch.inference_mode():
+        for model in models:
+            low, high = model.config.image_token_start, model.config.vocab_size
+            for batch, length in shapes:
+                cache = RetNetCache(model.config.num_hidden_layers)
+                model(torch.randint(low, high, (batch, 7)), cache=cache, use_cache=True)
+                step = torch.randint(low, high, (batch, length))
+                model.decode(step, cache)  # compiles
+                all_ops, _ = count_aten_ops(lambda: model.decode(step, cache))
+                assert all_ops < 120, (model.dtype, batch, length, all_ops)
+
+
 def test_past_key_values_is_still_accepted_as_the_cache(tiny_model, prompt):
     # transformers 5.24 renamed the argument to `cache`; callers written before keep working until 5.40.
     cache = RetNetCache(tiny_model.config.num_hidden_layers)
