@@ -844,38 +844,19 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         output_final_states: bool = True,
         fused: bool = False,
     ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None, torch.Tensor | None]:
-        """The embeddings (token and code position) and `_run_layers`, on tensors only: what `compile_recurrent_step`
-        compiles, so that a decode step is one compiled call. Returns what `_run_layers` returns and the tokens'
-        places in their frames (None without code position embeddings)."""
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
+        """The embeddings (token and code position), every layer and the final norm, on tensors only (no cache
+        object): what `compile_recurrent_step` compiles, so that a decode step is one compiled call.
+
+        Returns the hidden states, each layer's final state (None unless `output_final_states`: without a cache,
+        e.g. in training, nothing needs them) and its keys and values, log γ, the hidden states of every layer when
+        asked, and the tokens' places in their frames (None without code position embeddings). `fused`: the layers
+        as one function over their weights (`fused_layers.py`) instead of through the modules, where
+        `_fused_path_applies`."""
+        hidden_states = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         places = None
         if self.code_positions is not None:
             places = self.code_positions.places(input_ids, past_places)
-            inputs_embeds = inputs_embeds + self.code_positions(places).to(inputs_embeds.dtype)
-        outputs = self._run_layers(
-            inputs_embeds, positions, padding_mask, past_states, forward_mode, output_hidden_states,
-            output_final_states, fused,
-        )  # fmt: skip
-        return *outputs, places
-
-    def _run_layers(
-        self,
-        hidden_states: torch.Tensor,
-        positions: torch.Tensor,
-        padding_mask: torch.Tensor | None,
-        past_states: list[torch.Tensor | None],
-        forward_mode: ForwardMode,
-        output_hidden_states: bool,
-        output_final_states: bool = True,
-        fused: bool = False,
-    ) -> tuple[torch.Tensor, list, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, tuple | None]:
-        """Every layer and the final norm, on tensors only (no cache object), so that it can be compiled.
-
-        Returns the hidden states, each layer's final state (None unless `output_final_states`: without a cache,
-        e.g. in training, nothing needs them) and its keys and values, log γ, and the hidden states of every layer
-        when asked. `fused`: as one function over the layers' weights (`fused_layers.py`) instead of through the
-        modules, where `_fused_path_applies`."""
+            hidden_states = hidden_states + self.code_positions(places).to(hidden_states.dtype)
         compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
         length = hidden_states.shape[1]
         # The parallel form's decay factors depend on the block length only: computed once here for every layer.
@@ -885,7 +866,7 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             hidden_states, states, keys_and_values = fused_decoder_layers(
                 self._fused_decoder, hidden_states, retention_positions, padding_mask, past_states, output_final_states
             )
-            return hidden_states, states, keys_and_values, retention_positions.log_decay, None
+            return hidden_states, states, keys_and_values, retention_positions.log_decay, None, places
         all_hidden_states = () if output_hidden_states else None
         states, keys_and_values = [], []
         for layer, past_state in zip(self.layers, past_states):
@@ -904,10 +885,10 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         hidden_states = self.norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        return hidden_states, states, keys_and_values, retention_positions.log_decay, all_hidden_states
+        return hidden_states, states, keys_and_values, retention_positions.log_decay, all_hidden_states, places
 
     def _fused_path_applies(self, forward_mode: ForwardMode, output_hidden_states: bool, dtype: torch.dtype) -> bool:
-        """Whether this call may run the layers fused (`_run_layers(fused=True)`): inference in float32/float64 in
+        """Whether this call may run the layers fused (`_embed_and_run_layers(fused=True)`): inference in float32/float64 in
         the recurrent or parallel form, the layers still plain FlashVideo layers without hooks (see
         `fused_layers.FusedDecoder`)."""
         if (

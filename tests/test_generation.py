@@ -145,8 +145,8 @@ def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
     assert step_lengths == [1] * 11
     with torch.no_grad():
         cache = tiny_model(prompt, use_cache=True).cache
-        eager_logits = tiny_model.lm_head(tiny_model.model._run_layers(
-            tiny_model.model.embed_tokens(prompt[:, :1]), torch.tensor([6]), None, cache.states, "recurrent", False
+        eager_logits = tiny_model.lm_head(tiny_model.model._embed_and_run_layers(
+            prompt[:, :1], None, None, torch.tensor([6]), None, cache.states, "recurrent", False
         )[0])  # fmt: skip
         assert torch.allclose(tiny_model(prompt[:, :1], cache=cache).logits, eager_logits, atol=1e-5)
         cache.rewind(0)  # the step again, now through `decode` (the pipeline's call), compiled the same way
