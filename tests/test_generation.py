@@ -155,27 +155,32 @@ def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
 
 
 @requires_cxx
-def test_two_compiled_models_keep_every_shape_compiled(tiny_model, float64_code_position_model):
-    """Both models compile the same function, and dynamo's default of 8 graphs per function would send the ninth
-    shape to eager without an error: every one of these 10 shapes must run compiled (at most about 80 aten operators
-    with the Python wrapper, its matrix products among them, where the eager calls make 240-350), each compiled once
-    (the first call compiles, the second runs it)."""
+def test_two_compiled_models_keep_every_shape_compiled_once(tiny_model, float64_code_position_model, monkeypatch):
+    """Both models compile the same function, and past dynamo's limit of graphs per function (8 by default; 3 here,
+    so that the test compiles few) further shapes would run eagerly without an error. Every call below must run
+    compiled (about 80 aten operators at most with the Python wrapper, its matrix products among them, against
+    240-350 eager), and each shape compile once: a second prompt length must not compile again (the cache's frame
+    places keep stride 1), nor a second call of a multi-token length (no dict the graph reads and fills)."""
+    from torch._dynamo.utils import counters
+
     from flashvideo.evaluation.bench_decode import count_aten_ops
 
-    models = (tiny_model, float64_code_position_model)
-    shapes = [(1, 1), (3, 1), (1, 5), (3, 5), (2, 1)]
-    for model in models:
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 3)
+    counters.clear()
+    calls = [(tiny_model, 7, 1, 1), (tiny_model, 7, 3, 5)]
+    calls += [(float64_code_position_model, prefill, 1, 1) for prefill in (7, 9)] + [(float64_code_position_model, 7, 3, 5)]
+    for model in (tiny_model, float64_code_position_model):
         model.compile_recurrent_step(call_lengths=(5,), options={})  # the Python wrapper: quicker to compile
     with torch.inference_mode():
-        for model in models:
+        for model, prefill, batch, length in calls:
             low, high = model.config.image_token_start, model.config.vocab_size
-            for batch, length in shapes:
-                cache = RetNetCache(model.config.num_hidden_layers)
-                model(torch.randint(low, high, (batch, 7)), cache=cache, use_cache=True)
-                step = torch.randint(low, high, (batch, length))
-                model.decode(step, cache)  # compiles
-                all_ops, _ = count_aten_ops(lambda: model.decode(step, cache))
-                assert all_ops < 120, (model.dtype, batch, length, all_ops)
+            cache = RetNetCache(model.config.num_hidden_layers)
+            model(torch.randint(low, high, (batch, prefill)), cache=cache, use_cache=True)
+            step = torch.randint(low, high, (batch, length))
+            model.decode(step, cache)  # compiles, where the shape is new
+            all_ops, _ = count_aten_ops(lambda: model.decode(step, cache))
+            assert all_ops < 120, (model.dtype, prefill, batch, length, all_ops)
+    assert counters["stats"]["unique_graphs"] == 4  # one per model and call shape
 
 
 def test_past_key_values_is_still_accepted_as_the_cache(tiny_model, prompt):
