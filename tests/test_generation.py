@@ -155,7 +155,7 @@ def test_compiled_recurrent_step_samples_the_same_tokens(tiny_model, prompt):
 
 
 @requires_cxx
-def test_two_compiled_models_keep_every_shape_compiled_once(tiny_model, float64_code_position_model, monkeypatch):
+def test_two_compiled_models_keep_every_shape_compiled_once(tiny_model, float64_code_position_model):
     """Both models compile the same function, and past dynamo's limit of graphs per function (8 by default; 3 here,
     so that the test compiles few) further shapes would run eagerly without an error. Every call below must run
     compiled (about 80 aten operators at most with the Python wrapper, its matrix products among them, against
@@ -165,21 +165,21 @@ def test_two_compiled_models_keep_every_shape_compiled_once(tiny_model, float64_
 
     from flashvideo.evaluation.bench_decode import count_aten_ops
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 3)
-    counters.clear()
-    calls = [(tiny_model, 7, 1, 1), (tiny_model, 7, 3, 5)]
-    calls += [(float64_code_position_model, prefill, 1, 1) for prefill in (7, 9)] + [(float64_code_position_model, 7, 3, 5)]
-    for model in (tiny_model, float64_code_position_model):
-        model.compile_recurrent_step(call_lengths=(5,), options={})  # the Python wrapper: quicker to compile
-    with torch.inference_mode():
-        for model, prefill, batch, length in calls:
-            low, high = model.config.image_token_start, model.config.vocab_size
-            cache = RetNetCache(model.config.num_hidden_layers)
-            model(torch.randint(low, high, (batch, prefill)), cache=cache, use_cache=True)
-            step = torch.randint(low, high, (batch, length))
-            model.decode(step, cache)  # compiles, where the shape is new
-            all_ops, _ = count_aten_ops(lambda: model.decode(step, cache))
-            assert all_ops < 120, (model.dtype, prefill, batch, length, all_ops)
+    with torch._dynamo.config.patch(recompile_limit=3):
+        counters.clear()
+        calls = [(tiny_model, 7, 1, 1), (tiny_model, 7, 3, 5)]
+        calls += [(float64_code_position_model, prefill, 1, 1) for prefill in (7, 9)] + [(float64_code_position_model, 7, 3, 5)]
+        for model in (tiny_model, float64_code_position_model):
+            model.compile_recurrent_step(call_lengths=(5,), options={})  # the Python wrapper: quicker to compile
+        with torch.inference_mode():
+            for model, prefill, batch, length in calls:
+                low, high = model.config.image_token_start, model.config.vocab_size
+                cache = RetNetCache(model.config.num_hidden_layers)
+                model(torch.randint(low, high, (batch, prefill)), cache=cache, use_cache=True)
+                step = torch.randint(low, high, (batch, length))
+                model.decode(step, cache)  # compiles, where the shape is new
+                all_ops, _ = count_aten_ops(lambda: model.decode(step, cache))
+                assert all_ops < 120, (model.dtype, prefill, batch, length, all_ops)
     assert counters["stats"]["unique_graphs"] == 4  # one per model and call shape
 
 
