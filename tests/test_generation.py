@@ -168,7 +168,8 @@ def test_two_compiled_models_keep_every_shape_compiled_once(tiny_model, float64_
     with torch._dynamo.config.patch(recompile_limit=3):
         counters.clear()
         calls = [(tiny_model, 7, 1, 1), (tiny_model, 7, 3, 5)]
-        calls += [(float64_code_position_model, prefill, 1, 1) for prefill in (7, 9)] + [(float64_code_position_model, 7, 3, 5)]
+        code_model = float64_code_position_model
+        calls += [(code_model, prefill, 1, 1) for prefill in (7, 9)] + [(code_model, 7, 3, 5)]
         for model in (tiny_model, float64_code_position_model):
             model.compile_recurrent_step(call_lengths=(5,), options={})  # the Python wrapper: quicker to compile
         with torch.inference_mode():
