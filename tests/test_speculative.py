@@ -313,6 +313,8 @@ def test_look_ahead_drafts_follow_a_refusal_and_can_be_turned_off(distribution_s
     assert sampler.look_ahead_start == 0
     drafted, accepted = sampler.counts.drafts_by_source["look_ahead"]
     assert 0 < accepted <= drafted
+    # and the sampler's cache keeps only the call it may still rewind into (older records would hold their states)
+    assert len(sampler.stream.cache.records) == 1 and sampler.stream.cache.max_rollback_tokens == 0
     assert tiny_pipeline._sampler(tiny_pipeline.model).look_ahead_start == 1  # key frames: the table first
     assert tiny_pipeline._sampler(tiny_pipeline.model, stage="interpolation").look_ahead_start == 0
     tiny_pipeline.look_ahead_drafts = False
