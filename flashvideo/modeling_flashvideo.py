@@ -922,11 +922,11 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         per-operator overhead; compiled, the step is one call into generated code: the elementwise work fused into
         a few kernels around the matrix products. On this project's CPU the shipped key-frame model's step went
         from 0.56 ms eager to 0.34 ms (`flashvideo bench decode --compile`) and a clip from 1.06 to 0.67 s
-        (`flashvideo bench video --compile`). Only inference calls of one token
-        take the compiled path, so prefill, chunkwise feeding and training are unchanged; outputs match the eager
-        step to float rounding. The first call per batch size compiles (tens of seconds on a CPU; inductor needs a
-        C++ compiler there). `call_lengths`: multi-token calls of these lengths from a cache (parallel form) take
-        the compiled path too — speculative decoding's verify calls, which the pipeline pads to one length.
+        (`flashvideo bench video --compile`). Only inference calls of one token take the compiled path, so prefill,
+        chunkwise feeding and training are unchanged; outputs match the eager step to float rounding. The first
+        call per batch size compiles (tens of seconds on a CPU; inductor needs a C++ compiler there).
+        `call_lengths`: multi-token calls of these lengths from a cache (parallel form) take the compiled path too —
+        speculative decoding's verify calls, which the pipeline pads to one length.
         `compile_kwargs` go to `torch.compile`; the defaults are `dynamic=False` (one graph per batch size and
         length) and, unless `mode` or `options` is given, inductor's C++ wrapper (`options={"cpp_wrapper": True}`):
         the generated kernels are then called from C++ rather than from a Python function, which saved about a
@@ -1002,8 +1002,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         """One call once its arguments are checked (`forward` checks them; `FlashVideoForCausalLM.decode` checks
         shapes and dtypes only): embeddings, code positions, the layers, and the cache updated in place. Returns
         the final hidden states and, when asked, those of every layer."""
-        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        device = (input_ids if input_ids is not None else inputs_embeds).device
+        fed = input_ids if input_ids is not None else inputs_embeds
+        length, device = fed.shape[1], fed.device
         forward_mode = self._resolve_forward_mode(forward_mode, length)
         if cache is not None:
             positions, past_places = cache.positions(length, device), cache.frame_places

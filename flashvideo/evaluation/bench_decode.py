@@ -426,7 +426,7 @@ def run_decode_benchmark(
     if compile:
         for name, model in list(step_models.items()):
             compiled = copy.deepcopy(model)
-            compiled.compile_recurrent_step(call_lengths=STEP_CALL_LENGTHS[1:])
+            compiled.compile_recurrent_step(call_lengths=tuple(n for n in STEP_CALL_LENGTHS if n > 1))
             step_models[f"{name}, compiled"] = compiled
     step_costs = measure_step_cost(step_models, rounds=step_rounds)
     return write_report(results, config, output_dir, step_costs)
