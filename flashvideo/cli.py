@@ -160,7 +160,8 @@ def _add_bench(subparsers) -> None:
     video.add_argument(
         "--compile",
         action="store_true",
-        help="also time (a), (b) and (c) with compiled decoding (torch.compile; needs a C++ compiler on a CPU)",
+        help="also time (a), (b) and (c) with compiled decoding (FlashVideo: compile_recurrent_step, ahead of time; the "
+        "Llama: torch.compile with a static cache; needs a C++ compiler on a CPU)",
     )
     scaling = _add_benchmark(
         kinds, "scaling", _bench_scaling,
@@ -223,8 +224,8 @@ def _add_eval(subparsers) -> None:
     evaluate.add_argument(
         "--compile",
         action="store_true",
-        help="compile the decode step (torch.compile; the same clips, needs a C++ compiler on a CPU; the speeds then "
-        "include the compilation)",
+        help="compile the decode step (compile_recurrent_step; the same clips, needs a C++ compiler on a CPU; the "
+        "speeds then include the compilation)",
     )
     evaluate.add_argument(
         "--output-dir", type=Path, default=Path("eval"), help="where eval_results.{json,md} go"

@@ -24,6 +24,7 @@ from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .ahead_of_time import AheadOfTimeStep
 from .configuration_flashvideo import FlashVideoConfig
 from .fused_layers import FusedDecoder, forward_replaced, fused_decoder_layers
 # transformers' GenerationMixin and output classes, with 5.24's `cache` naming also on 5.23.
@@ -478,8 +479,13 @@ class FlashVideoRetentionPositions(nn.Module):
         if block_length is None:
             return None
         # In a compiled graph they are a few fused kernels; reading the dict there would be guarded on, and filling
-        # it would fail that guard on the next call: every call length compiled twice.
-        if block_length > self.MAX_KEPT_BLOCK_LENGTH or torch.compiler.is_compiling():
+        # it would fail that guard on the next call: every call length compiled twice. An exported program
+        # (`ahead_of_time.py`) would keep tensors of its trace.
+        if (
+            block_length > self.MAX_KEPT_BLOCK_LENGTH
+            or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting()
+        ):
             return parallel_decay(log_decay, block_length)
         key = (block_length, log_decay.dtype, log_decay.device)
         if key not in self._kept_parallel_decays:
@@ -914,23 +920,26 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         self._fused_decoder = None
         return super()._apply(fn, recurse)
 
-    def compile_recurrent_step(self, call_lengths: tuple[int, ...] = (), **compile_kwargs) -> None:
-        """Compile the decode step (one token through the embeddings and every layer in recurrent form) with
-        `torch.compile`.
+    def compile_recurrent_step(
+        self, call_lengths: tuple[int, ...] = (), ahead_of_time: bool | None = None, **compile_kwargs
+    ) -> None:
+        """Compile the decode step (one token through the embeddings and every layer in recurrent form).
 
         A recurrent step at this model size is a few hundred small operators, so in eager mode its time is mostly
         per-operator overhead; compiled, the step is one call into generated code: the elementwise work fused into
-        a few kernels around the matrix products. On this project's CPU the shipped key-frame model's step went
-        from 0.56 ms eager to 0.34 ms (`flashvideo bench decode --compile`) and a clip from 1.06 to 0.67 s
-        (`flashvideo bench video --compile`). Only inference calls of one token take the compiled path, so prefill,
-        chunkwise feeding and training are unchanged; outputs match the eager step to float rounding. The first
-        call per batch size compiles (tens of seconds on a CPU; inductor needs a C++ compiler there).
+        a few kernels around the matrix products. Only inference calls of one token take the compiled path, so
+        prefill, chunkwise feeding and training are unchanged; outputs match the eager step to float rounding.
         `call_lengths`: multi-token calls of these lengths from a cache (parallel form) take the compiled path too —
-        speculative decoding's verify calls, which the pipeline pads to one length.
-        `compile_kwargs` go to `torch.compile`; the defaults are `dynamic=False` (one graph per batch size and
-        length) and, unless `mode` or `options` is given, inductor's C++ wrapper (`options={"cpp_wrapper": True}`):
-        the generated kernels are then called from C++ rather than from a Python function, which saved about a
-        quarter of the compiled step here (0.163 against 0.217 ms).
+        speculative decoding's verify calls, which the pipeline pads to one length. The first call per batch size
+        and length compiles (tens of seconds on a CPU, which needs a C++ compiler).
+
+        `ahead_of_time` (the default unless `compile_kwargs` are given): each call shape is exported with
+        `torch.export` and compiled by AOTInductor into a program that is called directly (`ahead_of_time.py`),
+        without dynamo's guards and wrappers, which took as long as the generated code itself here. It reads the
+        model's own weights. `ahead_of_time=False`: `torch.compile`, with `compile_kwargs`; the defaults are
+        `dynamic=False` (one graph per batch size and length) and, unless `mode` or `options` is given, inductor's
+        C++ wrapper (`options={"cpp_wrapper": True}`). On this project's CPU the shipped key-frame model's step
+        took 0.56 ms eager and 0.34 ms with `torch.compile` (`flashvideo bench decode --compile`).
 
         Example:
 
@@ -939,6 +948,17 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         >>> model.generate(prompt_ids, max_new_tokens=256, do_sample=True)
         ```
         """
+        if ahead_of_time is None:
+            ahead_of_time = not compile_kwargs
+        if ahead_of_time:
+            if compile_kwargs:
+                raise ValueError(
+                    f"compile_kwargs go to torch.compile, which ahead_of_time=True does not use; got "
+                    f"{sorted(compile_kwargs)}. Pass ahead_of_time=False to compile with them."
+                )
+            self._compiled_run = AheadOfTimeStep(self)
+            self._compiled_call_lengths = frozenset(call_lengths)
+            return
         # Dynamo keeps at most `recompile_limit` graphs per function (8 by default) and runs any further shape
         # eagerly, with only a warning. This function is shared by every FlashVideo model (a pipeline compiles two,
         # a benchmark more), and each needs one graph per batch size, call length and position layout: 8 are too few.
@@ -947,6 +967,8 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             torch._dynamo.config.recompile_limit = COMPILED_GRAPHS_PER_FUNCTION
         defaults = {"dynamic": False}
         if "mode" not in compile_kwargs and "options" not in compile_kwargs:
+            # The generated kernels called from C++ rather than from a Python function: about a quarter of the
+            # compiled step here (0.163 against 0.217 ms).
             defaults["options"] = {"cpp_wrapper": True}
         self._compiled_run = torch.compile(self._embed_and_run_layers, **{**defaults, **compile_kwargs})
         self._compiled_call_lengths = frozenset(call_lengths)
@@ -1140,10 +1162,12 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
-    def compile_recurrent_step(self, call_lengths: tuple[int, ...] = (), **compile_kwargs) -> None:
+    def compile_recurrent_step(
+        self, call_lengths: tuple[int, ...] = (), ahead_of_time: bool | None = None, **compile_kwargs
+    ) -> None:
         """Compile the decoder's recurrent step (and calls of `call_lengths`); see
         `FlashVideoModel.compile_recurrent_step`."""
-        self.model.compile_recurrent_step(call_lengths, **compile_kwargs)
+        self.model.compile_recurrent_step(call_lengths, ahead_of_time, **compile_kwargs)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs) -> None:
         # generate() would make a DynamicCache; a RetNetCache made here, before the first call, is also what assisted
@@ -1237,18 +1261,26 @@ class FlashVideoForCausalLM(FlashVideoPreTrainedModel, GenerationMixin):
 
     def _logits(self, hidden_states: torch.Tensor, vocab_range: tuple[int, int] | None) -> torch.Tensor:
         """The LM head on `hidden_states`, for the token ids in `vocab_range` only when given."""
+        head = self.lm_head
+        # A plain head is one matrix product, called as such: the module call around it is a tenth of a compiled
+        # decode step at the shipped size. An adapted or hooked head (accelerate's offloading replaces `forward`)
+        # is called as it is, then sliced.
+        plain = (
+            type(head) is nn.Linear
+            and head.bias is None
+            and not (head._forward_hooks or head._forward_pre_hooks or forward_replaced(head))
+        )
         if vocab_range is None:
-            return self.lm_head(hidden_states)
+            return nn.functional.linear(hidden_states, head.weight) if plain else head(hidden_states)
         start, end = vocab_range
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= self.config.vocab_size):
             raise ValueError(
                 f"logits_vocab_range must be (start, end) with 0 <= start < end <= {self.config.vocab_size} "
                 f"(vocab_size), got {vocab_range!r}."
             )
-        head = self.lm_head
-        if type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks):
+        if plain:
             return nn.functional.linear(hidden_states, head.weight[start:end])
-        return head(hidden_states)[..., start:end]  # an adapted or hooked head: called as it is, then sliced
+        return head(hidden_states)[..., start:end]
 
     @can_return_tuple  # return_dict=False (or config.return_dict=False) gives output.to_tuple()
     @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")

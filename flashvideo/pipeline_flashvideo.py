@@ -367,13 +367,14 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
     def compile_recurrent_step(
         self, num_draft_tokens: int | None = None, **compile_kwargs
     ) -> "FlashVideoPipeline":
-        """Compile the decode step of the key-frame and interpolation models (`torch.compile`): the one-token step
-        and speculative decoding's verify calls for `num_draft_tokens` drafts (None: each stage's default), which
-        calls with that many drafts then pad to one length (a token and the drafts), so that every verify call of a
-        stage has one shape.
+        """Compile the decode step of the key-frame and interpolation models (ahead of time with AOTInductor, or
+        with `torch.compile` given `ahead_of_time=False`): the one-token step and speculative decoding's verify
+        calls for `num_draft_tokens` drafts (None: each stage's default), which calls with that many drafts then
+        pad to one length (a token and the drafts), so that every verify call of a stage has one shape.
 
-        Sampled tokens are where the time goes; see `FlashVideoModel.compile_recurrent_step`. The first clip pays
-        the compilation (once per batch size, length and model). Returns the pipeline.
+        Sampled tokens are where the time goes; see `FlashVideoModel.compile_recurrent_step`, which
+        `compile_kwargs` go to. The first clip pays the compilation (once per batch size, length and model).
+        Returns the pipeline.
         """
         counts = {self._draft_count(num_draft_tokens, stage) for stage in ("key_frames", "interpolation")}
         for model in {id(model): model for model in (self.model, self.interpolation_model)}.values():

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, RetNetCache
+from flashvideo.ahead_of_time import AheadOfTimeStep
 
 
 @pytest.fixture
@@ -74,10 +75,13 @@ def test_decode_gives_forwards_logits_and_leaves_the_same_cache(model, batch, vo
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
 def test_the_compiled_step_gives_the_eager_logits_code_places_and_states(model):
-    """`compile_recurrent_step` compiles the embeddings with the layers: the code places a step reads from the cache
-    and returns into it (across a serial number, after per-row rewinds) are the eager step's."""
+    """`compile_recurrent_step` (ahead of time) compiles the embeddings with the layers: the code places a step reads
+    from the cache and returns into it (across a serial number, after per-row rewinds) are the eager step's. The
+    programs read the model's own weights: updated in place, `.data` replaced or a parameter reassigned, the next
+    call computes with the new ones, without compiling again."""
     compiled = copy.deepcopy(model)
     compiled.compile_recurrent_step(call_lengths=(5,))
+    assert isinstance(compiled.model._compiled_run, AheadOfTimeStep)
     layers = model.config.num_hidden_layers
     eager_cache, compiled_cache = RetNetCache(layers), RetNetCache(layers)
     serial = model.config.serial_token_range[0]
@@ -97,6 +101,57 @@ def test_the_compiled_step_gives_the_eager_logits_code_places_and_states(model):
                     cache.rewind([2, 5, 1])
         for state, expected in zip(compiled_cache.states, eager_cache.states):
             assert torch.allclose(state, expected, atol=1e-9)
+        programs = dict(compiled.model._compiled_run.programs)
+        # One per call shape: the step, the 5-token call, and the step once rows stand at different positions.
+        assert len(programs) == 3, list(programs)
+        for seed, update in enumerate(("in place", "in place through .data", ".data replaced", "reassigned"), start=10):
+            step = ids(model, 3, 1, seed)
+            before = model.decode(step, copy.deepcopy(eager_cache))
+            for each in (model, compiled):
+                update_weights(each, update)
+            expected = model.decode(step, eager_cache)
+            assert not torch.allclose(before, expected, atol=1e-6), update  # the update matters
+            assert torch.allclose(compiled.decode(step, compiled_cache), expected, atol=1e-9), update
+        assert compiled.model._compiled_run.programs == programs
+
+
+def test_calls_a_program_cannot_serve_run_eagerly_and_compile_nothing(model):
+    """With gradients enabled or hidden states asked for, the ahead-of-time step runs the eager function (and
+    compiles no program); a copied model gets a step of its own."""
+    compiled = copy.deepcopy(model)
+    compiled.compile_recurrent_step()
+    cache, eager_cache = RetNetCache(model.config.num_hidden_layers), RetNetCache(model.config.num_hidden_layers)
+    prompt, step = ids(model, 2, 5, seed=0), ids(model, 2, 1, seed=1)
+    with torch.no_grad():
+        compiled(prompt, cache=cache, use_cache=True)
+        model(prompt, cache=eager_cache, use_cache=True)
+    with torch.enable_grad():
+        logits = compiled.decode(step, cache)
+    assert logits.requires_grad and torch.allclose(logits, model.decode(step, eager_cache).detach(), atol=1e-12)
+    with torch.no_grad():
+        hidden = compiled(step, cache=cache, use_cache=True, output_hidden_states=True).hidden_states
+    assert len(hidden) == model.config.num_hidden_layers + 1
+    assert compiled.model._compiled_run.programs == {}
+    copied = copy.deepcopy(compiled)
+    assert isinstance(copied.model._compiled_run, AheadOfTimeStep) and copied.model._compiled_run.model is copied.model
+    with pytest.raises(ValueError, match="ahead_of_time=False"):
+        compiled.compile_recurrent_step(ahead_of_time=True, mode="max-autotune")
+
+
+def update_weights(model: FlashVideoForCausalLM, how: str) -> None:
+    """Change a weight the decode step reads, the way user code does: in place (on the parameter or its `.data`), by
+    replacing a parameter's `.data`, or by reassigning a module's parameter (outside inference mode, as training code would)."""
+    with torch.inference_mode(False), torch.no_grad():
+        if how == "in place":
+            model.model.layers[1].ffn.down_proj.weight.mul_(-2.0)
+        elif how == "in place through .data":  # older training code, parameter merges (PEFT): no version bump
+            model.model.layers[0].ffn.gate_up_proj.weight.data.mul_(-1.0)
+        elif how == ".data replaced":
+            embeddings = model.model.embed_tokens.weight
+            embeddings.data = torch.flip(embeddings.data, dims=[0])
+        else:
+            o_proj = model.model.layers[0].retention.o_proj
+            o_proj.weight = nn.Parameter(torch.flip(o_proj.weight, dims=[1]))
 
 
 def test_decode_without_a_cache_of_the_model_is_refused(model):
