@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import io
+import operator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,6 +67,7 @@ class _StepProgram(nn.Module):
         past_places, positions, *states = call_tensors if self.with_past_places else (None, *call_tensors)
         model = self.model
         kept = model._fused_decoder
+        # What `torch.func.functional_call` does around `forward`, here around the function that is compiled.
         with _reparametrize_module(model, dict(zip(self.weight_names, weights))):
             # The fused decoder holds parameter objects: read again from the modules, now holding the inputs.
             if self.fused:
@@ -82,22 +84,35 @@ class _StepProgram(nn.Module):
 
 class _ModelWeights:
     """The model's parameters and buffers in a fixed order, the programs' last inputs, found again only when a module
-    or tensor along their paths was replaced (a check of about 5 µs for the shipped model)."""
+    or tensor along their paths or the storage under one was replaced (a check of about 8 µs for the shipped
+    model)."""
 
     def __init__(self, model: FlashVideoModel):
         self.model = model
         self.names: list[str] = []
         self.tensors: list[torch.Tensor] = []
-        self.signature = -1  # a number for the names, shapes and dtypes below (`_layouts`)
+        self.signature = -1  # a number for the names, shapes, dtypes and devices of the tensors (`_layouts`)
         self._layouts: dict[tuple, int] = {}
-        # (a module's `_modules`, `_parameters` or `_buffers` dict, a name, the object expected under it) for every
-        # step of the paths to the tensors.
-        self._expected: list[tuple[dict, str, object]] = []  # found on first use (a model being copied is not whole)
+        self._pointers: list[int] = []
+        self._contiguous = True
+        # Every step of the paths to the tensors, as three lists: a module's `_modules`, `_parameters` or `_buffers`
+        # dict, a name, the object expected under it. Found on first use (a model being copied is not whole).
+        self._expected: tuple[list[dict], list[str], list[object]] = ([], [], [])
 
     def current(self) -> list[torch.Tensor]:
-        if not self._expected or not all(container.get(name) is value for container, name, value in self._expected):
+        """The tensors to pass, looked for again when a module or tensor was replaced, or the storage under one
+        (`.data` replaced, `model.to(...)`: new shapes, dtypes or devices may need a program of their own)."""
+        # `map` keeps the loops in C: about a third of the time of generator expressions.
+        containers, names, values = self._expected
+        if (
+            not values
+            or not all(map(operator.is_, map(dict.get, containers, names), values))
+            or list(map(torch.Tensor.data_ptr, self.tensors)) != self._pointers
+        ):
             self._find()
-        # A tensor put under a parameter's `.data` may have other strides than the program was compiled for.
+        if self._contiguous:
+            return self.tensors
+        # A program reads its inputs with the strides it was compiled for.
         return [tensor if tensor.is_contiguous() else tensor.contiguous() for tensor in self.tensors]
 
     def _find(self) -> None:
@@ -109,9 +124,11 @@ class _ModelWeights:
             self.names = [name for name, _ in self.model.named_parameters()]
             self.names += [name for name, _ in self.model.named_buffers()]
             tensors, expected = self._walk(self.names)
-        self.tensors, self._expected = tensors, list(expected.values())
-        # Programs are compiled for these names, shapes and dtypes: a small number for them, cheap to look up.
-        layout = (tuple(self.names), tuple((tuple(tensor.shape), tensor.dtype) for tensor in tensors))
+        self.tensors, self._expected = tensors, tuple(map(list, zip(*expected.values())))
+        self._pointers = [tensor.data_ptr() for tensor in tensors]
+        self._contiguous = all(tensor.is_contiguous() for tensor in tensors)
+        # Programs are compiled for these names, shapes, dtypes and devices: a small number for them, cheap to look up.
+        layout = (tuple(self.names), tuple((tuple(tensor.shape), tensor.dtype, tensor.device) for tensor in tensors))
         self.signature = self._layouts.setdefault(layout, len(self._layouts))
 
     def _walk(self, names: list[str]) -> tuple[list[torch.Tensor], dict]:

@@ -138,6 +138,26 @@ def test_calls_a_program_cannot_serve_run_eagerly_and_compile_nothing(model):
         compiled.compile_recurrent_step(ahead_of_time=True, mode="max-autotune")
 
 
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_a_compiled_model_moved_to_another_dtype_gets_a_program_of_its_own(model):
+    """`model.to(dtype)` keeps the parameter objects and swaps their storage: the step notices and compiles for the
+    new dtype rather than feeding float32 weights to a float64 program."""
+    compiled = copy.deepcopy(model)
+    compiled.compile_recurrent_step()
+    prompt, step = ids(model, 2, 5, seed=0), ids(model, 2, 1, seed=1)
+    for dtype in (torch.float64, torch.float32):
+        for each in (model, compiled):
+            each.to(dtype)
+        caches = [RetNetCache(model.config.num_hidden_layers) for _ in range(2)]
+        with torch.inference_mode():
+            for each, cache in zip((model, compiled), caches):
+                each(prompt, cache=cache, use_cache=True)
+            logits = compiled.decode(step, caches[1])
+            assert logits.dtype == dtype
+            assert torch.allclose(logits, model.decode(step, caches[0]), atol=1e-9 if dtype == torch.float64 else 1e-4)
+    assert len(compiled.model._compiled_run.programs) == 2
+
+
 def update_weights(model: FlashVideoForCausalLM, how: str) -> None:
     """Change a weight the decode step reads, the way user code does: in place (on the parameter or its `.data`), by
     replacing a parameter's `.data`, or by reassigning a module's parameter (outside inference mode, as training code would)."""

@@ -292,7 +292,8 @@ def step_cost_markdown(results: list[StepMeasurement], floors: dict[str, Machine
         "",
         "A call from a `RetNetCache` filled to 256 tokens, made as the pipeline's sampler makes it "
         "(`decode`, ids validated before; logits over the whole vocabulary); \"compiled\": the same model after "
-        "`compile_recurrent_step()`; 1 token is a decode step, 16 tokens one multi-token call (e.g. verifying drafts). "
+        "`compile_recurrent_step()` (ahead of time: AOTInductor programs, whose kernels call aten's matrix products "
+        "and a few others, which the profiler counts); 1 token is a decode step, 16 tokens one multi-token call (e.g. verifying drafts). "
         "Each round makes 50 calls back to back, as a decoding loop does; medians over round-robin rounds, wall "
         "clock and this thread's CPU time (on a shared machine the CPU time "
         "is the steadier; the floor is CPU time too); aten operators counted with torch.profiler (nested ones "

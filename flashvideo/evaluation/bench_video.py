@@ -427,8 +427,8 @@ def write_video_report(
             [
                 "",
                 "\\* Compiled rows (`flashvideo bench video --compile`) are timed after one untimed run that compiles: "
-                "FlashVideo through `FlashVideoPipeline.compile_recurrent_step()`, the Llama through transformers' own "
-                "compiled decoding (`generate()` with a `StaticCache`).",
+                "FlashVideo through `FlashVideoPipeline.compile_recurrent_step()` (ahead of time, AOTInductor), the "
+                "Llama through transformers' own compiled decoding (`generate()` with a `StaticCache`).",
             ]
             if any(t.compiled for t in timings)
             else []
