@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.utils.stateless import _reparametrize_module
 from transformers.utils import logging
 
-from .fused_layers import FusedDecoder
+from .fused_layers import FusedDecoder, _expect
 
 
 if TYPE_CHECKING:
@@ -95,8 +95,9 @@ class _ModelWeights:
         self._layouts: dict[tuple, int] = {}
         self._pointers: list[int] = []
         self._contiguous = True
-        # Every step of the paths to the tensors, as three lists: a module's `_modules`, `_parameters` or `_buffers`
-        # dict, a name, the object expected under it. Found on first use (a model being copied is not whole).
+        # Every step of the paths to the tensors (as `FusedDecoder` records its own, `fused_layers._expect`), as three
+        # lists: a module's `_modules`, `_parameters` or `_buffers` dict, a name, the object expected under it. Found
+        # on first use (a model being copied is not whole).
         self._expected: tuple[list[dict], list[str], list[object]] = ([], [], [])
 
     def current(self) -> list[torch.Tensor]:
@@ -138,11 +139,11 @@ class _ModelWeights:
             module = self.model
             for step in path:
                 child = module._modules[step]
-                expected[(id(module._modules), step)] = (module._modules, step, child)
+                _expect(expected, module._modules, step, child)
                 module = child
             container = module._parameters if attribute in module._parameters else module._buffers
             tensors.append(container[attribute])
-            expected[(id(container), attribute)] = (container, attribute, container[attribute])
+            _expect(expected, container, attribute, container[attribute])
         return tensors, expected
 
 

@@ -952,14 +952,14 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
         """
         if ahead_of_time is None:
             ahead_of_time = not compile_kwargs
+        if ahead_of_time and compile_kwargs:
+            raise ValueError(
+                f"compile_kwargs go to torch.compile, which ahead_of_time=True does not use; got "
+                f"{sorted(compile_kwargs)}. Pass ahead_of_time=False to compile with them."
+            )
+        self._compiled_call_lengths = frozenset(call_lengths)
         if ahead_of_time:
-            if compile_kwargs:
-                raise ValueError(
-                    f"compile_kwargs go to torch.compile, which ahead_of_time=True does not use; got "
-                    f"{sorted(compile_kwargs)}. Pass ahead_of_time=False to compile with them."
-                )
             self._compiled_run = AheadOfTimeStep(self)
-            self._compiled_call_lengths = frozenset(call_lengths)
             return
         # Dynamo keeps at most `recompile_limit` graphs per function (8 by default) and runs any further shape
         # eagerly, with only a warning. This function is shared by every FlashVideo model (a pipeline compiles two,
@@ -973,7 +973,6 @@ class FlashVideoModel(FlashVideoPreTrainedModel):
             # compiled step here (0.163 against 0.217 ms).
             defaults["options"] = {"cpp_wrapper": True}
         self._compiled_run = torch.compile(self._embed_and_run_layers, **{**defaults, **compile_kwargs})
-        self._compiled_call_lengths = frozenset(call_lengths)
 
     def _check_input_ids(self, input_ids: torch.Tensor, check_values: bool = True) -> None:
         if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
