@@ -80,13 +80,23 @@ def load_interpolation_model(spec: str) -> tuple[str, FlashVideoForCausalLM]:
     return name, model.eval()
 
 
+def uniformly_black_codes(pipe: FlashVideoPipeline) -> list[int]:
+    """The codes that decode to black (no channel above `bright_level`) when they fill a whole frame's grid: the
+    candidates for one background code. The tokenizer's decoder mixes neighbouring cells, so a code that is black in
+    the encoder's usual background texture need not be black on its own."""
+    grid = pipe.processor.layout.code_grid_size
+    codes = torch.arange(pipe.processor.layout.image_vocab_size)[:, None, None, None].expand(-1, 1, grid, grid)
+    brightest = codes_to_frames(pipe.vqvae, codes.contiguous()).reshape(len(codes), -1).max(axis=1)
+    return np.nonzero(brightest <= CLEAN_CLIP_CRITERIA.bright_level)[0].tolist()
+
+
 def key_frames_with_one_code(pipe: FlashVideoPipeline, videos: np.ndarray, code: int) -> dict[str, float]:
     """What one background code does to the true key frames themselves, before any interpolation: their VQ
     reconstruction's PSNR against the truth and the share of frames with one object and with no stray pixels, with
     the tokenizer's own codes and with `code` in every background cell."""
     frames = np.ascontiguousarray(videos[:, ::KEY_FRAME_SPACING])
     codes = frames_to_codes(pipe.vqvae, frames)
-    result = {"background_code": code}
+    result = {"background_code": code, "uniformly_black_codes": uniformly_black_codes(pipe)}
     for variant, variant_codes in (("own codes", codes), ("one code", with_one_background_code(pipe, codes, code))):
         decoded = codes_to_frames(pipe.vqvae, variant_codes)
         found = [frame_objects(frame) for frame in decoded.reshape(-1, *decoded.shape[2:])]
