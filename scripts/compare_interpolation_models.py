@@ -10,9 +10,9 @@ checkpoint without its config.json takes the one of the shipped interpolation mo
 key frames with the pipeline's default interpolation settings (redundant-free, inherit ratio 0.2, sampling) and the
 same generator seeds. `--one-background-code` measures issue 21's background-code lever without retraining: before
 interpolation, every key-frame cell that decodes to plain black together with its eight neighbours gets one code,
-the commonest such code of Shapes clips of `--background-seed` or the one given, so that A and B agree wherever both are background.
-Writes one JSON line per model: the clean-clip summary (`summarize_clean_clips`) and the
-placement of the inserted objects (`direction_by_stage.inserted_frame_placement`).
+the commonest such code of Shapes clips of `--background-seed` or the one given, so that A and B agree wherever both
+are background. Writes one JSON line per model: the clean-clip summary (`summarize_clean_clips`) and the placement
+of the inserted objects (`direction_by_stage.inserted_frame_placement`).
 """
 
 import argparse
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from flashvideo import FlashVideoConfig, FlashVideoForCausalLM, default_checkpoint
 from flashvideo.evaluation.evaluate import evaluation_set
@@ -32,18 +33,9 @@ from flashvideo.image_tokenizer import codes_to_frames, frames_to_codes
 from flashvideo.pipeline_flashvideo import INTERPOLATION_SUBFOLDER, FlashVideoPipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from direction_by_stage import KEY_FRAME_SPACING, inserted_frame_placement  # noqa: E402
-from scipy import ndimage  # noqa: E402
+from direction_by_stage import KEY_FRAME_SPACING, background_cells, inserted_frame_placement  # noqa: E402
 
-
-def background_cells(frames: np.ndarray, grid: int) -> np.ndarray:
-    """`[..., grid, grid]` booleans: the cells of frames `[..., H, W, 3]` (uint8) whose patch and eight neighbouring
-    patches are all black (no channel above the clean-clip criteria's `bright_level`)."""
-    cell = frames.shape[-2] // grid
-    lead = frames.shape[:-3]
-    patches = frames.reshape(-1, grid, cell, grid, cell, 3).max(axis=(2, 4, 5)) <= CLEAN_CLIP_CRITERIA.bright_level
-    black = ndimage.binary_erosion(patches, structure=np.ones((1, 3, 3), dtype=bool), border_value=1)
-    return black.reshape(*lead, grid, grid)
+BRIGHT_LEVEL = CLEAN_CLIP_CRITERIA.bright_level  # a background cell has no channel above the clean clips' level
 
 
 def commonest_background_code(pipe: FlashVideoPipeline, seed: int, num_clips: int = 64) -> int:
@@ -51,13 +43,14 @@ def commonest_background_code(pipe: FlashVideoPipeline, seed: int, num_clips: in
     videos, _, _ = evaluation_set(num_clips, seed)
     frames = np.ascontiguousarray(videos[:, ::KEY_FRAME_SPACING])
     codes = frames_to_codes(pipe.vqvae, frames).numpy()
-    return int(np.bincount(codes[background_cells(frames, codes.shape[-1])]).argmax())
+    return int(np.bincount(codes[background_cells(frames, codes.shape[-1], BRIGHT_LEVEL)]).argmax())
 
 
 def with_one_background_code(pipe: FlashVideoPipeline, codes: torch.Tensor, code: int) -> torch.Tensor:
-    """`codes` `[batch, K, grid, grid]` with every cell that decodes to background (`background_cells`) set to `code`."""
+    """`codes` `[batch, K, grid, grid]` with every cell that decodes to background (`background_cells`) set to
+    `code`."""
     decoded = codes_to_frames(pipe.vqvae, codes)
-    black = torch.from_numpy(background_cells(decoded, codes.shape[-1]))
+    black = torch.from_numpy(background_cells(decoded, codes.shape[-1], BRIGHT_LEVEL))
     return torch.where(black, torch.as_tensor(code, dtype=codes.dtype), codes)
 
 
@@ -68,11 +61,10 @@ def load_interpolation_model(spec: str) -> tuple[str, FlashVideoForCausalLM]:
     else:
         name, _, path = spec.partition("=")
         path = Path(path)
-    config_source = path if (path / "config.json").exists() else Path(default_checkpoint()) / INTERPOLATION_SUBFOLDER
-    config = FlashVideoConfig.from_pretrained(config_source)
-    if not (path / "config.json").exists():  # a training checkpoint: its own shape is in its weights
-        from safetensors import safe_open
-
+    if (path / "config.json").exists():
+        config = FlashVideoConfig.from_pretrained(path)
+    else:  # a training checkpoint: the shipped interpolation model's config, with the depth its weights have
+        config = FlashVideoConfig.from_pretrained(Path(default_checkpoint()) / INTERPOLATION_SUBFOLDER)
         with safe_open(path / "model.safetensors", "pt") as weights:
             layers = {int(key.split(".")[2]) for key in weights.keys() if key.startswith("model.layers.")}
         config = FlashVideoConfig(**{**config.to_dict(), "num_hidden_layers": len(layers)})
@@ -87,17 +79,17 @@ def uniformly_black_codes(pipe: FlashVideoPipeline) -> list[int]:
     grid = pipe.processor.layout.code_grid_size
     codes = torch.arange(pipe.processor.layout.image_vocab_size)[:, None, None, None].expand(-1, 1, grid, grid)
     brightest = codes_to_frames(pipe.vqvae, codes.contiguous()).reshape(len(codes), -1).max(axis=1)
-    return np.nonzero(brightest <= CLEAN_CLIP_CRITERIA.bright_level)[0].tolist()
+    return np.nonzero(brightest <= BRIGHT_LEVEL)[0].tolist()
 
 
-def key_frames_with_one_code(pipe: FlashVideoPipeline, videos: np.ndarray, code: int) -> dict[str, float]:
-    """What one background code does to the true key frames themselves, before any interpolation: their VQ
-    reconstruction's PSNR against the truth and the share of frames with one object and with no stray pixels, with
-    the tokenizer's own codes and with `code` in every background cell."""
-    frames = np.ascontiguousarray(videos[:, ::KEY_FRAME_SPACING])
-    codes = frames_to_codes(pipe.vqvae, frames)
+def key_frames_with_one_code(
+    pipe: FlashVideoPipeline, frames: np.ndarray, codes: torch.Tensor, one_code: torch.Tensor, code: int
+) -> dict[str, float]:
+    """What one background code does to the true key frames themselves (`frames`, their `codes`, and `one_code`: the
+    same with `code` in every background cell), before any interpolation: their VQ reconstruction's PSNR against the
+    truth and the share of frames with one object and with no stray pixels, for either codes."""
     result = {"background_code": code, "uniformly_black_codes": uniformly_black_codes(pipe)}
-    for variant, variant_codes in (("own codes", codes), ("one code", with_one_background_code(pipe, codes, code))):
+    for variant, variant_codes in (("own codes", codes), ("one code", one_code)):
         decoded = codes_to_frames(pipe.vqvae, variant_codes)
         found = [frame_objects(frame) for frame in decoded.reshape(-1, *decoded.shape[2:])]
         result[variant] = {
@@ -110,21 +102,16 @@ def key_frames_with_one_code(pipe: FlashVideoPipeline, videos: np.ndarray, code:
     return result
 
 
-def interpolate_from_true_key_frames(
-    pipe: FlashVideoPipeline, videos: np.ndarray, prompts: list[str], seed: int, batch_size: int,
-    background_code: int | None = None,
+def interpolate(
+    pipe: FlashVideoPipeline, key_frames: torch.Tensor, prompts: list[str], seed: int, batch_size: int
 ) -> np.ndarray:
-    """The clips `pipe.interpolation_model` makes from the clips' true key frames, with the pipeline's defaults (and
-    with `background_code` in every background cell of the key frames, if given)."""
+    """The clips `pipe.interpolation_model` makes from `key_frames` (codes `[N, K, grid, grid]`) with the pipeline's
+    default interpolation settings, `batch_size` clips at a time."""
     clips = []
-    for start in range(0, len(videos), batch_size):
-        texts = list(prompts[start : start + batch_size])
-        codes = frames_to_codes(pipe.vqvae, np.ascontiguousarray(videos[start : start + batch_size, ::KEY_FRAME_SPACING]))
-        if background_code is not None:
-            codes = with_one_background_code(pipe, codes, background_code)
+    for start in range(0, len(key_frames), batch_size):
         filled = pipe.interpolate(
-            texts, codes, KEY_FRAME_SPACING - 1, redundant_free=True, inherit_ratio=0.2,
-            generator=torch.Generator().manual_seed(seed + start),
+            list(prompts[start : start + batch_size]), key_frames[start : start + batch_size], KEY_FRAME_SPACING - 1,
+            redundant_free=True, inherit_ratio=0.2, generator=torch.Generator().manual_seed(seed + start),
         )  # fmt: skip
         clips.append(codes_to_frames(pipe.vqvae, filled))
     return np.concatenate(clips)
@@ -146,21 +133,27 @@ def main() -> None:
 
     pipe = FlashVideoPipeline.from_pretrained(default_checkpoint(), show_progress=False)
     videos, prompts, labels = evaluation_set(args.num_samples, args.seed)
-    variants = [None]
+    frames = np.ascontiguousarray(videos[:, ::KEY_FRAME_SPACING])
+    codes = frames_to_codes(pipe.vqvae, frames)  # the true key frames, encoded once for every model
+    variants = {None: codes}
     if args.one_background_code is not None:
         code = args.one_background_code
-        variants.append(commonest_background_code(pipe, args.background_seed) if code < 0 else code)
-        print(json.dumps(key_frames_with_one_code(pipe, videos, variants[-1])), flush=True)
+        code = commonest_background_code(pipe, args.background_seed) if code < 0 else code
+        variants[code] = with_one_background_code(pipe, codes, code)
+        print(json.dumps(key_frames_with_one_code(pipe, frames, codes, variants[code], code)), flush=True)
+    cell = videos.shape[2] // pipe.processor.layout.code_grid_size
     lines = []
     for spec, background_code in itertools.product(args.models, variants):
         name, pipe.interpolation_model = load_interpolation_model(spec)
         if background_code is not None:
             name = f"{name}, one background code ({background_code})"
-        clips = interpolate_from_true_key_frames(pipe, videos, prompts, args.seed, args.batch_size, background_code)
+        clips = interpolate(pipe, variants[background_code], prompts, args.seed, args.batch_size)
         summary = summarize_clean_clips([clean_clip_report(c, label["color"]) for c, label in zip(clips, labels)])
-        placement = inserted_frame_placement(clips, videos, labels, cell=videos.shape[2] // pipe.processor.layout.code_grid_size)
-        line = {"model": name, "spec": spec, "seed": args.seed, "background_code": background_code, **summary, "placement": placement}
-        lines.append(line)
+        placement = inserted_frame_placement(clips, videos, labels, cell=cell)
+        lines.append(
+            {"model": name, "spec": spec, "seed": args.seed, "background_code": background_code, **summary,
+             "placement": placement}
+        )  # fmt: skip
         print(
             f"{name}: clean {summary['clean_rate']:.1%} ± {summary['clean_rate_stderr']:.1%}, one object "
             f"{summary['one_object_rate']:.1%}, stray-free {summary['stray_free_rate']:.1%}, track RMS "

@@ -147,15 +147,21 @@ def frames_by_place(clips: np.ndarray, colors: list[str]) -> dict[str, dict[str,
     }
 
 
+def background_cells(frames: np.ndarray, grid: int, bright_level: int) -> np.ndarray:
+    """`[..., grid, grid]` booleans: the code cells of frames `[..., H, W, 3]` (uint8) whose patch and eight
+    neighbouring patches are all black (no channel above `bright_level`)."""
+    cell = frames.shape[-2] // grid
+    patches = frames.reshape(-1, grid, cell, grid, cell, 3).max(axis=(2, 4, 5)) <= bright_level
+    black = ndimage.binary_erosion(patches, structure=np.ones((1, 3, 3), dtype=bool), border_value=1)
+    return black.reshape(*frames.shape[:-3], grid, grid)
+
+
 def background_codes(key_frames: np.ndarray, codes: np.ndarray) -> dict[str, float]:
     """How the image tokenizer codes plain black background in true key frames (`[N, K, H, W, 3]`, codes `[N, K, g,
     g]`): over the code cells whose patch and eight neighbouring patches are all black, how many distinct codes occur,
     the most common one's share, and the share of cells black in two adjacent key frames whose codes differ anyway
     (cells that redundant-free interpolation counts as different although nothing changed there)."""
-    count, num_key_frames, grid = codes.shape[0], codes.shape[1], codes.shape[-1]
-    cell = key_frames.shape[2] // grid
-    patches = key_frames.reshape(count, num_key_frames, grid, cell, grid, cell, 3).max(axis=(3, 5, 6))
-    black = ndimage.binary_erosion(patches == 0, structure=np.ones((1, 1, 3, 3), dtype=bool), border_value=1)
+    black = background_cells(key_frames, codes.shape[-1], bright_level=0)
     values, counts = np.unique(codes[black], return_counts=True)
     both = black[:, 1:] & black[:, :-1]
     return {

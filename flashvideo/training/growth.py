@@ -50,15 +50,12 @@ def deepen(model: FlashVideoForCausalLM, num_hidden_layers: int) -> FlashVideoFo
     sources = grown_layer_sources(model.config.num_hidden_layers, num_hidden_layers)
     config = FlashVideoConfig(**{**model.config.to_dict(), "num_hidden_layers": num_hidden_layers})
     grown = FlashVideoForCausalLM(config).to(dtype=model.dtype, device=model.device)
-    old = model.state_dict()
-    new = {name: tensor for name, tensor in old.items() if not name.startswith("model.layers.")}
-    seen = set()
+    state = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith("model.layers.")}
     for index, source in enumerate(sources):
+        is_copy = index > 0 and sources[index - 1] == source  # the copies follow the block they copy
         for name, tensor in model.model.layers[source].state_dict().items():
-            is_copy = source in seen
-            new[f"model.layers.{index}.{name}"] = torch.zeros_like(tensor) if is_copy and name in OUTPUT_PROJECTIONS \
-                else tensor.clone()
-        seen.add(source)
-    grown.load_state_dict(new, strict=True)
+            zero = is_copy and name in OUTPUT_PROJECTIONS
+            state[f"model.layers.{index}.{name}"] = torch.zeros_like(tensor) if zero else tensor.clone()
+    grown.load_state_dict(state, strict=True)
     grown.generation_config = model.generation_config
-    return grown.eval() if not model.training else grown
+    return grown.train(model.training)
