@@ -48,6 +48,13 @@ class VocabularyLayout:
         return self.serial_token_start + int(frame_number) - 1
 
 
+# The orders in which an interpolation sample's inserted frames F_2 … F_{n+1} follow A and B (serial numbers say which
+# frame each one is, so the paper's layout allows any): "forward", the paper's F_2, F_3, …, F_{n+1}; "outside_in",
+# F_2, F_{n+1}, F_3, F_n, …, alternately the earliest and the latest frame still missing, so that each inserted
+# frame is generated right beside a frame already known (A, B or one generated before it).
+INTERPOLATION_ORDERS = ("forward", "outside_in")
+
+
 def is_decay_exponent(value: object) -> bool:
     """Whether `value` can be a retention decay exponent e_h (γ_h = 1 − 2^(−e_h)): a number in (0, 52]; beyond 52,
     γ_h rounds to 1 even in float64."""
@@ -82,6 +89,10 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             Retention's decay and rotation only say how far apart two tokens are, so without it the model learns
             the grid column by counting back from the serial number. The table starts at zero, so switching it
             on for a trained model leaves its outputs unchanged until it is fine-tuned.
+        interpolation_order: the order of the inserted frames in the interpolation samples the model was trained
+            on, and so the order the pipeline generates them in (`INTERPOLATION_ORDERS`): "forward" (default, the
+            paper's F_2, F_3, …, F_{n+1}) or "outside_in" (F_2, F_{n+1}, F_3, F_n, …). Only an interpolation model
+            reads it.
         rms_norm_eps: epsilon of the RMSNorms (also the per-head retention norm).
         chunk_size: block length of the chunkwise form (training and long prefills).
         text_vocab_size / image_vocab_size: sizes of the text-token and image-code ranges.
@@ -109,6 +120,7 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
     value_dim: int | None = None
     decay_exponents: list[float] | None = None
     code_position_embeddings: bool = False
+    interpolation_order: str = "forward"
     hidden_act: str = "silu"
     rms_norm_eps: float = 1e-6
     chunk_size: int = 256
@@ -235,6 +247,11 @@ class FlashVideoConfig(PreTrainedConfig, VocabularyLayout):
             raise ValueError(
                 "FlashVideoConfig.code_position_embeddings must be True or False, got "
                 f"{self.code_position_embeddings!r}."
+            )
+        if self.interpolation_order not in INTERPOLATION_ORDERS:
+            raise ValueError(
+                f"FlashVideoConfig.interpolation_order must be one of {list(INTERPOLATION_ORDERS)}, got "
+                f"{self.interpolation_order!r}."
             )
         exponents = self.decay_exponents
         if exponents is not None and (

@@ -861,32 +861,40 @@ class FlashVideoPipeline(Pipeline, metaclass=_BuiltByFromPretrainedInFactory):
 
         draft_source = self._draft_source(draft_source)
         sampler = self._sampler(self.interpolation_model, draft_source=draft_source, stage="interpolation", **sampling)
-        offsets = self.processor.interpolation_time_offsets(num_inserted)  # generation order A, B, F_2 … → time
+        order = self.interpolation_model.config.interpolation_order  # the order it was trained on
+        serial_numbers = self.processor.interpolation_serial_numbers(num_inserted, order)  # A, B, then inserted
+        offsets = self.processor.interpolation_time_offsets(num_inserted, order)  # generation order → time
         inserted: list[torch.Tensor] = []  # ids [pairs of all prompts, tokens] per inserted frame
-        for number in range(2, num_inserted + 2):
-            if number == 2:  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call with the first drafts
+        known = {0: ids_a, num_inserted + 1: self._to_ids(codes_b)}  # ids of the frames known so far, by time offset
+        for position in range(2, num_inserted + 2):
+            if position == 2:  # [text][SN_1][A][text][SN_{n+2}][B][text][SN_2], one call with the first drafts
                 prefix = [
-                    self.processor.interpolation_prefix(ids, a, b, num_inserted)
+                    self.processor.interpolation_prefix(ids, a, b, num_inserted, order)
                     for ids, a, b in zip(pair_ids, codes_a, codes_b)
                 ]
             else:
-                prefix = [self.processor.keyframe_prefix(ids, number) for ids in pair_ids]
+                prefix = [self.processor.keyframe_prefix(ids, serial_numbers[position]) for ids in pair_ids]
             use_previous = draft_source != ROW_ABOVE
+            # Drafts copy the known frame nearest in time (earlier on a tie): the one just before in the forward
+            # order; in the outside-in order A, B or a frame generated before, one frame away either way.
+            nearest = min(known, key=lambda offset: (abs(offset - offsets[position]), offset))
             inserted.append(
                 sampler.sample_frame(
                     torch.tensor(prefix), tokens_per_frame, fixed_ids=fixed_ids, fixed_mask=fixed_mask,
-                    reference=(inserted[-1] if inserted else ids_a) if use_previous else None,
-                    draft_source="previous_frame" if use_previous else ROW_ABOVE, reference_gap=time_stride,
+                    reference=known[nearest] if use_previous else None,
+                    draft_source="previous_frame" if use_previous else ROW_ABOVE,
+                    reference_gap=abs(offsets[position] - nearest) * time_stride,
                 )  # fmt: skip
             )
+            known[offsets[position]] = inserted[-1]
             if progress is not None:
                 frame = self._to_codes(inserted[-1]).reshape(batch, pairs, grid, grid)
-                for pair in range(pairs):  # F_number, generated (number)th, sits at p * (n + 1) + its offset
-                    time_index = (pair * (num_inserted + 1) + offsets[number]) * time_stride
+                for pair in range(pairs):  # the frame generated at this position sits at p * (n + 1) + its offset
+                    time_index = (pair * (num_inserted + 1) + offsets[position]) * time_stride
                     progress.frame_done("interpolation", time_index, frame[:, pair])
-        # Generation order A, B, F_2 … F_{n+1} → time order A, F_2 … F_{n+1}, B, per pair; then the pairs joined.
+        # Generation order A, B, F_2 … → time order A, F_2 … F_{n+1}, B, per pair; then the pairs joined.
         per_pair = torch.stack([codes_a, codes_b, *(self._to_codes(ids).cpu() for ids in inserted)])
-        in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted)  # [n + 2, pairs, grid, grid]
+        in_time_order = self.processor.reorder_interpolated(per_pair, num_inserted, order)  # [n + 2, pairs, grid, grid]
         segments = in_time_order.transpose(0, 1).reshape(batch, pairs, num_inserted + 2, grid, grid)
         video = torch.cat([segments[:, :, :-1].flatten(1, 2), key_frames[:, -1:].cpu()], dim=1)
 

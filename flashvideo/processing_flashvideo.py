@@ -11,7 +11,8 @@ This module turns captions and code grids into that stream and back:
 - key-frame samples: `[text][SN_1][frame 1][text][SN_2][frame 2] … [text][SN_K][frame K]`;
 - interpolation samples between key frames A and B with n inserted frames:
   `[text][SN_1][A][text][SN_{n+2}][B][text][SN_2][F_2] … [text][SN_{n+1}][F_{n+1}]`, reordered afterwards by
-  serial number into A, F_2 … F_{n+1}, B;
+  serial number into A, F_2 … F_{n+1}, B (the inserted frames in the paper's forward order, or outside in:
+  `interpolation_order`);
 - the prefixes the pipeline feeds before sampling each frame, and id/code conversions.
 
 Batches of samples are padded by `flashvideo.data.collate.pad_batch`, with the data.
@@ -33,7 +34,8 @@ from transformers import BatchEncoding, PreTrainedTokenizerFast, ProcessorMixin
 from transformers.utils import logging
 
 from .checkpoint_files import check_local_or_repo_id, inside_checkpoint, load_component, read_json
-from .configuration_flashvideo import FlashVideoConfig, VocabularyLayout
+from .configuration_flashvideo import INTERPOLATION_ORDERS, FlashVideoConfig, VocabularyLayout
+from .validation import check_choice
 
 
 logger = logging.get_logger(__name__)
@@ -202,14 +204,27 @@ class SequenceBuilderMixin:
         `[text][SN_frame_number]`: what is fed before the codes of the frame with that serial number are
         sampled. `text` is a caption or its ids from [`encode_text`].
 
-        This is the prefix of every key frame, and also of the inserted frames F_3 … F_{n+1} of an
-        interpolation sample (their serial numbers are 3 … n+1); the first inserted frame's context comes from
+        This is the prefix of every key frame, and also of an interpolation sample's inserted frames after the
+        first (`frame_number` is the frame's serial number); the first inserted frame's context comes from
         [`interpolation_prefix`].
         """
         return self.text_ids(text) + [self.layout.serial_token_id(frame_number)]
 
-    def interpolation_serial_numbers(self, num_inserted: int) -> list[int]:
-        """Serial numbers of an interpolation sample's frames, in generation order: `[1, n+2, 2, …, n+1]`."""
+    def interpolation_serial_numbers(self, num_inserted: int, order: str = "forward") -> list[int]:
+        """
+        Serial numbers of an interpolation sample's frames, in generation order: A, B, then the inserted frames,
+        `[1, n+2, 2, 3, …, n+1]` in the paper's "forward" order, `[1, n+2, 2, n+1, 3, n, …]` "outside_in"
+        (`FlashVideoConfig.interpolation_order`). The one definition of the generation order: samples, prefixes and
+        the reordering into time order all follow it.
+
+        Example:
+
+        ```python
+        >>> processor.interpolation_serial_numbers(4), processor.interpolation_serial_numbers(4, "outside_in")
+        ([1, 6, 2, 3, 4, 5], [1, 6, 2, 5, 3, 4])
+        ```
+        """
+        check_choice("order", order, INTERPOLATION_ORDERS)
         if (
             isinstance(num_inserted, bool)
             or not isinstance(num_inserted, (int, np.integer))
@@ -222,22 +237,26 @@ class SequenceBuilderMixin:
                 f"number SN_(n+2) exists; got num_inserted={num_inserted}."
             )
         n = int(num_inserted)
-        return [1, n + 2, *range(2, n + 2)]
+        inserted = list(range(2, n + 2))
+        if order == "outside_in":  # alternately the earliest and the latest still missing: 2, n+1, 3, n, …
+            inserted = [inserted[i // 2] if i % 2 == 0 else inserted[-1 - i // 2] for i in range(n)]
+        return [1, n + 2, *inserted]
 
     def interpolation_prefix(
-        self, text: str | Sequence[int], frame_a: Any, frame_b: Any, num_inserted: int
+        self, text: str | Sequence[int], frame_a: Any, frame_b: Any, num_inserted: int, order: str = "forward"
     ) -> list[int]:
         """
         `[text][SN_1][A][text][SN_{n+2}][B][text][SN_2]`: the context fed before the first inserted frame F_2
-        is sampled. After F_k has been sampled, feed `keyframe_prefix(text, k + 1)` and sample F_{k+1}, up to
-        F_{n+1}.
+        is sampled. After it, feed `keyframe_prefix(text, s)` before each further inserted frame, s running
+        through the rest of `interpolation_serial_numbers(num_inserted, order)` (3, 4, … in the forward order).
 
         Args:
             text: the prompt, or its ids from [`encode_text`].
             frame_a, frame_b: code grids `[grid, grid]` (codebook indices) of the two key frames.
             num_inserted: n, the number of frames to insert between them.
+            order: the interpolation model's `config.interpolation_order`.
         """
-        serial = self.interpolation_serial_numbers(num_inserted)
+        serial = self.interpolation_serial_numbers(num_inserted, order)
         (ids_a,) = self._frame_ids(frame_a, "frame_a", frames_axis=False)
         (ids_b,) = self._frame_ids(frame_b, "frame_b", frames_axis=False)
         text_ids = self.text_ids(text)
@@ -286,7 +305,13 @@ class SequenceBuilderMixin:
         return self._assemble(text_ids, [(number, ids, True) for number, ids in zip(serial_numbers, frames)])
 
     def build_interpolation_sample(
-        self, text: str, frame_a: Any, frame_b: Any, middle_frames: Any, label_key_frames: bool = True
+        self,
+        text: str,
+        frame_a: Any,
+        frame_b: Any,
+        middle_frames: Any,
+        label_key_frames: bool = True,
+        order: str = "forward",
     ) -> dict[str, list[int]]:
         """
         Lay out an interpolation sample between key frames A and B with the n frames between them (paper
@@ -303,6 +328,8 @@ class SequenceBuilderMixin:
                 every image code (DESIGN §2), and learning to produce B from A is useful signal. At inference
                 A and B are given, so `False` (labels -100 on them too) restricts the loss to what the model
                 will generate.
+            order: the order of the inserted frames after A and B ([`interpolation_serial_numbers`]): "forward"
+                (the layout above) or "outside_in" (`[SN_2][F_2][SN_{n+1}][F_{n+1}][SN_3][F_3] …`).
 
         Returns:
             `{"input_ids": [...], "labels": [...]}`, labels -100 on text and serial-number positions.
@@ -312,10 +339,10 @@ class SequenceBuilderMixin:
             raise ValueError(
                 "middle_frames must hold at least one frame (shape [n, grid, grid] with n >= 1)."
             )
-        serial = self.interpolation_serial_numbers(len(middle))
+        serial = self.interpolation_serial_numbers(len(middle), order)
         (ids_a,) = self._frame_ids(frame_a, "frame_a", frames_axis=False)
         (ids_b,) = self._frame_ids(frame_b, "frame_b", frames_axis=False)
-        frames = [ids_a, ids_b, *middle]
+        frames = [ids_a, ids_b, *(middle[number - 2] for number in serial[2:])]  # F_s is middle frame s - 2
         labelled = [label_key_frames, label_key_frames] + [True] * len(middle)
         text_ids = self.encode_text(text)
         return self._assemble(text_ids, list(zip(serial, frames, labelled)))
@@ -333,12 +360,12 @@ class SequenceBuilderMixin:
             )
         return {"input_ids": input_ids, "labels": labels}
 
-    def interpolation_time_offsets(self, num_inserted: int) -> list[int]:
+    def interpolation_time_offsets(self, num_inserted: int, order: str = "forward") -> list[int]:
         """
-        Where each frame of an interpolation sample, in generation order `A, B, F_2, …, F_{n+1}`, sits in time
-        from A: `[0, n + 1, 1, …, n]`, its serial number minus one. The one definition of the time order of
-        interpolated frames: [`reorder_interpolated`] sorts by it, and the pipeline places (and reports) each
-        inserted frame of pair p at `p * (n + 1) + offset`.
+        Where each frame of an interpolation sample, in generation order (`A, B, F_2, …, F_{n+1}` in the forward
+        order), sits in time from A: its serial number minus one, `[0, n + 1, 1, …, n]` in the forward order.
+        [`reorder_interpolated`] sorts by it, and the pipeline places (and reports) each inserted frame of pair p
+        at `p * (n + 1) + offset`.
 
         Example:
 
@@ -347,17 +374,17 @@ class SequenceBuilderMixin:
         [0, 4, 1, 2, 3]
         ```
         """
-        return [serial_number - 1 for serial_number in self.interpolation_serial_numbers(num_inserted)]
+        return [serial_number - 1 for serial_number in self.interpolation_serial_numbers(num_inserted, order)]
 
-    def reorder_interpolated(self, frames_in_generation_order: Any, num_inserted: int) -> Any:
+    def reorder_interpolated(self, frames_in_generation_order: Any, num_inserted: int, order: str = "forward") -> Any:
         """
-        Reorder the frames of an interpolation sample from generation order `A, B, F_2, …, F_{n+1}` to time
-        order `A, F_2, …, F_{n+1}, B` (by [`interpolation_time_offsets`]).
+        Reorder the frames of an interpolation sample from generation order (`A, B, F_2, …, F_{n+1}` in the
+        forward order) to time order `A, F_2, …, F_{n+1}, B` (by [`interpolation_time_offsets`]).
 
         `frames_in_generation_order` is indexed along its first axis: a list, a tensor or an array of n + 2
         frames (codes or pixels). The result has the same type.
         """
-        offsets = self.interpolation_time_offsets(num_inserted)
+        offsets = self.interpolation_time_offsets(num_inserted, order)
         if len(frames_in_generation_order) != len(offsets):
             raise ValueError(
                 f"frames_in_generation_order must hold num_inserted + 2 = {len(offsets)} frames, got "

@@ -268,6 +268,62 @@ def test_keyframe_and_interpolation_stages_report_a_held_out_loss(tokenizer_dir,
     assert results["eval/num_samples"] == 12 and math.isfinite(results["eval/loss"])
 
 
+def _held_out_losses(output_dir, subfolder=None, **sample_kwargs):
+    """The saved model's plain loss on each held-out sample of the runs above (16 clips, 25% held out)."""
+    processor = FlashVideoProcessor.from_pretrained(output_dir)
+    videos = load_videos(DataArguments(num_clips=16, data_seed=0), image_size=16)
+    _, held_out_videos = held_out_split(videos, 25, 256, seed=0)
+    held_out = tokenize_video_dataset(
+        held_out_videos, processor, image_tokenizer=load_image_tokenizer(output_dir), **sample_kwargs
+    )
+    model = FlashVideoForCausalLM.from_pretrained(output_dir, **({"subfolder": subfolder} if subfolder else {}))
+    with torch.no_grad():
+        return [
+            model.eval()(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+            for ids, labels in zip(held_out["input_ids"], held_out["labels"])
+        ]
+
+
+def test_interpolation_order_is_trained_on_and_saved(tokenizer_dir, tmp_path, capsys):
+    """--interpolation_order cuts the samples in that order and saves it in the model's config; eval/loss is the
+    model's loss on held-out samples in that order. It is refused for the key-frame stage."""
+    output_dir = tmp_path / "outside_in"
+    shutil.copytree(tokenizer_dir, output_dir)
+    flags = "--max_steps 2 --validation_split_percentage 25 --interpolation_order outside_in"
+    assert main(lm_args("interpolation", output_dir, flags)) == 0
+    config = FlashVideoConfig.from_pretrained(output_dir / "interpolation")
+    assert config.interpolation_order == "outside_in"
+    results = json.loads((output_dir / "train_results_interpolation.json").read_text())
+    samples = dict(sample_kind="interpolation", interpolation_frames=4)
+    outside_in = _held_out_losses(output_dir, "interpolation", **samples, interpolation_order="outside_in")
+    forward = _held_out_losses(output_dir, "interpolation", **samples)
+    # After two steps the model is close to uniform, so the two orders' losses are close; eval/loss is outside-in's.
+    off = {name: abs(results["eval/loss"] - np.mean(losses)) for name, losses in (("outside_in", outside_in),
+                                                                                   ("forward", forward))}  # fmt: skip
+    assert off["outside_in"] < 1e-5 * results["eval/loss"] and off["outside_in"] < off["forward"] / 10
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(lm_args("keyframe", tmp_path / "keyframe", "--max_steps 1 --interpolation_order outside_in",
+                        "--processor_name_or_path", tokenizer_dir)) == 1  # fmt: skip
+    assert "--interpolation_order is for --stage interpolation" in capsys.readouterr().err
+
+
+def test_changing_code_loss_weight_trains_differently_and_keeps_a_plain_held_out_loss(tokenizer_dir, tmp_path):
+    """--changing_code_loss_weight changes the training loss (other weights after the same steps) but not what
+    eval/loss measures: the saved model's plain mean loss on the held-out samples."""
+    runs = {}
+    for weight in (1, 4):
+        output_dir = runs[weight] = tmp_path / f"weight_{weight}"
+        shutil.copytree(tokenizer_dir, output_dir)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        flags = f"--max_steps 3 --validation_split_percentage 25 --changing_code_loss_weight {weight}"
+        assert main(lm_args("keyframe", output_dir, flags)) == 0
+    plain, weighted = (load_file(runs[weight] / "model.safetensors") for weight in (1, 4))
+    assert any(not torch.equal(plain[name], weighted[name]) for name in plain)
+    results = json.loads((runs[4] / "train_results_keyframe.json").read_text())
+    losses = _held_out_losses(runs[4], sample_kind="keyframe")
+    assert results["eval/loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+
 # -------------------------------------------------------------------------------------------- data parallel
 
 
@@ -510,6 +566,8 @@ def test_yaml_arguments(tmp_path):
         ("--speed_range 3 1", "--speed_range"),
         ("--speed_range 1 2 3", "--speed_range"),
         ("--decay_exponents 5 0 7 8", "--decay_exponents"),
+        ("--interpolation_order backward", "--interpolation_order"),
+        ("--changing_code_loss_weight 0", "--changing_code_loss_weight"),
         ("--proportion_empty_prompts 1.5", "--proportion_empty_prompts"),
         ("--video_folder /nonexistent/videos", "--video_folder"),
         ("--model_name_or_path x --hidden_size 64", "--hidden_size"),

@@ -225,12 +225,13 @@ def codes_to_samples(
     interpolation_frames: int | None = None,
     label_key_frames: bool = True,
     batch_size: int = 64,
+    interpolation_order: str = "forward",
 ) -> datasets.Dataset | datasets.IterableDataset:
     """
     Key-frame or interpolation samples (`input_ids`, `labels`) from a codes data set, as
     `flashvideo.data.tokenized.tokenize_video_dataset` cuts them from videos (same frames, same layout), but
     without the image tokenizer: only the captions are tokenized. Works on a `Dataset` (a cached map) and on an
-    `IterableDataset` (a lazy map).
+    `IterableDataset` (a lazy map). `interpolation_order`: the interpolation model's `config.interpolation_order`.
 
     Example:
         >>> codes = load_codes("codes")  # doctest: +SKIP
@@ -245,7 +246,8 @@ def codes_to_samples(
     else:
         num_key_frames = None
     tokenize = _TokenizeVideos(
-        processor, sample_kind, num_key_frames, interpolation_frames, "codes", "text", label_key_frames, None
+        processor, sample_kind, num_key_frames, interpolation_frames, "codes", "text", label_key_frames, None,
+        interpolation_order=interpolation_order,
     )
     function = _CodesToSamples(tokenize)
     columns = list(codes.column_names or ["codes", "text"])
@@ -260,6 +262,7 @@ def codes_to_samples(
             num_key_frames,
             interpolation_frames,
             label_key_frames,
+            *([interpolation_order] if sample_kind == "interpolation" and interpolation_order != "forward" else []),
         ]
     )
     return codes.with_format("numpy", columns=["codes"], output_all_columns=True).map(

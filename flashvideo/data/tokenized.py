@@ -18,6 +18,7 @@ import torch
 from datasets.fingerprint import Hasher
 from transformers.utils import logging
 
+from ..configuration_flashvideo import INTERPOLATION_ORDERS
 from ..image_tokenizer import frames_to_codes, image_tokenizer_fingerprint
 from ..validation import check_choice, check_int
 
@@ -85,6 +86,7 @@ class _TokenizeVideos:
         label_key_frames: bool,
         encode_batch_size: int | None,
         image_tokenizer: Any = None,
+        interpolation_order: str = "forward",
     ) -> None:
         self.processor = processor
         self.image_tokenizer = image_tokenizer
@@ -95,6 +97,7 @@ class _TokenizeVideos:
         self.text_column = text_column
         self.label_key_frames = label_key_frames
         self.encode_batch_size = encode_batch_size
+        self.interpolation_order = interpolation_order
         self.parent_pid = os.getpid()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[list[int]]]:
@@ -137,6 +140,7 @@ class _TokenizeVideos:
                     codes[end],
                     codes[start + 1 : end],
                     label_key_frames=self.label_key_frames,
+                    order=self.interpolation_order,
                 )
             )
         return samples
@@ -156,6 +160,7 @@ def tokenize_video_dataset(
     video_column: str = "video",
     text_column: str = "text",
     label_key_frames: bool = True,
+    interpolation_order: str = "forward",
     load_from_cache_file: bool | None = None,
     desc: str | None = None,
     layout: Literal["keyframe", "interpolation"] | None = None,
@@ -183,6 +188,8 @@ def tokenize_video_dataset(
         video_column, text_column: the input columns.
         label_key_frames: interpolation samples only: whether the key frames' codes carry labels (see
             `build_interpolation_sample`).
+        interpolation_order: interpolation samples only: the order of the inserted frames after A and B, the
+            interpolation model's `config.interpolation_order` ("forward" or "outside_in").
         load_from_cache_file: passed to `map` (`None`: use the cache when caching is enabled).
         desc: progress-bar description.
         layout: the old name of `sample_kind` (deprecated; still accepted, with a FutureWarning).
@@ -225,6 +232,7 @@ def tokenize_video_dataset(
             )
         check_int("interpolation_frames", interpolation_frames, 1, max_frames - 2, why=" (max_frames - 2)")
         num_key_frames = None
+        check_choice("interpolation_order", interpolation_order, INTERPOLATION_ORDERS)
     check_int("batch_size", batch_size, 1)
     for name, column in (("video_column", video_column), ("text_column", text_column)):
         if column not in dataset.column_names:
@@ -234,7 +242,7 @@ def tokenize_video_dataset(
 
     function = _TokenizeVideos(
         processor, sample_kind, num_key_frames, interpolation_frames, video_column, text_column, label_key_frames,
-        encode_batch_size, image_tokenizer,
+        encode_batch_size, image_tokenizer, interpolation_order,
     )  # fmt: skip
     # datasets would hash the function by pickling the processor, whose tokenizer state may change with use;
     # key the cache on what determines the output instead. encode_batch_size is left out: it only changes how
@@ -251,6 +259,8 @@ def tokenize_video_dataset(
             video_column,
             text_column,
             label_key_frames,
+            # the samples' frame order; left out for the paper's order so that caches made before it still hit
+            *([interpolation_order] if sample_kind == "interpolation" and interpolation_order != "forward" else []),
         ]
     )
     features = datasets.Features(

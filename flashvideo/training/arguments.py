@@ -132,6 +132,15 @@ class ModelArguments:
             "outputs."
         },
     )
+    interpolation_order: Literal["forward", "outside_in"] | None = field(
+        default=None,
+        metadata={
+            "help": "Interpolation stage: the order of the inserted frames after A and B in its samples "
+            "(FlashVideoConfig.interpolation_order), saved with the model so that the pipeline generates in that "
+            "order: 'forward' (the paper's F_2, F_3, …) or 'outside_in' (F_2, F_{n+1}, F_3, F_n, …). Unset: a "
+            "fresh model is 'forward' and a fine-tuned one keeps its own."
+        },
+    )
 
     # Vocabulary layout and frame geometry, fixed by the tokenizer stage (None: the FlashVideoConfig default).
     image_size: int | None = field(
@@ -220,12 +229,14 @@ class ModelArguments:
 
     def config_overrides(self) -> dict[str, object]:
         """The FlashVideoConfig keyword arguments that change no weight of a trained model, so may also be given
-        when fine-tuning (`decay_exponents`, `code_position_embeddings`)."""
+        when fine-tuning (`decay_exponents`, `code_position_embeddings`, `interpolation_order`)."""
         overrides = {}
         if self.decay_exponents is not None:
             overrides["decay_exponents"] = self.decay_exponents
         if self.code_position_embeddings:  # a flag: unset means "as the checkpoint has it"
             overrides["code_position_embeddings"] = True
+        if self.interpolation_order is not None:
+            overrides["interpolation_order"] = self.interpolation_order
         return overrides
 
     def layout_overrides(self) -> dict[str, int]:
@@ -511,6 +522,14 @@ class FlashVideoTrainingArguments:
         default=256,
         metadata={"help": "Tokenizer stage: frames whose reconstruction PSNR is reported at the end."},
     )
+    changing_code_loss_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Key-frame / interpolation stages: weigh the training loss on the codes of every cell that is "
+            "not the same in all frames of a sample (where the object moves) by this, the other codes by 1 "
+            "(training.changing_codes). 1: the plain mean over image codes. The held-out loss stays the plain mean."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
@@ -523,6 +542,7 @@ class FlashVideoTrainingArguments:
         _check_int(self, "save_total_limit", 1, optional=True)
         _check_int(self, "eval_steps", 1, optional=True)
         _check_float(self, "learning_rate", 0.0, strict=True)
+        _check_float(self, "changing_code_loss_weight", 0.0, strict=True)
         for name in ("weight_decay", "max_grad_norm", "adam_epsilon"):
             _check_float(self, name, 0.0)
         for name in ("adam_beta1", "adam_beta2"):

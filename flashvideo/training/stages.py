@@ -57,6 +57,7 @@ from ..processing_flashvideo import PROCESSOR_CONFIG_NAME, FlashVideoProcessor, 
 from ..text_tokenizer import build_text_tokenizer
 from . import sharding
 from .arguments import DEFAULT_CHECKPOINT, DataArguments, FlashVideoTrainingArguments, ModelArguments
+from .changing_codes import changing_code_weights, weighted_next_token_loss
 from .codebook import CodebookRestarter
 from .errors import TrainingSetupError
 from .streaming import split_stream
@@ -81,8 +82,10 @@ class Stage:
     # Called after every optimizer step as `after_step(accelerator, global_step)`; its `state_dict()` is saved in
     # every checkpoint (safetensors) and restored on resume. The tokenizer stage's codebook restarts use it.
     step_hook: CodebookRestarter | None = None
-    # Samples of held-out clips whose `compute_loss` is reported as eval/loss (training.held_out); None: none.
+    # Samples of held-out clips whose `eval_loss` is reported as eval/loss (training.held_out); None: none.
     eval_dataset: Any = None
+    # The held-out loss, `(model, batch) -> (loss, extras)`, when it is not `compute_loss` (a weighted training loss).
+    eval_loss: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None
 
 
 
@@ -219,11 +222,22 @@ def setup_lm_stage(
     vq = load_vq(processor_source, "--processor_name_or_path")
     layout = processor.layout
     check_layout_overrides(model_args, layout, processor_source)
+    if model_args.interpolation_order is not None and stage_name != "interpolation":
+        raise TrainingSetupError(
+            f"--interpolation_order is for --stage interpolation (the order of an interpolation sample's frames); "
+            f"got it with --stage {stage_name}."
+        )
+    # The interpolation samples' frame order is the model's (saved in its config, read by the pipeline).
+    interpolation_order = model_args.config_overrides().get("interpolation_order") or (
+        lm_config(source, stage_name).interpolation_order if source is not None else "forward"
+    )
 
     # ---- data: token sequences from videos (a cached, fingerprinted Dataset.map), or from codes encoded once;
     # the held-out clips' samples are cut the same way but never trained on (nor lose their captions)
     if data_args.codes_dataset is not None:
-        tokenized, held_out = samples_from_codes(data_args, processor, vq, stage_name, args, accelerator)
+        tokenized, held_out = samples_from_codes(
+            data_args, processor, vq, stage_name, args, accelerator, interpolation_order
+        )
     else:
         with accelerator.main_process_first():
             videos = training_videos(data_args, layout.image_size)
@@ -232,7 +246,7 @@ def setup_lm_stage(
             )
             vq.to(accelerator.device)  # encode frames on the accelerator
             tokenized, held_out = (
-                None if part is None else _tokenize(part, processor, vq, stage_name, data_args)
+                None if part is None else _tokenize(part, processor, vq, stage_name, data_args, interpolation_order)
                 for part in (videos, held_out_videos)
             )
             vq.to("cpu")
@@ -277,7 +291,7 @@ def setup_lm_stage(
         model.gradient_checkpointing_enable()
     forward_mode = model_args.forward_mode
 
-    def compute_loss(lm, batch):
+    def plain_loss(lm, batch):
         output = lm(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -286,6 +300,16 @@ def setup_lm_stage(
             use_cache=False,
         )
         return output.loss, {}
+
+    def changing_code_loss(lm, batch):
+        logits = lm(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], forward_mode=forward_mode,
+            use_cache=False,
+        ).logits  # fmt: skip
+        weights = changing_code_weights(batch["labels"], layout.tokens_per_frame, args.changing_code_loss_weight)
+        return weighted_next_token_loss(logits, batch["labels"], weights), {}
+
+    compute_loss = plain_loss if args.changing_code_loss_weight == 1 else changing_code_loss
 
     def finish(accelerator: Accelerator, prepared: torch.nn.Module) -> dict[str, float]:
         target = output_dir if stage_name == "keyframe" else output_dir / INTERPOLATION_SUBFOLDER
@@ -318,11 +342,17 @@ def setup_lm_stage(
         finish=finish,
         processor=processor,
         eval_dataset=held_out,
+        eval_loss=plain_loss,
     )
 
 
 def _tokenize(
-    videos: datasets.Dataset, processor: FlashVideoProcessor, vq: VQModel, stage_name: str, data_args: DataArguments
+    videos: datasets.Dataset,
+    processor: FlashVideoProcessor,
+    vq: VQModel,
+    stage_name: str,
+    data_args: DataArguments,
+    interpolation_order: str = "forward",
 ) -> datasets.Dataset:
     """Key-frame or interpolation samples cut from `videos` (`tokenize_video_dataset`, cached)."""
     try:
@@ -336,6 +366,7 @@ def _tokenize(
             batch_size=data_args.tokenize_batch_size,
             num_proc=data_args.preprocessing_num_workers,
             label_key_frames=data_args.label_key_frames,
+            interpolation_order=interpolation_order,
         )
     except ValueError as error:
         raise TrainingSetupError(f"Cannot cut {stage_name} samples from the data set: {error}") from None
@@ -390,19 +421,32 @@ def load_lm(source: str, stage: str, config_overrides: dict[str, object] | None 
     Float32 whatever the checkpoint holds: these are the weights the optimiser updates (mixed precision is
     accelerate's `--mixed_precision`), and a float16 export (`scripts/export_checkpoint_fp16.py`) loaded as it is
     would train in float16 — on a CPU about 12× slower per step, and with updates rounded away."""
-    subfolder = {}
-    if stage == "interpolation":
-        if has_interpolation_model(source):
-            subfolder = {"subfolder": INTERPOLATION_SUBFOLDER}
-        else:
-            logger.warning(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
+    config = lm_config(source, stage)
+    if config_overrides:
+        config = with_config_overrides(config, config_overrides)
     try:
-        config = FlashVideoConfig.from_pretrained(source, **subfolder)
-        if config_overrides:
-            config = with_config_overrides(config, config_overrides)
-        return FlashVideoForCausalLM.from_pretrained(source, config=config, dtype=torch.float32, **subfolder)
+        return FlashVideoForCausalLM.from_pretrained(
+            source, config=config, dtype=torch.float32, **_lm_subfolder(source, stage)
+        )
     except OSError as error:
         raise TrainingSetupError(f"Cannot load a FlashVideo model from {source}: {error}") from None
+
+
+def lm_config(source: str, stage: str) -> FlashVideoConfig:
+    """The config of the model `load_lm` starts from: the interpolation stage's is `interpolation/`'s if any."""
+    try:
+        return FlashVideoConfig.from_pretrained(source, **_lm_subfolder(source, stage))
+    except OSError as error:
+        raise TrainingSetupError(f"Cannot load a FlashVideo model from {source}: {error}") from None
+
+
+def _lm_subfolder(source: str, stage: str) -> dict[str, str]:
+    if stage != "interpolation":
+        return {}
+    if has_interpolation_model(source):
+        return {"subfolder": INTERPOLATION_SUBFOLDER}
+    logger.warning_once(f"{source} has no {INTERPOLATION_SUBFOLDER}/ model: starting from its key-frame model")
+    return {}
 
 
 def with_config_overrides(config: FlashVideoConfig, overrides: dict[str, object]) -> FlashVideoConfig:
@@ -417,6 +461,8 @@ def with_config_overrides(config: FlashVideoConfig, overrides: dict[str, object]
         )
     if "code_position_embeddings" in overrides:
         logger.warning(f"Fine-tuning with code_position_embeddings={config.code_position_embeddings}")
+    if "interpolation_order" in overrides:
+        logger.warning(f"Fine-tuning with interpolation_order={config.interpolation_order!r}")
     return config
 
 
@@ -458,6 +504,7 @@ def samples_from_codes(
     stage_name: str,
     args: FlashVideoTrainingArguments,
     accelerator: Accelerator,
+    interpolation_order: str = "forward",
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, datasets.Dataset | None]:
     """
     `--codes_dataset`: key-frame or interpolation samples cut from videos encoded once (`python -m
@@ -506,6 +553,7 @@ def samples_from_codes(
                     num_key_frames=data_args.num_key_frames,
                     interpolation_frames=data_args.interpolation_frames,
                     label_key_frames=data_args.label_key_frames,
+                    interpolation_order=interpolation_order,
                 )
                 for part in (codes, held_out_codes)
             )

@@ -206,7 +206,7 @@ def train(
     def evaluate() -> dict[str, float]:
         """The loss on the held-out clips' samples now (training.held_out)."""
         loss = held_out_loss(
-            accelerator, model, stage.eval_dataset, stage.compute_loss, stage.collate_fn,
+            accelerator, model, stage.eval_dataset, stage.eval_loss or stage.compute_loss, stage.collate_fn,
             args.per_device_train_batch_size,
         )  # fmt: skip
         logger.info(
