@@ -117,12 +117,19 @@ def interpolate(
     return np.concatenate(clips)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_comparison_parser(description: str, seed_help: str) -> argparse.ArgumentParser:
+    """The arguments of a script that compares models on the same Shapes clips: the models (`shipped` or
+    `NAME=PATH`), `--seed`, `--num-samples`, `--batch-size`."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="'shipped' or NAME=PATH, one or more")
-    parser.add_argument("--seed", type=int, required=True, help="evaluation set and generator seeds")
+    parser.add_argument("--seed", type=int, required=True, help=seed_help)
     parser.add_argument("--num-samples", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
+    return parser
+
+
+def main() -> None:
+    parser = model_comparison_parser(__doc__, "evaluation set and generator seeds")
     parser.add_argument("--output", type=Path, help="a .jsonl file (default: print only)")
     parser.add_argument(
         "--one-background-code", nargs="?", const=-1, type=int, metavar="CODE",
