@@ -42,6 +42,7 @@ def build_vq_model(
     vq_embed_dim: int = 32,
     layers_per_block: int = 1,
     norm_num_groups: int = 32,
+    mid_block_attention: bool = True,
 ) -> VQModel:
     """
     Build an untrained `diffusers.VQModel` that maps `image_size²` RGB frames to `code_grid_size²` code grids.
@@ -59,6 +60,9 @@ def build_vq_model(
         vq_embed_dim: dimension of the codebook vectors (also used as the latent channel count).
         layers_per_block: ResNet layers per block.
         norm_num_groups: GroupNorm groups; must divide every entry of `block_out_channels`.
+        mid_block_attention: whether the encoder's and decoder's middle blocks have a self-attention layer.
+            Without it a code depends only on the pixels near its cell (and the GroupNorm statistics), so that
+            the same background gets the same codes wherever it is.
 
     Example:
 
@@ -111,6 +115,7 @@ def build_vq_model(
         num_vq_embeddings=codebook_size,
         norm_num_groups=norm_num_groups,
         vq_embed_dim=vq_embed_dim,
+        mid_block_add_attention=mid_block_attention,
     )
 
 

@@ -286,6 +286,24 @@ def test_build_vq_model_rejects_impossible_shapes():
         build_vq_model(64, 16, block_out_channels=(32, 48, 64), norm_num_groups=32)
 
 
+def test_build_vq_model_without_mid_block_attention(tmp_path):
+    from diffusers import VQModel
+    from diffusers.models.attention_processor import Attention
+
+    def has_attention(model):
+        return any(isinstance(module, Attention) for module in model.modules())
+
+    shape = dict(block_out_channels=(8, 16, 16), norm_num_groups=8, vq_embed_dim=8)
+    assert has_attention(build_vq_model(16, 4, 60, **shape))
+    vq = build_vq_model(16, 4, 60, **shape, mid_block_attention=False).eval()
+    assert not has_attention(vq)
+    vq.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = VQModel.from_pretrained(tmp_path).eval()
+    assert not has_attention(loaded)
+    frames = np.random.default_rng(2).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    assert torch.equal(frames_to_codes(loaded, frames), frames_to_codes(vq, frames))
+
+
 def test_encode_and_decode_frames(vq):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, size=(2, 3, 8, 8, 3), dtype=np.uint8)

@@ -539,6 +539,8 @@ def test_yaml_arguments(tmp_path):
     argv = "--stage interpolation --max_steps 7 --report_to tensorboard --vq_block_out_channels 8 16".split()
     model_args, data_args, training_args = parse_args(argv)
     assert model_args.vq_block_out_channels == [8, 16] and training_args.log_with == ["tensorboard"]
+    assert model_args.vq_mid_block_attention  # on unless switched off
+    assert not parse_args([*argv, "--no_vq_mid_block_attention"])[0].vq_mid_block_attention
 
     for text, named in [
         ("stage: keyframe\nmax_stepz: 3\n", "max_stepz"),

@@ -186,6 +186,13 @@ class ModelArguments:
     vq_norm_num_groups: int = field(
         default=32, metadata={"help": "Tokenizer stage: GroupNorm groups of the VQ."}
     )
+    vq_mid_block_attention: bool = field(
+        default=True,
+        metadata={
+            "help": "Tokenizer stage: a self-attention layer in the VQ's middle blocks (--no_vq_mid_block_attention: "
+            "none, so that each code depends only on the pixels near its cell)."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check_choice(self, "stage", STAGES)

@@ -133,6 +133,7 @@ def setup_tokenizer_stage(
                 vq_embed_dim=model_args.vq_embed_dim,
                 layers_per_block=model_args.vq_layers_per_block,
                 norm_num_groups=model_args.vq_norm_num_groups,
+                mid_block_attention=model_args.vq_mid_block_attention,
             )
         except ValueError as error:
             raise TrainingSetupError(
