@@ -262,7 +262,7 @@ def codes_to_samples(
             num_key_frames,
             interpolation_frames,
             label_key_frames,
-            *([interpolation_order] if sample_kind == "interpolation" and interpolation_order != "forward" else []),
+            *tokenize.order_fingerprint(),
         ]
     )
     return codes.with_format("numpy", columns=["codes"], output_all_columns=True).map(

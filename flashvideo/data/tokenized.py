@@ -97,8 +97,17 @@ class _TokenizeVideos:
         self.text_column = text_column
         self.label_key_frames = label_key_frames
         self.encode_batch_size = encode_batch_size
+        if sample_kind == "interpolation":  # checked here for every data set built from these samples
+            check_choice("interpolation_order", interpolation_order, INTERPOLATION_ORDERS)
         self.interpolation_order = interpolation_order
         self.parent_pid = os.getpid()
+
+    def order_fingerprint(self) -> list[str]:
+        """The frame order's part of a cache fingerprint: empty for key-frame samples and for the paper's order,
+        so that caches made before the order existed still hit."""
+        if self.sample_kind == "interpolation" and self.interpolation_order != "forward":
+            return [self.interpolation_order]
+        return []
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[list[int]]]:
         if os.getpid() != self.parent_pid and torch.get_num_threads() > 1:
@@ -232,7 +241,6 @@ def tokenize_video_dataset(
             )
         check_int("interpolation_frames", interpolation_frames, 1, max_frames - 2, why=" (max_frames - 2)")
         num_key_frames = None
-        check_choice("interpolation_order", interpolation_order, INTERPOLATION_ORDERS)
     check_int("batch_size", batch_size, 1)
     for name, column in (("video_column", video_column), ("text_column", text_column)):
         if column not in dataset.column_names:
@@ -259,8 +267,7 @@ def tokenize_video_dataset(
             video_column,
             text_column,
             label_key_frames,
-            # the samples' frame order; left out for the paper's order so that caches made before it still hit
-            *([interpolation_order] if sample_kind == "interpolation" and interpolation_order != "forward" else []),
+            *function.order_fingerprint(),
         ]
     )
     features = datasets.Features(
